@@ -1,0 +1,1 @@
+"""A Twisted client for the Smarkets streaming API, with a simulated exchange."""

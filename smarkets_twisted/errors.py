@@ -1,0 +1,158 @@
+"""Every error this library raises, in one hierarchy rooted at SmarketsError.
+
+The names of the reference client (smk-python-sdk 9.4) are kept, so that code
+moving from it can catch the same things.  No message built here contains a
+password, a cookie or a session token.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+
+class SmarketsError(Exception):
+    """Base class for every Smarkets error."""
+
+
+# Connections and the wire
+
+
+class ConnectionError(SmarketsError, builtins.ConnectionError):  # noqa: A001
+    """A connection-level failure (TCP or TLS)."""
+
+
+class SocketDisconnected(ConnectionError):
+    """The connection was lost."""
+
+
+class SessionLost(ConnectionError):
+    """The session ended and cannot be resumed; its pending requests fail with this."""
+
+
+class PeerTimeout(ConnectionError):
+    """The peer sent nothing for several heartbeat periods."""
+
+
+class ProtocolError(SmarketsError):
+    """The peer broke the protocol; the connection is dropped."""
+
+
+class DecodeError(ProtocolError):
+    """A frame header could not be decoded."""
+
+
+class FrameTooLarge(DecodeError):
+    """A frame announced a payload larger than the configured limit."""
+
+    def __init__(self, announced: int, limit: int) -> None:
+        super().__init__(f"frame of {announced} bytes exceeds the limit of {limit} bytes")
+        self.announced = announced
+        self.limit = limit
+
+
+class ParseError(ProtocolError):
+    """A payload did not parse, or lacks a field the protocol requires."""
+
+
+class UnknownMessageType(ParseError):
+    """A payload's type is not one this library knows."""
+
+
+class SequenceError(ProtocolError):
+    """The peer's sequence numbers cannot be reconciled."""
+
+
+# Login and logout
+
+
+class LoginError(SmarketsError):
+    """A login was refused; ``reason`` is the eto LogoutReason value (or None)."""
+
+    def __init__(self, reason: int | None, reason_name: str | None = None) -> None:
+        name = reason_name if reason_name is not None else str(reason)
+        super().__init__(f"login refused: {name}")
+        self.reason = reason
+        self.reason_name = reason_name
+
+
+class LoginTimeout(LoginError):
+    """No login response arrived in time."""
+
+    def __init__(self) -> None:
+        SmarketsError.__init__(self, "no login response in time")
+        self.reason = None
+        self.reason_name = None
+
+
+class LoggedOut(SmarketsError):
+    """The exchange ended the session; ``reason`` is the eto LogoutReason value."""
+
+    def __init__(self, reason: int | None, reason_name: str | None = None) -> None:
+        super().__init__(f"logged out: {reason_name if reason_name is not None else reason}")
+        self.reason = reason
+        self.reason_name = reason_name
+
+
+class NotLoggedIn(SmarketsError):
+    """A request was made with no session to send it on."""
+
+
+# Application API
+
+
+class InvalidCallbackError(SmarketsError, ValueError):
+    """An unknown handler name was given."""
+
+
+class RequestTimeout(SmarketsError, TimeoutError):
+    """The exchange did not answer a request in the time allowed."""
+
+
+class RequestRejected(SmarketsError):
+    """The exchange refused a request; ``reason`` is the schema enum value."""
+
+    def __init__(self, reason: int | None, reason_name: str | None = None, message: object = None) -> None:
+        super().__init__(f"{type(self).__name__}: {reason_name if reason_name is not None else reason}")
+        self.reason = reason
+        self.reason_name = reason_name
+        self.message = message
+
+
+class OrderRejected(RequestRejected):
+    """order_rejected: the order was refused (funds, market state, throttle...)."""
+
+
+class OrderInvalid(RequestRejected):
+    """order_invalid: the order was malformed; ``reasons`` lists every problem."""
+
+    def __init__(self, reasons: Sequence[int], reason_names: Sequence[str] = (), message: object = None) -> None:
+        SmarketsError.__init__(self, f"OrderInvalid: {', '.join(reason_names) or list(reasons)}")
+        self.reasons = list(reasons)
+        self.reason_names = list(reason_names)
+        self.reason = self.reasons[0] if self.reasons else None
+        self.reason_name = self.reason_names[0] if self.reason_names else None
+        self.message = message
+
+
+class CancelRejected(RequestRejected):
+    """order_cancel_rejected."""
+
+
+class CancelAllRejected(RequestRejected):
+    """order_cancel_all_rejected."""
+
+
+class ReduceRejected(RequestRejected):
+    """order_quantity_reduce_rejected."""
+
+
+class ReplaceRejected(RequestRejected):
+    """order_cancel_replace_rejected."""
+
+
+# Configuration
+
+
+class ConfigurationError(SmarketsError, ValueError):
+    """A configuration file or option is invalid; the message names it."""

@@ -1,0 +1,113 @@
+"""Frames on the wire: ULEB128(len) ‖ payload ‖ zero padding to 4 bytes.
+
+Sans-io: bytes in, bytes out, no reactor.  See PROTOCOL.md section 2.
+"""
+
+from __future__ import annotations
+
+from smarkets_twisted.errors import DecodeError, FrameTooLarge
+
+#: Default cap on one payload.  The protocol sets none; the largest messages
+#: (a market_quotes snapshot of a deep market) stay well under this.
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
+
+#: A ULEB128 of a 64-bit length takes at most 10 bytes.
+MAX_HEADER_SIZE = 10
+
+MIN_FRAME_SIZE = 4
+
+
+def encode_uleb128(value: int) -> bytes:
+    """Encode a non-negative integer as ULEB128 (300 → ``ac 02``)."""
+    if value < 0:
+        raise ValueError("ULEB128 encodes non-negative integers only")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """Frame one serialized payload for the wire."""
+    header = encode_uleb128(len(payload))
+    padding = MIN_FRAME_SIZE - len(header) - len(payload)
+    if padding > 0:
+        return header + payload + b"\x00" * padding
+    return header + payload
+
+
+class Deframer:
+    """Splits a byte stream into payloads, whatever the chunking.
+
+    Work is linear in the bytes fed: each call appends to one buffer, reads
+    every complete frame from an offset, and drops the consumed prefix once.
+    An announced length over ``max_frame_size`` fails as soon as its header
+    is read, before any of the body is buffered.  After an error the
+    deframer stays failed: the stream can no longer be trusted.
+    """
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._buffer = bytearray()
+        self._skip = 0
+        self._error: DecodeError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held, e.g. when the connection drops."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Take more stream bytes; return the payloads now complete, in order."""
+        if self._error is not None:
+            raise self._error
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        end = len(buffer)
+        pos = 0
+        while pos < end:
+            # Read the ULEB128 header.
+            length = 0
+            shift = 0
+            header_end = pos
+            while True:
+                if header_end == end:
+                    del buffer[:pos]
+                    return frames
+                byte = buffer[header_end]
+                header_end += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if header_end - pos >= MAX_HEADER_SIZE:
+                    self._fail(DecodeError("frame header longer than 10 bytes"))
+            if length > self.max_frame_size:
+                self._fail(FrameTooLarge(length, self.max_frame_size))
+            body_end = header_end + length
+            if body_end > end:
+                break
+            frames.append(bytes(buffer[header_end:body_end]))
+            padding = MIN_FRAME_SIZE - (header_end - pos) - length
+            pos = body_end
+            if padding > 0:
+                available = min(padding, end - pos)
+                pos += available
+                self._skip = padding - available
+        del buffer[:pos]
+        return frames
+
+    def _fail(self, error: DecodeError) -> None:
+        self._error = error
+        self._buffer.clear()
+        raise error

@@ -1,0 +1,183 @@
+"""Building, checking, naming and safely rendering protocol payloads.
+
+Every frame carries one ``smarkets.seto.Payload`` (PROTOCOL.md section 3).
+"""
+
+from __future__ import annotations
+
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from smarkets_twisted.errors import ParseError, UnknownMessageType
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+
+Payload = seto_pb2.Payload
+
+#: seto PayloadType value → the Payload field that carries it ('order_create').
+SETO_FIELDS: dict[int, str] = {
+    value.number: value.name[len("PAYLOAD_") :].lower()
+    for value in seto_pb2.PayloadType.DESCRIPTOR.values
+    if value.number != seto_pb2.PAYLOAD_ETO
+}
+
+#: eto PayloadType value → its short name ('heartbeat').
+ETO_NAMES: dict[int, str] = {
+    value.number: value.name[len("PAYLOAD_") :].lower() for value in eto_pb2.PayloadType.DESCRIPTOR.values
+}
+
+#: eto types whose body lives in a field of eto.Payload that must be present.
+_ETO_REQUIRED_FIELDS = {eto_pb2.PAYLOAD_REPLAY: "replay", eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response"}
+
+#: Every handler name a payload can be dispatched under.
+HANDLER_NAMES: frozenset[str] = frozenset(
+    [f"seto.{name}" for name in SETO_FIELDS.values()]
+    + [f"eto.{name}" for number, name in ETO_NAMES.items() if number != eto_pb2.PAYLOAD_NONE]
+)
+
+
+def parse_payload(data: bytes) -> Payload:
+    """Parse and check one payload; raise ParseError for anything malformed.
+
+    A payload is malformed when it does not decode, lacks a required field,
+    has a type this schema does not know, or lacks the field its type names.
+    """
+    try:
+        payload = Payload.FromString(data)
+    except ProtobufDecodeError as e:
+        raise ParseError(f"payload does not decode ({len(data)} bytes)") from e
+    if not payload.IsInitialized():
+        missing = ", ".join(payload.FindInitializationErrors())  # type: ignore[attr-defined]
+        if not payload.HasField("type") and "type" not in missing.split(", "):
+            missing = "type"
+        raise ParseError(f"payload lacks required fields: {missing}")
+    seto_type = payload.type
+    if seto_type == seto_pb2.PAYLOAD_ETO:
+        eto = payload.eto_payload
+        if not eto.HasField("type") or eto.type == eto_pb2.PAYLOAD_NONE:
+            raise UnknownMessageType("eto payload with no known eto type")
+        needed = _ETO_REQUIRED_FIELDS.get(eto.type)
+        if needed is not None and not eto.HasField(needed):
+            raise ParseError(f"eto {ETO_NAMES[eto.type]} payload lacks its {needed} field")
+    elif not payload.HasField(SETO_FIELDS[seto_type]):
+        raise ParseError(f"seto {SETO_FIELDS[seto_type]} payload lacks its body")
+    return payload
+
+
+def handler_name(payload: Payload) -> str:
+    """The reference client's name for a payload: 'seto.order_accepted', 'eto.pong'."""
+    if payload.type == seto_pb2.PAYLOAD_ETO:
+        return "eto." + ETO_NAMES[payload.eto_payload.type]
+    return "seto." + SETO_FIELDS[payload.type]
+
+
+def body(payload: Payload) -> object:
+    """The message a handler receives: the typed body, or the eto payload."""
+    if payload.type == seto_pb2.PAYLOAD_ETO:
+        eto = payload.eto_payload
+        field = {
+            eto_pb2.PAYLOAD_REPLAY: "replay",
+            eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response",
+            eto_pb2.PAYLOAD_LOGOUT: "logout",
+        }.get(eto.type)
+        return getattr(eto, field) if field else eto
+    return getattr(payload, SETO_FIELDS[payload.type])
+
+
+def is_session_type(payload: Payload, eto_type: int) -> bool:
+    """True when the payload is the eto session message ``eto_type``."""
+    return payload.type == seto_pb2.PAYLOAD_ETO and payload.eto_payload.type == eto_type
+
+
+def session_message(eto_type: int) -> Payload:
+    """A session-layer (seto type ETO) payload; seq is set when it is sent."""
+    payload = Payload(type=seto_pb2.PAYLOAD_ETO)
+    payload.eto_payload.seq = 0
+    payload.eto_payload.type = eto_type  # type: ignore[assignment]
+    return payload
+
+
+def application_message(field: str, **fields: object) -> Payload:
+    """An application (seto) payload carrying ``field`` with the given values."""
+    seto_type = _SETO_TYPES.get(field)
+    if seto_type is None:
+        raise ValueError(f"no seto payload type carries {field!r}")
+    payload = Payload(type=seto_type)  # type: ignore[arg-type]
+    payload.eto_payload.seq = 0
+    sub = getattr(payload, field)
+    for name, value in fields.items():
+        if value is None:
+            continue
+        attr = getattr(sub, name)
+        if hasattr(attr, "CopyFrom"):
+            attr.CopyFrom(value)
+        elif hasattr(attr, "extend"):
+            attr.extend(value)
+        else:
+            setattr(sub, name, value)
+    sub.SetInParent()
+    return payload
+
+
+_SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
+
+
+def login_message(
+    username: str | None = None,
+    password: str | None = None,
+    cookie: bytes | None = None,
+    account_sequence: int | None = None,
+    session: str | None = None,
+) -> Payload:
+    """The login payload: credentials in seto ``login``, resume data in eto ``login``."""
+    payload = Payload(type=seto_pb2.PAYLOAD_LOGIN)
+    eto = payload.eto_payload
+    eto.seq = 0
+    eto.type = eto_pb2.PAYLOAD_LOGIN
+    login = payload.login
+    login.SetInParent()
+    if username is not None:
+        login.username = username
+    if password is not None:
+        login.password = password
+    if cookie is not None:
+        login.cookie = cookie
+    if account_sequence is not None:
+        login.account_sequence_64 = account_sequence
+    if session is not None:
+        eto.login.session = session
+    return payload
+
+
+_REDACTED = "<redacted>"
+
+
+def redacted_copy(payload: Payload) -> Payload:
+    """A copy with the password, cookie and session tokens replaced."""
+    copy = Payload()
+    copy.CopyFrom(payload)
+    if copy.HasField("login"):
+        if copy.login.HasField("password"):
+            copy.login.password = _REDACTED
+        if copy.login.HasField("cookie"):
+            copy.login.cookie = _REDACTED.encode()
+    eto = copy.eto_payload
+    if eto.HasField("login"):
+        eto.login.session = _REDACTED
+    if eto.HasField("login_response"):
+        eto.login_response.session = _REDACTED
+    return copy
+
+
+class Redacted:
+    """Renders a payload for a log line, secrets removed, only when formatted."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: Payload) -> None:
+        self.payload = payload
+
+    def __str__(self) -> str:
+        text = text_format.MessageToString(redacted_copy(self.payload), as_one_line=True)
+        return f"{handler_name(self.payload)} {text}"
+
+    __repr__ = __str__

@@ -1,0 +1,372 @@
+"""The session layer (PROTOCOL.md sections 4-6), sans-io.
+
+One `Session` serves one connection, at either end: the client now, the
+simulated exchange too.  It never touches a socket or a reactor: the caller
+hands it received frames and the current time, takes the bytes it wants
+written from `Session.data_to_send`, and dispatches the payloads it returns.
+What must outlive a connection (session id, sequence numbers, the log of what
+was sent) is a plain `SessionState` that the next connection's Session takes
+over.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from twisted.logger import Logger
+
+from smarkets_twisted.framing import encode_frame
+from smarkets_twisted.payloads import (
+    Payload,
+    Redacted,
+    login_message,
+    parse_payload,
+    session_message,
+)
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+
+#: How many sent payloads are kept to answer replay requests.
+DEFAULT_SENT_LOG_SIZE = 100_000
+
+#: Send a heartbeat when nothing has been sent for this long (seconds).
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+
+#: Consider the peer dead when nothing has arrived for this long (seconds).
+DEFAULT_PEER_TIMEOUT = 30.0
+
+#: Session payloads that a replay replaces with a gapfill.
+_GAPFILLED_ETO_TYPES = frozenset(
+    {
+        eto_pb2.PAYLOAD_LOGIN,
+        eto_pb2.PAYLOAD_LOGIN_RESPONSE,
+        eto_pb2.PAYLOAD_REPLAY,
+        eto_pb2.PAYLOAD_HEARTBEAT,
+        eto_pb2.PAYLOAD_GAPFILL,
+    }
+)
+
+
+class Role(enum.Enum):
+    """Which end of the connection a Session serves."""
+
+    CLIENT = "client"
+    EXCHANGE = "exchange"
+
+
+class SentLog:
+    """The last `limit` payloads sent, by seq, to answer replay requests."""
+
+    def __init__(self, limit: int = DEFAULT_SENT_LOG_SIZE) -> None:
+        if limit < 1:
+            raise ValueError("the sent log must hold at least one payload")
+        self.limit = limit
+        self._payloads: deque[bytes] = deque(maxlen=limit)
+        self._next_seq = 1
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq still held (equal to the next seq when empty)."""
+        return self._next_seq - len(self._payloads)
+
+    def append(self, seq: int, data: bytes) -> None:
+        if seq != self._next_seq:
+            # A jump (a `reset` above what was sent): nothing before it can be replayed.
+            self._payloads.clear()
+            self._next_seq = seq
+        self._payloads.append(data)
+        self._next_seq = seq + 1
+
+    def get(self, seq: int) -> bytes | None:
+        index = seq - self.first_seq
+        if 0 <= index < len(self._payloads):
+            return self._payloads[index]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._payloads)
+
+
+class SessionState:
+    """What survives a dropped connection: session id, seqs and the sent log."""
+
+    def __init__(self, sent_log_size: int = DEFAULT_SENT_LOG_SIZE) -> None:
+        self.session_id: str | None = None
+        self.next_outgoing_seq = 1
+        self.next_incoming_seq = 1
+        self.sent = SentLog(sent_log_size)
+
+    def reset(self) -> None:
+        """Forget the session: the next login starts a new one at seq 1."""
+        self.session_id = None
+        self.next_outgoing_seq = 1
+        self.next_incoming_seq = 1
+        self.sent = SentLog(self.sent.limit)
+
+    def __repr__(self) -> str:
+        held = "yes" if self.session_id is not None else "no"
+        return (
+            f"<SessionState session={held} next_outgoing_seq={self.next_outgoing_seq}"
+            f" next_incoming_seq={self.next_incoming_seq} logged={len(self.sent)}>"
+        )
+
+
+class Session:
+    """Sequence accounting, replay, gapfill, heartbeats and login for one connection."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        state: SessionState,
+        role: Role,
+        *,
+        now: float,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        peer_timeout: float = DEFAULT_PEER_TIMEOUT,
+    ) -> None:
+        self.state = state
+        self.role = role
+        self.heartbeat_interval = heartbeat_interval
+        self.peer_timeout = peer_timeout
+        self.last_sent = now
+        self.last_received = now
+        #: True between a login response (or an accepted login) and a logout.
+        self.logged_in = False
+        #: While a replay we asked for is outstanding: the highest seq seen above the gap.
+        self.replay_until: int | None = None
+        self._out: list[bytes] = []
+
+    # Output
+
+    def data_to_send(self) -> bytes:
+        """Take every byte queued for the peer since the last call."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def send(self, payload: Payload, now: float) -> int:
+        """Number, log and queue one payload; return the seq it was given."""
+        state = self.state
+        seq = state.next_outgoing_seq
+        payload.eto_payload.seq = seq
+        data = payload.SerializeToString()
+        state.sent.append(seq, data)
+        state.next_outgoing_seq = seq + 1
+        self._out.append(encode_frame(data))
+        self.last_sent = now
+        return seq
+
+    def send_heartbeat(self, now: float) -> int:
+        return self.send(session_message(eto_pb2.PAYLOAD_HEARTBEAT), now)
+
+    def send_ping(self, now: float) -> int:
+        return self.send(session_message(eto_pb2.PAYLOAD_PING), now)
+
+    def send_logout(self, now: float, reason: int | None = None) -> int:
+        """Send a logout: no reason from a client, a reason from the exchange."""
+        payload = session_message(eto_pb2.PAYLOAD_LOGOUT)
+        payload.eto_payload.logout.SetInParent()
+        if reason is not None:
+            payload.eto_payload.logout.reason = reason  # type: ignore[assignment]
+        self.logged_in = False
+        return self.send(payload, now)
+
+    def _send_replay_request(self, seq: int, now: float) -> None:
+        payload = session_message(eto_pb2.PAYLOAD_REPLAY)
+        payload.eto_payload.replay.seq = seq
+        self.log.info("gap in incoming seqs: asking for a replay from {seq}", seq=seq)
+        self.send(payload, now)
+
+    # Login
+
+    def start_login(
+        self,
+        now: float,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        cookie: bytes | None = None,
+        account_sequence: int | None = None,
+    ) -> int:
+        """Client: send the login, resuming the session the state holds, if any."""
+        state = self.state
+        if state.session_id is None:
+            state.reset()
+        payload = login_message(username, password, cookie, account_sequence, state.session_id)
+        return self.send(payload, now)
+
+    def accept_login(
+        self, login: Payload, now: float, *, email: str | None = None, account_id: int | None = None
+    ) -> None:
+        """Exchange: answer an authenticated login for the session in ``state``.
+
+        The caller has checked the credentials and found (or created) the
+        state.  `reset` tells the client the seq we expect next, so that it
+        resends whatever we missed; our login_response goes at our own next
+        seq, and the client asks for a replay if that leaves it a gap.
+        """
+        state = self.state
+        if login.eto_payload.seq == state.next_incoming_seq:
+            state.next_incoming_seq += 1
+        self.last_received = now
+        response = session_message(eto_pb2.PAYLOAD_LOGIN_RESPONSE)
+        body = response.eto_payload.login_response
+        assert state.session_id is not None, "accept_login needs a session id in the state"
+        body.session = state.session_id
+        body.reset = state.next_incoming_seq
+        if email is not None:
+            body.email = email
+        if account_id is not None:
+            body.id = account_id
+        self.logged_in = True
+        self.send(response, now)
+
+    def _login_response(self, payload: Payload, now: float) -> None:
+        state = self.state
+        response = payload.eto_payload.login_response
+        state.session_id = response.session
+        self.logged_in = True
+        if response.HasField("reset"):
+            if response.reset < state.next_outgoing_seq:
+                self.log.info(
+                    "exchange expects seq {reset}, we are at {next}: resending",
+                    reset=response.reset,
+                    next=state.next_outgoing_seq,
+                )
+                self.resend_from(response.reset, now)
+            else:
+                state.next_outgoing_seq = response.reset
+
+    # Input
+
+    def receive(self, frame: bytes, now: float) -> list[Payload]:
+        """Take one frame; return the payloads to deliver, in seq order.
+
+        Raises ParseError (and changes nothing) when the frame is malformed.
+        """
+        return self.receive_payload(parse_payload(frame), now)
+
+    def receive_payload(self, payload: Payload, now: float) -> list[Payload]:
+        """As `receive`, for a payload already parsed."""
+        self.last_received = now
+        state = self.state
+        eto = payload.eto_payload
+        seq = eto.seq
+        expected = state.next_incoming_seq
+        is_session = payload.type == seto_pb2.PAYLOAD_ETO
+        eto_type = eto.type if is_session else eto_pb2.PAYLOAD_NONE
+
+        if seq == expected:
+            state.next_incoming_seq = seq + 1
+            if self.replay_until is not None and seq >= self.replay_until:
+                self.replay_until = None
+            if not is_session:
+                return [payload]
+            return self._session_payload(payload, eto_type, now)
+
+        if seq < expected:
+            if eto_type == eto_pb2.PAYLOAD_LOGOUT and not eto.is_replay:
+                # A refused login answers at seq 1 whatever we expected.
+                self.logged_in = False
+                return [payload]
+            if not eto.is_replay:
+                self.log.warn(
+                    "seq {seq} below the expected {expected} without is_replay: ignored ({payload})",
+                    seq=seq,
+                    expected=expected,
+                    payload=Redacted(payload),
+                )
+            return []
+
+        # A gap: ask once for everything from `expected`, process nothing out of order.
+        if self.replay_until is None:
+            self.replay_until = seq
+            self._send_replay_request(expected, now)
+        elif seq > self.replay_until:
+            self.replay_until = seq
+        if eto_type == eto_pb2.PAYLOAD_LOGIN_RESPONSE and self.role is Role.CLIENT:
+            # The session is up even though earlier payloads are still to come.
+            self._login_response(payload, now)
+            return [payload]
+        if eto_type == eto_pb2.PAYLOAD_REPLAY:
+            # Answer the peer's replay request now: both sides may have gaps.
+            self.resend_from(eto.replay.seq, now)
+        elif eto_type == eto_pb2.PAYLOAD_LOGOUT:
+            self.logged_in = False
+            return [payload]
+        return []
+
+    def _session_payload(self, payload: Payload, eto_type: int, now: float) -> list[Payload]:
+        eto = payload.eto_payload
+        if eto_type == eto_pb2.PAYLOAD_GAPFILL:
+            return []
+        if eto_type == eto_pb2.PAYLOAD_HEARTBEAT:
+            if self.role is Role.CLIENT and not eto.is_replay:
+                self.send_heartbeat(now)
+        elif eto_type == eto_pb2.PAYLOAD_PING:
+            if not eto.is_replay:
+                self.send(session_message(eto_pb2.PAYLOAD_PONG), now)
+        elif eto_type == eto_pb2.PAYLOAD_REPLAY:
+            self.resend_from(eto.replay.seq, now)
+        elif eto_type == eto_pb2.PAYLOAD_LOGIN_RESPONSE:
+            if self.role is Role.CLIENT:
+                self._login_response(payload, now)
+        elif eto_type == eto_pb2.PAYLOAD_LOGOUT:
+            self.logged_in = False
+        return [payload]
+
+    # Replay
+
+    def resend_from(self, start: int, now: float) -> None:
+        """Resend everything sent from ``start`` on, with is_replay set.
+
+        Login, login_response, replay and heartbeat payloads, and any payload
+        no longer in the bounded log, are replaced by a gapfill at their seq.
+        """
+        state = self.state
+        end = state.next_outgoing_seq
+        if start < 1 or start >= end:
+            self.log.warn(
+                "replay requested from {start}, we have sent up to {last}: nothing to resend", start=start, last=end - 1
+            )
+            return
+        first_held = state.sent.first_seq
+        if start < first_held:
+            self.log.warn(
+                "replay from {start} reaches past the sent log (oldest {first}): gapfilling {count} payloads",
+                start=start,
+                first=first_held,
+                count=first_held - start,
+            )
+        for seq in range(start, end):
+            data = state.sent.get(seq)
+            payload = Payload.FromString(data) if data is not None else None
+            if payload is None or self._replaced_by_gapfill(payload):
+                payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
+                payload.eto_payload.seq = seq
+            payload.eto_payload.is_replay = True
+            self._out.append(encode_frame(payload.SerializeToString()))
+        self.last_sent = now
+
+    @staticmethod
+    def _replaced_by_gapfill(payload: Payload) -> bool:
+        if payload.type == seto_pb2.PAYLOAD_LOGIN:
+            return True
+        return payload.type == seto_pb2.PAYLOAD_ETO and payload.eto_payload.type in _GAPFILLED_ETO_TYPES
+
+    # Liveness
+
+    def heartbeat_due(self, now: float) -> bool:
+        """True when nothing has been sent for a heartbeat interval."""
+        return now - self.last_sent >= self.heartbeat_interval
+
+    def peer_silent(self, now: float) -> bool:
+        """True when the peer has sent nothing for the peer timeout."""
+        return now - self.last_received >= self.peer_timeout
+
+    def next_check(self, now: float) -> float:
+        """Seconds until a heartbeat may fall due or the peer may time out."""
+        heartbeat_in = self.last_sent + self.heartbeat_interval - now
+        silent_in = self.last_received + self.peer_timeout - now
+        return max(0.0, min(heartbeat_in, silent_in))
