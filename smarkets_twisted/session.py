@@ -366,7 +366,10 @@ class Session:
         return now - self.last_received >= self.peer_timeout
 
     def next_check(self, now: float) -> float:
-        """Seconds until a heartbeat may fall due or the peer may time out."""
-        heartbeat_in = self.last_sent + self.heartbeat_interval - now
+        """Seconds until a heartbeat may fall due (once logged in) or the peer may time out."""
         silent_in = self.last_received + self.peer_timeout - now
+        if not self.logged_in:
+            # Heartbeats start with the session; until then only silence matters.
+            return max(0.0, silent_in)
+        heartbeat_in = self.last_sent + self.heartbeat_interval - now
         return max(0.0, min(heartbeat_in, silent_in))

@@ -1,0 +1,312 @@
+"""SmarketsClientProtocol: one TCP/TLS connection to the exchange.
+
+Thin glue: bytes go through the Deframer and the Session, payloads go to the
+factory, which owns everything that must survive the connection.  Timers run
+on the factory's IReactorTime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smarkets_twisted import errors
+from smarkets_twisted.framing import Deframer
+from smarkets_twisted.payloads import Payload
+from smarkets_twisted.proto import eto_pb2
+from smarkets_twisted.session import Role, Session
+
+if TYPE_CHECKING:
+    from smarkets_twisted.factory import SmarketsClientFactory
+
+
+def _logout_reason_name(reason: int | None) -> str | None:
+    if reason is None:
+        return None
+    try:
+        return str(eto_pb2.LogoutReason.Name(reason))
+    except ValueError:
+        return str(reason)
+
+
+class SmarketsClientProtocol(Protocol):
+    """Logs in as soon as it connects (new session or resume), then relays."""
+
+    log = Logger()
+    factory: SmarketsClientFactory
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.deframer: Deframer | None = None
+        self.connected_ = False
+        self._login_waiters: list[Deferred[Any]] = []
+        self._login_outcome: Failure | Any | None = None
+        self._logout_waiters: list[Deferred[None]] = []
+        self._logging_out = False
+        self._pings: list[tuple[Deferred[float], float]] = []
+        self._login_timer: IDelayedCall | None = None
+        self._liveness_timer: IDelayedCall | None = None
+        self._lost_because: Exception | None = None
+
+    # Connection events
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        settings = factory.config
+        now = factory.clock.seconds()
+        self.connected_ = True
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self.deframer = Deframer(settings.max_frame_size)
+        self.session = Session(
+            factory.state,
+            Role.CLIENT,
+            now=now,
+            heartbeat_interval=settings.heartbeat_interval,
+            peer_timeout=settings.peer_timeout,
+        )
+        resuming = factory.state.session_id is not None
+        self.session.start_login(
+            now,
+            username=settings.username,
+            password=settings.password,
+            cookie=settings.cookie,
+            account_sequence=None if resuming else factory.account_sequence,
+        )
+        self.log.info("connected; {action} as {user}", action="resuming" if resuming else "logging in",
+                      user=settings.username)
+        self._login_timer = factory.clock.callLater(settings.login_timeout, self._login_timed_out)
+        self._schedule_liveness(now)
+        self.flush()
+
+    def dataReceived(self, data: bytes) -> None:
+        session = self.session
+        deframer = self.deframer
+        if session is None or deframer is None:
+            return
+        now = self.factory.clock.seconds()
+        try:
+            for frame in deframer.feed(data):
+                for payload in session.receive(frame, now):
+                    self._payload_received(payload)
+                if not self.connected_:
+                    return
+        except errors.ProtocolError as e:
+            self.log.error("protocol error from the exchange, dropping the connection: {error}", error=e)
+            self._drop(e)
+            return
+        finally:
+            self.flush()
+
+    def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
+        self.connected_ = False
+        for timer in (self._login_timer, self._liveness_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._login_timer = self._liveness_timer = None
+        if self.deframer is not None and self.deframer.buffered:
+            self.log.warn("connection lost in the middle of a frame: {count} bytes discarded",
+                          count=self.deframer.buffered)
+        error = self._lost_because or errors.SocketDisconnected(f"connection lost: {reason.getErrorMessage()}")
+        if self._login_outcome is None:
+            self._settle_login(Failure(error))
+        for deferred, _ in self._pings:
+            deferred.errback(errors.SocketDisconnected("connection lost before the pong"))
+        self._pings.clear()
+        for waiter in self._logout_waiters:
+            waiter.callback(None)
+        self._logout_waiters.clear()
+        self.factory.protocol_lost(self, error)
+
+    # Sending
+
+    def flush(self) -> None:
+        """Write whatever the session has queued."""
+        if self.session is None:
+            return
+        data = self.session.data_to_send()
+        if data and self.connected_ and self.transport is not None:
+            self.transport.write(data)
+
+    def send_payload(self, payload: Payload) -> int:
+        """Send an application payload now; return its seq."""
+        assert self.session is not None
+        seq = self.session.send(payload, self.factory.clock.seconds())
+        self.flush()
+        return seq
+
+    def _drop(self, error: Exception) -> None:
+        self._lost_because = error
+        self.connected_ = False
+        if self.transport is not None:
+            getattr(self.transport, "abortConnection", self.transport.loseConnection)()
+
+    # Incoming
+
+    def _payload_received(self, payload: Payload) -> None:
+        eto = payload.eto_payload
+        if eto.type == eto_pb2.PAYLOAD_LOGIN_RESPONSE:
+            self._logged_in(payload)
+        elif eto.type == eto_pb2.PAYLOAD_LOGOUT:
+            self._logged_out(payload)
+        elif eto.type == eto_pb2.PAYLOAD_PONG:
+            if self._pings:
+                deferred, sent_at = self._pings.pop(0)
+                deferred.callback(self.factory.clock.seconds() - sent_at)
+        elif eto.type == eto_pb2.PAYLOAD_THROTTLE_EXCEEDED:
+            self.log.warn("the exchange says we exceeded its throttle limits")
+        self.factory.payload_received(self, payload)
+
+    def _logged_in(self, payload: Payload) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+        if self._liveness_timer is not None and self._liveness_timer.active():
+            # Heartbeats start now: check sooner than the login-time timer would.
+            self._liveness_timer.cancel()
+            self._schedule_liveness(self.factory.clock.seconds())
+        response = payload.eto_payload.login_response
+        self.log.info("logged in as {email} (account {id})", email=response.email or "?", id=response.id)
+        self._settle_login(response)
+        self.factory.logged_in(self)
+
+    def _logged_out(self, payload: Payload) -> None:
+        logout = payload.eto_payload.logout
+        reason = logout.reason if logout.HasField("reason") else None
+        name = _logout_reason_name(reason)
+        if self._login_outcome is None:
+            error: Exception = errors.LoginError(reason, name)
+            self.log.error("login refused: {reason}", reason=name)
+            self._settle_login(Failure(error))
+        elif reason == eto_pb2.LOGOUT_CONFIRMATION:
+            error = errors.LoggedOut(reason, name)
+            self.log.info("logged out")
+        else:
+            error = errors.LoggedOut(reason, name)
+            self.log.warn("the exchange ended the connection: {reason}", reason=name)
+        self._lost_because = error
+        self.factory.logged_out(self, error)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # Login
+
+    def login(self) -> Deferred[Any]:
+        """The outcome of this connection's login: the LoginResponse, or a LoginError."""
+        deferred: Deferred[Any] = Deferred()
+        outcome = self._login_outcome
+        if outcome is None:
+            self._login_waiters.append(deferred)
+        elif isinstance(outcome, Failure):
+            deferred.errback(outcome)
+        else:
+            deferred.callback(outcome)
+        return deferred
+
+    def _settle_login(self, outcome: Failure | Any) -> None:
+        self._login_outcome = outcome
+        waiters, self._login_waiters = self._login_waiters, []
+        for waiter in waiters:
+            if isinstance(outcome, Failure):
+                waiter.errback(outcome)
+            else:
+                waiter.callback(outcome)
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        self.log.error("no login response in {seconds} seconds", seconds=self.factory.config.login_timeout)
+        error = errors.LoginTimeout()
+        self._settle_login(Failure(error))
+        self._drop(error)
+
+    # Logout and ping
+
+    def logout(self) -> Deferred[None]:
+        """Log out cleanly; fires once the exchange confirmed and closed."""
+        deferred: Deferred[None] = Deferred()
+        if not self.connected_ or self.session is None:
+            deferred.callback(None)
+            return deferred
+        self._logout_waiters.append(deferred)
+        if not self._logging_out:
+            self._logging_out = True
+            self.factory.logging_out()
+            self.session.send_logout(self.factory.clock.seconds())
+            self.flush()
+        return deferred
+
+    def ping(self) -> Deferred[float]:
+        """Round-trip time to the exchange, in seconds of the factory's clock."""
+        if self.session is None or not self.session.logged_in or not self.connected_:
+            return _failed(errors.NotLoggedIn("ping needs a logged-in connection"))
+        deferred: Deferred[float] = Deferred(lambda d: self._pings.remove((d, sent_at)))
+        sent_at = self.factory.clock.seconds()
+        self._pings.append((deferred, sent_at))
+        self.session.send_ping(sent_at)
+        self.flush()
+        return deferred
+
+    # Requests: the factory owns them, so that they outlive this connection.
+
+    def order(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """See `SmarketsClientFactory.order`."""
+        return self.factory.order(*args, **kwargs)
+
+    def cancel(self, order_id: int, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.cancel(order_id, timeout)
+
+    def cancel_all(self, market_id: int | None = None, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.cancel_all(market_id, timeout)
+
+    def reduce(self, order_id: int, new_quantity: int, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.reduce(order_id, new_quantity, timeout)
+
+    def replace(self, order_id: int, price: int, quantity: int, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.replace(order_id, price, quantity, timeout)
+
+    def subscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.subscribe(market_id, timeout)
+
+    def unsubscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.unsubscribe(market_id, timeout)
+
+    def settings(self, cancel_all_on_failure: bool, timeout: float | None = None) -> Deferred[Any]:
+        return self.factory.settings(cancel_all_on_failure, timeout)
+
+    # Liveness
+
+    def _schedule_liveness(self, now: float) -> None:
+        assert self.session is not None
+        self._liveness_timer = self.factory.clock.callLater(self.session.next_check(now), self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._liveness_timer = None
+        session = self.session
+        if session is None or not self.connected_:
+            return
+        now = self.factory.clock.seconds()
+        if session.peer_silent(now):
+            self.log.warn("nothing from the exchange for {seconds} seconds: dropping the connection",
+                          seconds=session.peer_timeout)
+            self._drop(errors.PeerTimeout("the exchange went silent"))
+            return
+        if session.logged_in and session.heartbeat_due(now):
+            session.send_heartbeat(now)
+            self.flush()
+        self._schedule_liveness(now)
+
+    def __repr__(self) -> str:
+        return f"<SmarketsClientProtocol connected={self.connected_}>"
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    deferred: Deferred[Any] = Deferred()
+    deferred.errback(error)
+    return deferred
+

@@ -1,0 +1,161 @@
+"""Requests awaiting the exchange's answer, and how answers find them.
+
+Modelled on AMP's tag → Deferred table, keyed by what the exchange echoes:
+the seq of an order_create, an order id, a market id, or arrival order for
+answers that carry no key.  Each request's Deferred fires exactly once: with
+the answer, a typed error, a timeout, or a cancellation.  The table belongs
+to the factory, so that a reconnect does not lose it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from smarkets_twisted import errors
+from smarkets_twisted.proto import seto_pb2
+
+Key = Hashable
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def _rejection(error: type[errors.RequestRejected], enum: Any) -> Callable[[Any], Exception]:
+    return lambda message: error(message.reason, _enum_name(enum, message.reason), message)
+
+
+def _invalid(message: Any) -> Exception:
+    names = [_enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
+    return errors.OrderInvalid(list(message.reasons), names, message)
+
+
+#: handler name → (key of the request it answers, None for success or the error it raises).
+ANSWERS: dict[str, tuple[Callable[[Any], Key], Callable[[Any], Exception] | None]] = {
+    "seto.order_accepted": (lambda m: ("order", m.seq), None),
+    "seto.order_rejected": (lambda m: ("order", m.seq), _rejection(errors.OrderRejected, seto_pb2.OrderRejectedReason)),
+    "seto.order_invalid": (lambda m: ("order", m.seq), _invalid),
+    "seto.order_cancelled": (lambda m: ("cancel", m.order_id), None),
+    "seto.order_cancel_rejected": (
+        lambda m: ("cancel", m.order_id),
+        _rejection(errors.CancelRejected, seto_pb2.OrderCancelRejectedReason),
+    ),
+    "seto.order_cancel_all_accepted": (lambda m: ("cancel_all",), None),
+    "seto.order_cancel_all_rejected": (
+        lambda m: ("cancel_all",),
+        _rejection(errors.CancelAllRejected, seto_pb2.OrderCancelAllRejectedReason),
+    ),
+    "seto.order_quantity_reduced": (lambda m: ("reduce", m.order_id), None),
+    "seto.order_quantity_reduce_rejected": (
+        lambda m: ("reduce", m.order_id),
+        _rejection(errors.ReduceRejected, seto_pb2.OrderQuantityReduceRejectedReason),
+    ),
+    "seto.order_cancel_replace_accepted": (lambda m: ("replace", m.orig_order_id), None),
+    "seto.order_cancel_replace_rejected": (
+        lambda m: ("replace", m.orig_order_id),
+        _rejection(errors.ReplaceRejected, seto_pb2.OrderCancelReplaceRejectedReason),
+    ),
+    "seto.market_quotes": (lambda m: ("subscribe", m.market_id), None),
+    "seto.settings_accepted": (lambda m: ("settings",), None),
+}
+
+
+class Request:
+    """One request: its Deferred, and its payload until it is sent."""
+
+    def __init__(self, payload: Any, key: Callable[[int], Key] | None) -> None:
+        self.payload = payload
+        #: Turns the seq the payload was sent at into the key its answer carries;
+        #: None for a request answered as soon as it is sent.
+        self.key_for_seq = key
+        self.key: Key | None = None
+        self.seq: int | None = None
+        self.deferred: Deferred[Any] = Deferred()
+        self.timeout_call: IDelayedCall | None = None
+
+
+class PendingRequests:
+    """Requests not yet sent (in order) and requests sent awaiting an answer."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.unsent: deque[Request] = deque()
+        self._awaiting: dict[Key, deque[Request]] = {}
+
+    def __len__(self) -> int:
+        return len(self.unsent) + sum(len(queue) for queue in self._awaiting.values())
+
+    def add(self, payload: Any, key: Callable[[int], Key] | None, timeout: float | None) -> Request:
+        """Queue a request to be sent; its Deferred can be cancelled and may time out."""
+        request = Request(payload, key)
+        request.deferred = Deferred(lambda _: self._forget(request))
+        if timeout is not None:
+            request.timeout_call = self.clock.callLater(timeout, self._time_out, request)
+        self.unsent.append(request)
+        return request
+
+    def sent(self, request: Request, seq: int) -> None:
+        """Record that ``request`` went out at ``seq``; it now awaits its answer."""
+        request.seq = seq
+        request.payload = None
+        if request.key_for_seq is None:
+            self._settle(request)
+            request.deferred.callback(None)
+            return
+        request.key = request.key_for_seq(seq)
+        self._awaiting.setdefault(request.key, deque()).append(request)
+
+    def answer(self, name: str, message: Any) -> bool:
+        """Fire the request that ``message`` answers, if any; True when one fired."""
+        rule = ANSWERS.get(name)
+        if rule is None:
+            return False
+        key_of, error_of = rule
+        queue = self._awaiting.get(key_of(message))
+        if not queue:
+            return False
+        request = queue[0]
+        self._settle(request)
+        if error_of is None:
+            request.deferred.callback(message)
+        else:
+            request.deferred.errback(error_of(message))
+        return True
+
+    def fail_all(self, error: Exception) -> None:
+        """Fail every request, sent or not: the session they belong to is gone."""
+        requests = list(self.unsent) + [r for queue in self._awaiting.values() for r in queue]
+        for request in requests:
+            self._settle(request)
+            request.deferred.errback(error)
+
+    def _settle(self, request: Request) -> None:
+        """Remove a request from every table and stop its timer."""
+        if request.timeout_call is not None and request.timeout_call.active():
+            request.timeout_call.cancel()
+        request.timeout_call = None
+        if request.key is None:
+            if request in self.unsent:
+                self.unsent.remove(request)
+            return
+        queue = self._awaiting.get(request.key)
+        if queue is not None and request in queue:
+            queue.remove(request)
+            if not queue:
+                del self._awaiting[request.key]
+
+    def _forget(self, request: Request) -> None:
+        self._settle(request)
+
+    def _time_out(self, request: Request) -> None:
+        request.timeout_call = None
+        self._settle(request)
+        request.deferred.errback(errors.RequestTimeout("no answer from the exchange in time"))

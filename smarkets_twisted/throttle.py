@@ -1,0 +1,59 @@
+"""The exchange's token bucket, mirrored so that requests go out in time.
+
+After ``throttle_limits_changed {average_rate_ps, burst_size, tick_ms}`` the
+exchange refills ``average_rate_ps * tick_ms / 1000`` tokens every tick, up to
+``burst_size``; each application payload costs one.  Sans-io: time is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class TokenBucket:
+    """A tick-refilled token bucket; unlimited until limits are set."""
+
+    def __init__(self) -> None:
+        self.limited = False
+        self.burst_size = 0
+        self.tick = 0.0
+        self.per_tick = 0.0
+        self.tokens = 0.0
+        self._last_tick = 0.0
+
+    def set_limits(self, average_rate_ps: int, burst_size: int, tick_ms: int, now: float) -> None:
+        """Apply new limits; the bucket starts full, as the exchange's does."""
+        self.limited = True
+        self.burst_size = burst_size
+        self.tick = max(tick_ms, 1) / 1000.0
+        self.per_tick = average_rate_ps * self.tick
+        self.tokens = float(burst_size)
+        self._last_tick = now
+
+    def _refill(self, now: float) -> None:
+        ticks = math.floor((now - self._last_tick) / self.tick)
+        if ticks > 0:
+            self.tokens = min(float(self.burst_size), self.tokens + ticks * self.per_tick)
+            self._last_tick += ticks * self.tick
+
+    def take(self, now: float) -> bool:
+        """Spend a token if one is available now."""
+        if not self.limited:
+            return True
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next token arrives (0 when one is there)."""
+        if not self.limited:
+            return 0.0
+        self._refill(now)
+        if self.tokens >= 1.0:
+            return 0.0
+        if self.per_tick <= 0:
+            return self.tick
+        ticks_needed = math.ceil((1.0 - self.tokens) / self.per_tick)
+        return max(0.0, self._last_tick + ticks_needed * self.tick - now)
