@@ -116,12 +116,11 @@ class SmarketsClientFactory(ClientFactory):
         return self.current.ping()
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
-        new_session = self.current is None and not self.requests and protocol.session is not None
         self.current = protocol
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
-        if new_session:
+        if not protocol.resuming:
             self._renew_subscriptions()
         self._pump()
 

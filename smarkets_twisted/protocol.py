@@ -52,6 +52,8 @@ class SmarketsClientProtocol(Protocol):
         self._login_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
         self._lost_because: Exception | None = None
+        #: Whether this connection's login resumes a session (else it starts one).
+        self.resuming = False
 
     # Connection events
 
@@ -71,7 +73,7 @@ class SmarketsClientProtocol(Protocol):
             heartbeat_interval=settings.heartbeat_interval,
             peer_timeout=settings.peer_timeout,
         )
-        resuming = factory.state.session_id is not None
+        self.resuming = resuming = factory.state.session_id is not None
         self.session.start_login(
             now,
             username=settings.username,

@@ -1,0 +1,467 @@
+"""SmarketsClientProtocol and SmarketsClientFactory against a scripted exchange."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import errors
+from smarkets_twisted.framing import encode_uleb128
+from smarkets_twisted.payloads import application_message, handler_name, session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+from tests.scripted import SESSION_ID, ScriptedExchange, logout_reason, make_factory
+
+BUY, SELL = seto_pb2.SIDE_BUY, seto_pb2.SIDE_SELL
+PASSWORD = "hunter2-secret"
+
+
+def result_of(deferred: Deferred[Any]) -> list[Any]:
+    """Collect a Deferred's outcome (value or Failure) in a list."""
+    out: list[Any] = []
+    deferred.addBoth(out.append)
+    return out
+
+
+class ClientTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = make_factory(self.clock)
+        self.exchange = ScriptedExchange(self.clock)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def connect_and_login(self, throttle: tuple[int, int, int] | None = None) -> None:
+        self.protocol = self.exchange.connect(self.factory)
+        self.exchange.accept_login(throttle=throttle)
+
+    def sent(self) -> list[Any]:
+        """What the client wrote, through the exchange's session (seq-checked)."""
+        return self.exchange.process()
+
+    def log_text(self) -> str:
+        from twisted.logger import formatEvent
+
+        return "\n".join(formatEvent(e) + repr(e.get("log_failure", "")) for e in self.events)
+
+
+class LoginTests(ClientTestCase):
+    def test_new_session_login_at_seq_1_with_credentials(self) -> None:
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertEqual(login.type, seto_pb2.PAYLOAD_LOGIN)
+        self.assertEqual(login.eto_payload.type, eto_pb2.PAYLOAD_LOGIN)
+        self.assertEqual(login.eto_payload.seq, 1)
+        self.assertEqual((login.login.username, login.login.password), ("user", PASSWORD))
+        self.assertFalse(login.eto_payload.HasField("login"))
+
+    def test_login_fires_with_response_and_when_logged_in(self) -> None:
+        protocol = self.exchange.connect(self.factory)
+        first, second = result_of(protocol.login()), result_of(protocol.login())
+        logged_in = result_of(self.factory.whenLoggedIn())
+        self.assertEqual(first, [])
+        self.exchange.accept_login()
+        self.assertEqual(first[0].session, SESSION_ID)
+        self.assertEqual(first[0].email, "user@example.com")
+        self.assertIs(second[0], first[0])
+        self.assertEqual(logged_in, [protocol])
+        self.assertEqual(result_of(protocol.login())[0].id, 42)
+        self.assertEqual(result_of(self.factory.whenLoggedIn()), [protocol])
+
+    def test_bad_password_fails_login_with_reason(self) -> None:
+        protocol = self.exchange.connect(self.factory)
+        login = result_of(protocol.login())
+        waiting = result_of(self.factory.whenLoggedIn())
+        order = result_of(self.factory.order(1, 2, BUY, 10000, 5000))
+        self.exchange.refuse_login(eto_pb2.LOGOUT_UNAUTHORISED)
+        login[0].trap(errors.LoginError)
+        self.assertEqual(login[0].value.reason, eto_pb2.LOGOUT_UNAUTHORISED)
+        self.assertEqual(login[0].value.reason_name, "LOGOUT_UNAUTHORISED")
+        waiting[0].trap(errors.LoginError)
+        order[0].trap(errors.LoginError)
+        self.assertTrue(self.exchange.transport.disconnecting)
+
+    def test_login_timeout(self) -> None:
+        protocol = self.exchange.connect(self.factory)
+        login = result_of(protocol.login())
+        self.clock.advance(self.factory.config.login_timeout - 0.1)
+        self.assertEqual(login, [])
+        self.clock.advance(0.1)
+        login[0].trap(errors.LoginTimeout)
+        self.assertTrue(self.exchange.transport.disconnecting)
+
+    def test_requests_without_session_fail_at_once(self) -> None:
+        for deferred in (self.factory.order(1, 2, BUY, 1, 1), self.factory.cancel(3), self.factory.ping()):
+            self.failureResultOf(deferred, errors.NotLoggedIn)
+
+
+class LogoutAndPingTests(ClientTestCase):
+    def test_logout_fires_on_confirmation_and_close(self) -> None:
+        self.connect_and_login()
+        pending = result_of(self.factory.cancel(5))
+        done = result_of(self.factory.logout())
+        (cancel, logout) = self.sent()
+        self.assertEqual(handler_name(logout), "eto.logout")
+        self.assertIsNone(logout_reason(logout))
+        self.assertEqual(done, [])
+        self.exchange.session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_CONFIRMATION)
+        self.exchange.flush()
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertEqual(done, [])
+        self.exchange.disconnect()
+        self.assertEqual(done, [None])
+        pending[0].trap(errors.SessionLost)
+        self.assertIsNone(self.factory.state.session_id)
+
+    def test_ping_measures_round_trip_on_the_clock(self) -> None:
+        self.connect_and_login()
+        rtt = result_of(self.factory.ping())
+        self.clock.advance(0.25)
+        (ping,) = self.sent()
+        self.assertEqual(handler_name(ping), "eto.ping")
+        self.assertEqual(rtt, [0.25])
+
+    def test_ping_fails_when_connection_lost(self) -> None:
+        self.connect_and_login()
+        rtt = result_of(self.factory.ping())
+        self.exchange.disconnect()
+        rtt[0].trap(errors.SocketDisconnected)
+
+
+class OrderTests(ClientTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.connect_and_login()
+
+    def test_order_create_fields_and_acceptance(self) -> None:
+        accepted = result_of(self.factory.order(100, 1001, BUY, 400000, 2500, reference=77, label="mine"))
+        (create,) = self.sent()
+        body = create.order_create
+        self.assertEqual((body.market_id, body.contract_id, body.side, body.quantity, body.price),
+                         (100, 1001, BUY, 400000, 2500))
+        self.assertEqual((body.tif, body.reference, body.label), (seto_pb2.GOOD_TIL_CANCELLED, 77, "mine"))
+        self.exchange.send_app("order_accepted", seq=create.eto_payload.seq, order_id=9, reference=77)
+        self.assertEqual(accepted[0].order_id, 9)
+
+    def test_pipelined_orders_correlate_by_seq_whatever_the_answer_order(self) -> None:
+        outcomes = [result_of(self.factory.order(100, 1001, BUY, 10000 * i, 5000)) for i in (1, 2, 3)]
+        creates = self.sent()
+        self.assertEqual(len(creates), 3)
+        seqs = [p.eto_payload.seq for p in creates]
+        self.exchange.send_app("order_invalid", seq=seqs[2], reasons=[seto_pb2.ORDER_INVALID_INVALID_PRICE,
+                                                                       seto_pb2.ORDER_INVALID_INVALID_QUANTITY])
+        self.exchange.send_app("order_accepted", seq=seqs[0], order_id=1)
+        self.exchange.send_app("order_rejected", seq=seqs[1], reason=seto_pb2.ORDER_REJECTED_INSUFFICIENT_FUNDS)
+        self.assertEqual(outcomes[0][0].order_id, 1)
+        outcomes[1][0].trap(errors.OrderRejected)
+        self.assertEqual(outcomes[1][0].value.reason_name, "ORDER_REJECTED_INSUFFICIENT_FUNDS")
+        outcomes[2][0].trap(errors.OrderInvalid)
+        self.assertEqual(outcomes[2][0].value.reason_names,
+                         ["ORDER_INVALID_INVALID_PRICE", "ORDER_INVALID_INVALID_QUANTITY"])
+        self.assertEqual(len(self.factory.requests), 0)
+
+    def test_cancel_success_and_rejection(self) -> None:
+        ok, refused = result_of(self.factory.cancel(5)), result_of(self.factory.cancel(6))
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [5, 6])
+        self.exchange.send_app("order_cancel_rejected", order_id=6,
+                               reason=seto_pb2.ORDER_CANCEL_REJECTED_NOT_FOUND)
+        self.exchange.send_app("order_cancelled", order_id=5, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        self.assertEqual(ok[0].order_id, 5)
+        refused[0].trap(errors.CancelRejected)
+
+    def test_cancel_all_reduce_replace(self) -> None:
+        all_ok = result_of(self.factory.cancel_all(100))
+        reduced = result_of(self.factory.reduce(5, 1000))
+        reduce_refused = result_of(self.factory.reduce(6, 1000))
+        replaced = result_of(self.factory.replace(7, 3000, 20000))
+        replace_refused = result_of(self.factory.replace(8, 3000, 20000))
+        cancel_all_refused = result_of(self.factory.cancel_all())
+        names = [handler_name(p) for p in self.sent()]
+        self.assertEqual(names, ["seto.order_cancel_all", "seto.order_quantity_reduce", "seto.order_quantity_reduce",
+                                 "seto.order_cancel_replace", "seto.order_cancel_replace", "seto.order_cancel_all"])
+        self.exchange.send_app("order_cancel_all_accepted")
+        self.exchange.send_app("order_quantity_reduced", order_id=5, new_quantity=1000,
+                               reason=seto_pb2.ORDER_QUANTITY_REDUCED_MEMBER_REQUESTED)
+        self.exchange.send_app("order_quantity_reduce_rejected", order_id=6, new_quantity=1000,
+                               reason=seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_NOT_FOUND)
+        common = dict(price=3000, quantity=20000, market_id=1, contract_id=2, side=BUY)
+        self.exchange.send_app("order_cancel_replace_accepted", order_id=70, orig_order_id=7, quantity_left=20000,
+                               **common)
+        self.exchange.send_app("order_cancel_replace_rejected", order_id=80, orig_order_id=8,
+                               reason=seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE, **{
+                                   k: v for k, v in common.items() if k not in ("price", "quantity")})
+        self.exchange.send_app("order_cancel_all_rejected", reason=seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR)
+        self.assertEqual(len(all_ok), 1)
+        self.assertNotIsInstance(all_ok[0], Exception)
+        self.assertEqual(reduced[0].new_quantity, 1000)
+        reduce_refused[0].trap(errors.ReduceRejected)
+        self.assertEqual(replaced[0].order_id, 70)
+        replace_refused[0].trap(errors.ReplaceRejected)
+        cancel_all_refused[0].trap(errors.CancelAllRejected)
+
+    def test_subscribe_unsubscribe_settings(self) -> None:
+        snapshot = result_of(self.factory.subscribe(100))
+        gone = result_of(self.factory.unsubscribe(101))
+        settings = result_of(self.factory.settings(cancel_all_on_failure=True))
+        sent = self.sent()
+        self.assertEqual([handler_name(p) for p in sent],
+                         ["seto.market_subscribe", "seto.market_unsubscribe", "seto.settings"])
+        self.assertEqual(gone, [None])
+        self.assertTrue(sent[2].settings.cancel_all_on_failure)
+        self.exchange.send_app("market_quotes", market_id=100)
+        self.exchange.send_app("settings_accepted", cancel_all_on_failure=True)
+        self.assertEqual(snapshot[0].market_id, 100)
+        self.assertTrue(settings[0].cancel_all_on_failure)
+        self.assertEqual(self.factory.subscriptions, {100})
+
+    def test_timeout_fails_request_and_late_answer_goes_to_handlers(self) -> None:
+        seen: list[Any] = []
+        self.factory.add_handler("seto.order_accepted", seen.append)
+        accepted = result_of(self.factory.order(1, 2, BUY, 10000, 5000, timeout=5))
+        (create,) = self.sent()
+        self.clock.advance(5)
+        accepted[0].trap(errors.RequestTimeout)
+        self.exchange.send_app("order_accepted", seq=create.eto_payload.seq, order_id=3)
+        self.assertEqual(len(accepted), 1)
+        self.assertEqual([m.order_id for m in seen], [3])
+
+    def test_default_request_timeout_from_settings(self) -> None:
+        self.factory.config.request_timeout = 2.0
+        cancelled = result_of(self.factory.cancel(4))
+        self.clock.advance(2)
+        cancelled[0].trap(errors.RequestTimeout)
+
+    def test_cancelling_a_deferred_fires_once(self) -> None:
+        deferred = self.factory.order(1, 2, BUY, 10000, 5000, timeout=5)
+        (create,) = self.sent()
+        deferred.cancel()
+        self.failureResultOf(deferred, CancelledError)
+        self.exchange.send_app("order_accepted", seq=create.eto_payload.seq, order_id=3)
+        self.clock.advance(10)
+        self.assertEqual(len(self.factory.requests), 0)
+
+
+class HeartbeatTests(ClientTestCase):
+    def test_heartbeat_answered(self) -> None:
+        self.connect_and_login()
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat"])
+
+    def test_heartbeat_sent_when_idle(self) -> None:
+        self.connect_and_login()
+        interval = self.factory.config.heartbeat_interval
+        self.clock.advance(interval / 2)
+        self.factory.cancel(1)
+        self.sent()
+        self.clock.advance(interval - 0.01)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0.01)
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat"])
+
+    def test_silent_exchange_is_dropped(self) -> None:
+        self.connect_and_login()
+        timeout = self.factory.config.peer_timeout
+        self.clock.advance(timeout - 1)
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.clock.advance(timeout - 0.5)
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.clock.advance(0.5)
+        self.assertTrue(self.exchange.transport.disconnecting)
+
+
+class ThrottleTests(ClientTestCase):
+    def test_requests_beyond_the_bucket_wait_in_order(self) -> None:
+        # 10 per second in 100 ms ticks: one token per tick, burst of 3.
+        self.connect_and_login(throttle=(10, 3, 100))
+        outcomes = [self.factory.cancel(order_id) for order_id in range(1, 8)]
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
+        self.assertEqual(self.factory.queued, 4)
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+        self.assertEqual(self.factory.queued, 3)
+        self.clock.advance(0.3)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [5, 6, 7])
+        self.assertEqual(self.factory.queued, 0)
+        self.assertEqual(len(outcomes), 7)
+
+    def test_cancelled_queued_request_is_never_sent(self) -> None:
+        self.connect_and_login(throttle=(10, 1, 100))
+        self.factory.cancel(1)
+        second = self.factory.cancel(2)
+        self.factory.cancel(3)
+        second.cancel()
+        self.failureResultOf(second, CancelledError)
+        self.clock.advance(1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 3])
+
+    def test_throttle_exceeded_is_logged(self) -> None:
+        self.connect_and_login()
+        self.exchange.send_session(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED)
+        self.assertIn("throttle", self.log_text())
+
+
+class ResumeTests(ClientTestCase):
+    def test_pending_request_survives_reconnect_and_is_answered(self) -> None:
+        self.connect_and_login()
+        accepted = result_of(self.factory.order(1, 2, BUY, 10000, 5000))
+        (create,) = self.sent()
+        self.exchange.disconnect()
+        self.assertEqual(accepted, [])
+        # The exchange accepted it just before the connection died: the answer is replayed.
+        self.exchange.session.send(application_message("order_accepted", seq=create.eto_payload.seq, order_id=11),
+                                   self.clock.seconds())
+        self.exchange.session.data_to_send()
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertEqual(login.eto_payload.login.session, SESSION_ID)
+        self.assertEqual(login.eto_payload.seq, self.factory.state.next_outgoing_seq - 1)
+        self.exchange.accept_login(login)
+        # login_response is above what the client expects: it asks for a replay.
+        (replay,) = self.sent()
+        self.assertEqual(handler_name(replay), "eto.replay")
+        self.assertEqual(accepted[0].order_id, 11)
+
+    def test_payloads_the_exchange_missed_are_resent_once(self) -> None:
+        self.connect_and_login()
+        accepted = result_of(self.factory.order(1, 2, BUY, 10000, 5000))
+        lost = self.exchange.transport.value()
+        self.exchange.transport.clear()
+        self.assertTrue(lost)
+        self.exchange.disconnect()
+        self.exchange.connect(self.factory)
+        self.exchange.accept_login()
+        resent = self.sent()
+        self.assertEqual([handler_name(p) for p in resent], ["seto.order_create"])
+        self.assertTrue(resent[0].eto_payload.is_replay)
+        self.exchange.send_app("order_accepted", seq=resent[0].eto_payload.seq, order_id=12)
+        self.assertEqual(accepted[0].order_id, 12)
+        self.assertEqual(self.exchange.state.next_incoming_seq, self.factory.state.next_outgoing_seq)
+
+    def test_requests_made_while_disconnected_go_out_after_resume(self) -> None:
+        self.connect_and_login()
+        self.exchange.disconnect()
+        cancelled = result_of(self.factory.cancel(9))
+        self.assertEqual(self.factory.queued, 1)
+        self.exchange.connect(self.factory)
+        self.exchange.accept_login()
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [9])
+        self.assertEqual(cancelled, [])
+
+    def test_unknown_session_fails_pending_with_session_lost(self) -> None:
+        self.connect_and_login()
+        accepted = result_of(self.factory.order(1, 2, BUY, 10000, 5000))
+        self.sent()
+        self.exchange.disconnect()
+        self.exchange.connect(self.factory)
+        self.exchange.refuse_login(eto_pb2.LOGOUT_UNKNOWN_SESSION)
+        accepted[0].trap(errors.SessionLost)
+        self.assertIsNone(self.factory.state.session_id)
+
+    def test_new_session_renews_subscriptions_and_sends_account_sequence(self) -> None:
+        self.connect_and_login()
+        subscribed = result_of(self.factory.subscribe(100))
+        self.sent()
+        self.exchange.send_app("order_cancelled", order_id=1, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED,
+                               account_sequence_64=55)
+        self.exchange.disconnect()
+        self.exchange.connect(self.factory)
+        self.exchange.refuse_login(eto_pb2.LOGOUT_UNKNOWN_SESSION)
+        subscribed[0].trap(errors.SessionLost)
+        self.exchange.disconnect()
+        self.exchange.state.reset()
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertFalse(login.eto_payload.HasField("login"))
+        self.assertEqual(login.login.account_sequence_64, 55)
+        self.exchange.accept_login(login)
+        self.assertEqual([p.market_subscribe.market_id for p in self.sent()], [100])
+
+
+class HandlerTests(ClientTestCase):
+    def test_unknown_name_is_refused(self) -> None:
+        self.assertRaises(errors.InvalidCallbackError, self.factory.add_handler, "seto.nothing", print)
+        self.assertRaises(errors.InvalidCallbackError, self.factory.del_handler, "seto.order_accepted", print)
+
+    def test_handlers_by_name_and_global(self) -> None:
+        named: list[Any] = []
+        every: list[tuple[str, Any]] = []
+        self.factory.add_handler("seto.order_cancelled", named.append)
+        self.factory.add_global_handler(lambda name, message: every.append((name, message)))
+        self.connect_and_login()
+        self.exchange.send_app("order_cancelled", order_id=3, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.assertEqual([m.order_id for m in named], [3])
+        self.assertEqual([name for name, _ in every],
+                         ["eto.login_response", "seto.order_cancelled", "eto.heartbeat"])
+        self.factory.del_handler("seto.order_cancelled", named.append)
+        self.exchange.send_app("order_cancelled", order_id=4, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        self.assertEqual(len(named), 1)
+
+    def test_raising_handler_is_logged_and_others_still_run(self) -> None:
+        def broken(message: Any) -> None:
+            raise RuntimeError("strategy bug")
+
+        after: list[Any] = []
+        self.factory.add_handler("seto.order_cancelled", broken)
+        self.factory.add_handler("seto.order_cancelled", after.append)
+        self.connect_and_login()
+        self.exchange.send_app("order_cancelled", order_id=3, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        self.assertEqual(len(after), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat"])
+
+
+class BadInputTests(ClientTestCase):
+    def test_malformed_payload_drops_the_connection(self) -> None:
+        self.connect_and_login()
+        self.exchange.deliver_frame(b"\xff\xff\xff")
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertIn("protocol error", self.log_text())
+
+    def test_unknown_message_type_drops_the_connection(self) -> None:
+        self.connect_and_login()
+        payload = session_message(eto_pb2.PAYLOAD_HEARTBEAT)
+        payload.eto_payload.seq = 2
+        data = bytearray(payload.SerializeToString())
+        data[1] = 99  # seto type 99 does not exist
+        self.exchange.deliver_frame(bytes(data))
+        self.assertTrue(self.exchange.transport.disconnecting)
+
+    def test_oversized_frame_drops_the_connection_before_buffering(self) -> None:
+        self.factory.config.max_frame_size = 1000
+        self.connect_and_login()
+        self.exchange.deliver(encode_uleb128(1001))
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertEqual(self.protocol.deframer.buffered, 0)
+        self.assertIn("exceeds the limit", self.log_text())
+
+    def test_half_written_frame_at_disconnect_is_reported(self) -> None:
+        self.connect_and_login()
+        self.exchange.deliver(encode_uleb128(50) + b"partial")
+        self.exchange.disconnect()
+        self.assertIn("middle of a frame", self.log_text())
+
+
+class SecretTests(ClientTestCase):
+    def test_no_secret_in_logs_reprs_or_errors(self) -> None:
+        self.events.clear()
+        protocol = self.exchange.connect(self.factory)
+        self.exchange.accept_login()
+        self.exchange.send_app("order_cancelled", order_id=3, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        # A duplicate (logged with its payload) and a resume (logged) exercise the other log paths.
+        self.exchange.deliver_frame(self.exchange.state.sent.get(1))
+        self.exchange.disconnect()
+        self.exchange.connect(self.factory)
+        self.exchange.refuse_login(eto_pb2.LOGOUT_UNAUTHORISED)
+        texts = [self.log_text(), repr(self.factory), repr(self.factory.config), repr(self.factory.state),
+                 repr(protocol), str(errors.LoginError(eto_pb2.LOGOUT_UNAUTHORISED, "LOGOUT_UNAUTHORISED"))]
+        for text in texts:
+            self.assertNotIn(PASSWORD, text)
+            self.assertNotIn(SESSION_ID, text)
+        self.assertIn("ignored", texts[0])
