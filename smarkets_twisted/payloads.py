@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from smarkets_twisted.errors import ParseError, UnknownMessageType
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -46,6 +47,9 @@ def parse_payload(data: bytes) -> Payload:
     except ProtobufDecodeError as e:
         raise ParseError(f"payload does not decode ({len(data)} bytes)") from e
     if not payload.IsInitialized():
+        if not payload.HasField("type") and any(f.field_number == 1 for f in UnknownFieldSet(payload)):
+            # proto2 enums are closed: a type number this schema lacks lands in the unknown fields.
+            raise UnknownMessageType("payload of a seto type this schema does not know")
         missing = ", ".join(payload.FindInitializationErrors())  # type: ignore[attr-defined]
         if not payload.HasField("type") and "type" not in missing.split(", "):
             missing = "type"
