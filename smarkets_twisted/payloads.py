@@ -47,7 +47,8 @@ def parse_payload(data: bytes) -> Payload:
     except ProtobufDecodeError as e:
         raise ParseError(f"payload does not decode ({len(data)} bytes)") from e
     if not payload.IsInitialized():
-        if not payload.HasField("type") and any(f.field_number == 1 for f in UnknownFieldSet(payload)):
+        unknown = UnknownFieldSet(payload)
+        if not payload.HasField("type") and any(unknown[i].field_number == 1 for i in range(len(unknown))):
             # proto2 enums are closed: a type number this schema lacks lands in the unknown fields.
             raise UnknownMessageType("payload of a seto type this schema does not know")
         missing = ", ".join(payload.FindInitializationErrors())  # type: ignore[attr-defined]
