@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from smarkets_twisted import errors
 from smarkets_twisted.handlers import GlobalHandler, Handler, HandlerRegistry
-from smarkets_twisted.payloads import Payload, application_message, body, handler_name
+from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.requests import Key, PendingRequests
@@ -29,6 +29,14 @@ from smarkets_twisted.throttle import TokenBucket
 
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
+
+#: seto payload types whose body reports the account sequence.
+_ACCOUNT_SEQUENCED_TYPES = frozenset(
+    number
+    for number, field in SETO_FIELDS.items()
+    if "account_sequence_64" in getattr(seto_pb2.Payload.DESCRIPTOR.fields_by_name[field].message_type,
+                                        "fields_by_name", ())
+)
 
 
 class SmarketsClientFactory(ClientFactory):
@@ -60,6 +68,8 @@ class SmarketsClientFactory(ClientFactory):
         self._pump_call: IDelayedCall | None = None
         self._pumping = False
         self._ending = False
+        #: Called with the error when a login is refused for good (bad credentials).
+        self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
 
     def __repr__(self) -> str:
         return f"<SmarketsClientFactory user={self.config.username!r} {self.state!r}>"
@@ -134,6 +144,8 @@ class SmarketsClientFactory(ClientFactory):
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
                 self._end_session(error, final=True)
+                if self.on_final_refusal is not None:
+                    self.on_final_refusal(error)
             elif reason == eto_pb2.LOGOUT_UNKNOWN_SESSION or self.state.session_id is None:
                 # The session cannot be resumed: what was in flight has an unknown fate.
                 self._end_session(errors.SessionLost(f"the session could not be resumed: {error}"))
@@ -171,15 +183,14 @@ class SmarketsClientFactory(ClientFactory):
     # Incoming
 
     def payload_received(self, protocol: SmarketsClientProtocol, payload: Payload) -> None:
-        name = handler_name(payload)
-        message = body(payload)
-        if payload.type != seto_pb2.PAYLOAD_ETO:
-            sequence = getattr(message, "account_sequence_64", 0)
+        name, message = name_and_body(payload)
+        if payload.type in _ACCOUNT_SEQUENCED_TYPES:
+            sequence = message.account_sequence_64
             if sequence and (self.account_sequence is None or sequence > self.account_sequence):
                 self.account_sequence = sequence
-            if payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
-                limits = payload.throttle_limits_changed
-                self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, self.clock.seconds())
+        elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
+            limits = payload.throttle_limits_changed
+            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, self.clock.seconds())
         self.handlers.dispatch(name, message)
         self.requests.answer(name, message)
 

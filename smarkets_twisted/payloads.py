@@ -5,6 +5,8 @@ Every frame carries one ``smarkets.seto.Payload`` (PROTOCOL.md section 3).
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -55,37 +57,49 @@ def parse_payload(data: bytes) -> Payload:
         if not payload.HasField("type") and "type" not in missing.split(", "):
             missing = "type"
         raise ParseError(f"payload lacks required fields: {missing}")
-    seto_type = payload.type
-    if seto_type == seto_pb2.PAYLOAD_ETO:
-        eto = payload.eto_payload
-        if not eto.HasField("type") or eto.type == eto_pb2.PAYLOAD_NONE:
-            raise UnknownMessageType("eto payload with no known eto type")
-        needed = _ETO_REQUIRED_FIELDS.get(eto.type)
-        if needed is not None and not eto.HasField(needed):
-            raise ParseError(f"eto {ETO_NAMES[eto.type]} payload lacks its {needed} field")
-    elif not payload.HasField(SETO_FIELDS[seto_type]):
-        raise ParseError(f"seto {SETO_FIELDS[seto_type]} payload lacks its body")
+    field = SETO_FIELDS.get(payload.type)
+    if field is not None:
+        if not payload.HasField(field):
+            raise ParseError(f"seto {field} payload lacks its body")
+        return payload
+    eto = payload.eto_payload
+    if not eto.HasField("type") or eto.type == eto_pb2.PAYLOAD_NONE:
+        raise UnknownMessageType("eto payload with no known eto type")
+    needed = _ETO_REQUIRED_FIELDS.get(eto.type)
+    if needed is not None and not eto.HasField(needed):
+        raise ParseError(f"eto {ETO_NAMES[eto.type]} payload lacks its {needed} field")
     return payload
+
+
+#: seto type → (handler name, body field); eto type → (handler name, body field or None).
+_SETO_DISPATCH = {number: ("seto." + field, field) for number, field in SETO_FIELDS.items()}
+_ETO_BODY_FIELDS: dict[int, str] = {eto_pb2.PAYLOAD_REPLAY: "replay", eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response",
+                    eto_pb2.PAYLOAD_LOGOUT: "logout"}
+_ETO_DISPATCH = {number: ("eto." + name, _ETO_BODY_FIELDS.get(number)) for number, name in ETO_NAMES.items()}
+
+
+def name_and_body(payload: Payload) -> tuple[str, Any]:
+    """The reference client's name for a payload and the message its handlers get.
+
+    ``('seto.order_accepted', <OrderAccepted>)``; for session payloads the eto
+    body (``('eto.logout', <Logout>)``) or the eto payload itself (``'eto.pong'``).
+    """
+    dispatch = _SETO_DISPATCH.get(payload.type)
+    if dispatch is not None:
+        return dispatch[0], getattr(payload, dispatch[1])
+    eto = payload.eto_payload
+    name, field = _ETO_DISPATCH[eto.type]
+    return name, getattr(eto, field) if field is not None else eto
 
 
 def handler_name(payload: Payload) -> str:
     """The reference client's name for a payload: 'seto.order_accepted', 'eto.pong'."""
-    if payload.type == seto_pb2.PAYLOAD_ETO:
-        return "eto." + ETO_NAMES[payload.eto_payload.type]
-    return "seto." + SETO_FIELDS[payload.type]
+    return name_and_body(payload)[0]
 
 
-def body(payload: Payload) -> object:
+def body(payload: Payload) -> Any:
     """The message a handler receives: the typed body, or the eto payload."""
-    if payload.type == seto_pb2.PAYLOAD_ETO:
-        eto = payload.eto_payload
-        field = {
-            eto_pb2.PAYLOAD_REPLAY: "replay",
-            eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response",
-            eto_pb2.PAYLOAD_LOGOUT: "logout",
-        }.get(eto.type)
-        return getattr(eto, field) if field else eto
-    return getattr(payload, SETO_FIELDS[payload.type])
+    return name_and_body(payload)[1]
 
 
 def is_session_type(payload: Payload, eto_type: int) -> bool:

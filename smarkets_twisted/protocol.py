@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from smarkets_twisted import errors
 from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload
-from smarkets_twisted.proto import eto_pb2
+from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import Role, Session
 
 if TYPE_CHECKING:
@@ -152,6 +152,9 @@ class SmarketsClientProtocol(Protocol):
     # Incoming
 
     def _payload_received(self, payload: Payload) -> None:
+        if payload.type != seto_pb2.PAYLOAD_ETO:
+            self.factory.payload_received(self, payload)
+            return
         eto = payload.eto_payload
         if eto.type == eto_pb2.PAYLOAD_LOGIN_RESPONSE:
             self._logged_in(payload)
