@@ -47,6 +47,12 @@ _GAPFILLED_ETO_TYPES = frozenset(
 )
 
 
+def _gapfill(seq: int) -> bytes:
+    payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
+    payload.eto_payload.seq = seq
+    return payload.SerializeToString()
+
+
 class Role(enum.Enum):
     """Which end of the connection a Session serves."""
 
@@ -151,7 +157,9 @@ class Session:
         seq = state.next_outgoing_seq
         payload.eto_payload.seq = seq
         data = payload.SerializeToString()
-        state.sent.append(seq, data)
+        # A payload that a replay replaces is logged as its gapfill, so that the
+        # log (which outlives the connection) never holds a password or token.
+        state.sent.append(seq, _gapfill(seq) if self._replaced_by_gapfill(payload) else data)
         state.next_outgoing_seq = seq + 1
         self._out.append(encode_frame(data))
         self.last_sent = now
@@ -280,14 +288,18 @@ class Session:
             return []
 
         # A gap: ask once for everything from `expected`, process nothing out of order.
+        login_response = eto_type == eto_pb2.PAYLOAD_LOGIN_RESPONSE and self.role is Role.CLIENT
+        if login_response:
+            # The session is up even though earlier payloads are still to come.
+            # Take its reset first (resending what the exchange missed), so that
+            # our replay request goes out at the seq the exchange expects next.
+            self._login_response(payload, now)
         if self.replay_until is None:
             self.replay_until = seq
             self._send_replay_request(expected, now)
         elif seq > self.replay_until:
             self.replay_until = seq
-        if eto_type == eto_pb2.PAYLOAD_LOGIN_RESPONSE and self.role is Role.CLIENT:
-            # The session is up even though earlier payloads are still to come.
-            self._login_response(payload, now)
+        if login_response:
             return [payload]
         if eto_type == eto_pb2.PAYLOAD_REPLAY:
             # Answer the peer's replay request now: both sides may have gaps.
@@ -305,8 +317,9 @@ class Session:
             if self.role is Role.CLIENT and not eto.is_replay:
                 self.send_heartbeat(now)
         elif eto_type == eto_pb2.PAYLOAD_PING:
-            if not eto.is_replay:
-                self.send(session_message(eto_pb2.PAYLOAD_PONG), now)
+            # Even when replayed: a ping is processed (here) once, and one that
+            # arrived above a gap was not answered then.
+            self.send(session_message(eto_pb2.PAYLOAD_PONG), now)
         elif eto_type == eto_pb2.PAYLOAD_REPLAY:
             self.resend_from(eto.replay.seq, now)
         elif eto_type == eto_pb2.PAYLOAD_LOGIN_RESPONSE:
