@@ -1,0 +1,301 @@
+"""The exchange's end of one client connection.
+
+`ExchangeProtocol` is thin glue: bytes go through the same `Deframer`,
+`parse_payload` and `Session` as on the client, the login is checked against
+the accounts and the session registry, and every application payload is
+handed to the `Exchange`.  It owns what belongs to a connection: the login
+deadline, heartbeats while idle, dropping a silent client, and closing the
+connection (and only that one) on input it cannot trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smarkets_twisted.errors import DecodeError, ParseError
+from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.exchange.sessions import ExchangeSession
+from smarkets_twisted.framing import DEFAULT_MAX_FRAME_SIZE, Deframer
+from smarkets_twisted.payloads import Payload, handler_name, parse_payload
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.session import Role, Session, SessionState
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Per-connection limits and timers of the exchange.
+
+    :ivar max_frame_size: the largest payload accepted from a client (bytes).
+    :ivar login_timeout: seconds a new connection has to send a good login.
+    :ivar heartbeat_interval: send a heartbeat after this many idle seconds.
+    :ivar peer_timeout: log out a client that sent nothing for this long.
+    """
+
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    login_timeout: float = 10.0
+    heartbeat_interval: float = 5.0
+    peer_timeout: float = 30.0
+
+
+class ExchangeProtocol(Protocol):
+    """One client connection to the simulated exchange."""
+
+    log = Logger()
+
+    def __init__(self, exchange: Exchange, clock: IReactorTime, settings: ConnectionSettings) -> None:
+        self.exchange = exchange
+        self.clock = clock
+        self.settings = settings
+        self.deframer = Deframer(settings.max_frame_size)
+        #: The session layer, once the login is accepted.
+        self.session: Session | None = None
+        #: The exchange session this connection serves, once logged in.
+        self.exchange_session: ExchangeSession | None = None
+        self._peer = "?"
+        self._login_timer: IDelayedCall | None = None
+        self._liveness_timer: IDelayedCall | None = None
+        self._closing = False
+        self._logged_out = False
+        self._taken_over = False
+
+    def __repr__(self) -> str:
+        return f"<ExchangeProtocol peer={self._peer} session={self.exchange_session!r}>"
+
+    # Connection events
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self._peer = str(self.transport.getPeer())
+        self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            frames = self.deframer.feed(data)
+        except DecodeError as error:
+            self._drop_for(error)
+            return
+        for frame in frames:
+            if self._closing:
+                return
+            try:
+                payload = parse_payload(frame)
+            except ParseError as error:
+                self._drop_for(error)
+                return
+            if self.session is None:
+                self._login(payload)
+            else:
+                self._received(payload)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._closing = True
+        self._cancel_timers()
+        session = self.exchange_session
+        if session is None or self._taken_over:
+            return
+        self.exchange.registry.detach(session, self)
+        if not self._logged_out:
+            self.log.info(
+                "connection of {username} from {peer} lost: {reason}",
+                username=session.account.username,
+                peer=self._peer,
+                reason=reason.getErrorMessage(),
+            )
+            self.exchange.session_failed(session)
+
+    # Used by the exchange (the registry's Connection interface)
+
+    def send_payload(self, payload: Payload) -> int:
+        """Number, log and write one payload on this connection; return its seq."""
+        assert self.session is not None, "payloads are only sent once logged in"
+        seq = self.session.send(payload, self.clock.seconds())
+        self._flush()
+        return seq
+
+    def drop(self) -> None:
+        """Another connection logged in to this session: close this one quietly."""
+        self.log.info("session of {username} taken over by a new connection; dropping {peer}",
+                      username=self._username(), peer=self._peer)
+        self._taken_over = True
+        self._close()
+
+    # Login
+
+    def _login(self, payload: Payload) -> None:
+        if payload.type != seto_pb2.PAYLOAD_LOGIN:
+            self._refuse(eto_pb2.LOGOUT_LOGIN_NOT_FIRST_SEQ, f"first payload was {handler_name(payload)}, not a login")
+            return
+        credentials = payload.login
+        account = None
+        if credentials.HasField("username") and credentials.HasField("password"):
+            account = self.exchange.authenticate(credentials.username, credentials.password)
+        if account is None:
+            self._refuse(eto_pb2.LOGOUT_UNAUTHORISED, f"bad credentials for {credentials.username!r}")
+            return
+        eto = payload.eto_payload
+        registry = self.exchange.registry
+        if eto.HasField("login"):
+            session = registry.find(eto.login.session)
+            if session is None or session.account is not account:
+                self._refuse(eto_pb2.LOGOUT_UNKNOWN_SESSION, f"{account.username} asked to resume an unknown session")
+                return
+            resumed = True
+        elif eto.seq != 1:
+            self._refuse(eto_pb2.LOGOUT_LOGIN_NOT_FIRST_SEQ, f"new session login at seq {eto.seq}, not 1")
+            return
+        else:
+            session = registry.create(account)
+            resumed = False
+        self._accept(session, payload, resumed)
+
+    def _accept(self, exchange_session: ExchangeSession, login: Payload, resumed: bool) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+        now = self.clock.seconds()
+        previous = self.exchange.registry.attach(exchange_session, self)
+        if previous is not None:
+            previous.drop()
+        self.exchange_session = exchange_session
+        self.session = Session(
+            exchange_session.state,
+            Role.EXCHANGE,
+            now=now,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            peer_timeout=self.settings.peer_timeout,
+        )
+        account = exchange_session.account
+        self.session.accept_login(login, now, email=account.email, account_id=account.account_id)
+        self._flush()
+        self.log.info(
+            "{username} logged in from {peer} ({how})",
+            username=account.username,
+            peer=self._peer,
+            how="resumed" if resumed else "new session",
+        )
+        self.exchange.session_started(exchange_session, login.login)
+        self._schedule_liveness()
+
+    def _refuse(self, reason: int, why: str) -> None:
+        """Answer a failed login with a logout at seq 1, then close."""
+        self.log.info("login from {peer} refused ({reason}): {why}",
+                      peer=self._peer, reason=eto_pb2.LogoutReason.Name(reason), why=why)
+        now = self.clock.seconds()
+        refusal = Session(SessionState(sent_log_size=1), Role.EXCHANGE, now=now)
+        refusal.send_logout(now, reason)
+        self.transport.write(refusal.data_to_send())  # type: ignore[union-attr]
+        self._close()
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        self._refuse(eto_pb2.LOGOUT_LOGIN_TIMEOUT, f"no login within {self.settings.login_timeout}s")
+
+    # After login
+
+    def _received(self, payload: Payload) -> None:
+        session = self.session
+        exchange_session = self.exchange_session
+        assert session is not None and exchange_session is not None
+        for delivered in session.receive_payload(payload, self.clock.seconds()):
+            if delivered.type == seto_pb2.PAYLOAD_ETO:
+                if delivered.eto_payload.type == eto_pb2.PAYLOAD_LOGOUT:
+                    self._client_logged_out(session, exchange_session)
+                    return
+            elif delivered.type == seto_pb2.PAYLOAD_LOGIN:
+                self.log.warn("{username} sent a login on a logged-in connection: ignored",
+                              username=exchange_session.account.username)
+            else:
+                self._handle(exchange_session, delivered)
+        self._flush()
+
+    def _handle(self, exchange_session: ExchangeSession, payload: Payload) -> None:
+        try:
+            self.exchange.handle(exchange_session, payload)
+        except Exception:
+            self.log.failure("exchange failed to handle {name} from {username}",
+                             name=handler_name(payload), username=exchange_session.account.username)
+
+    def _client_logged_out(self, session: Session, exchange_session: ExchangeSession) -> None:
+        self.log.info("{username} logged out", username=exchange_session.account.username)
+        self._logged_out = True
+        session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_CONFIRMATION)
+        self._flush()
+        self.exchange.registry.end(exchange_session)
+        self._close()
+
+    # Liveness
+
+    def _schedule_liveness(self) -> None:
+        assert self.session is not None
+        delay = self.session.next_check(self.clock.seconds())
+        self._liveness_timer = self.clock.callLater(delay, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._liveness_timer = None
+        session = self.session
+        assert session is not None
+        now = self.clock.seconds()
+        if session.peer_silent(now):
+            self.log.info("{username} at {peer} silent for {timeout}s: logging out",
+                          username=self._username(), peer=self._peer, timeout=self.settings.peer_timeout)
+            session.send_logout(now, eto_pb2.LOGOUT_HEARTBEAT_TIMEOUT)
+            self._flush()
+            self._close()
+            return
+        if session.heartbeat_due(now):
+            session.send_heartbeat(now)
+            self._flush()
+        self._schedule_liveness()
+
+    # Plumbing
+
+    def _flush(self) -> None:
+        if self.session is not None:
+            data = self.session.data_to_send()
+            if data:
+                self.transport.write(data)  # type: ignore[union-attr]
+
+    def _drop_for(self, error: Exception) -> None:
+        self.log.warn("dropping connection of {username} from {peer}: {error}",
+                      username=self._username(), peer=self._peer, error=str(error))
+        self._close()
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._cancel_timers()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._login_timer, self._liveness_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._login_timer = None
+        self._liveness_timer = None
+
+    def _username(self) -> str:
+        return self.exchange_session.account.username if self.exchange_session is not None else "(not logged in)"
+
+
+class ExchangeFactory(Factory):
+    """Builds an `ExchangeProtocol` for each connection to one `Exchange`."""
+
+    def __init__(
+        self, exchange: Exchange, clock: IReactorTime, settings: ConnectionSettings | None = None
+    ) -> None:
+        self.exchange = exchange
+        self.clock = clock
+        self.settings = settings if settings is not None else ConnectionSettings()
+
+    def buildProtocol(self, addr: IAddress | None) -> ExchangeProtocol:
+        protocol = ExchangeProtocol(self.exchange, self.clock, self.settings)
+        protocol.factory = self
+        return protocol

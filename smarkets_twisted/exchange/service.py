@@ -1,0 +1,413 @@
+"""The simulated exchange: accounts, catalogue, engine and sessions, tied together.
+
+`Exchange` takes the application payloads that connections deliver, asks the
+matching engine, and sends what the engine reports to the sessions that must
+hear it:
+
+- the answer to an order (accepted, rejected, invalid) to the session that
+  sent it, its ``seq`` the seq of the client's order_create payload;
+- every other account event (fills, cancels, reductions, replaces, balance
+  changes) to every session of the account, connected or waiting for a
+  resume;
+- market states and book deltas to the market's subscribers.
+
+It also has a plain Python API (`place_order`, `halt`, `settle`...) so that
+tests, demos and the liquidity simulator can drive the market directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from smarkets_twisted.exchange import engine, messages
+from smarkets_twisted.exchange.accounts import Account, Accounts, default_accounts
+from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue
+from smarkets_twisted.exchange.engine import EngineEvent, MarketBook, MatchingEngine, OpenOrder
+from smarkets_twisted.exchange.sessions import (
+    DEFAULT_RETENTION,
+    DEFAULT_SENT_LOG_SIZE,
+    ExchangeSession,
+    SessionRegistry,
+)
+from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """Exchange-wide limits.
+
+    :ivar average_rate_ps: throttle tokens per second per session.
+    :ivar burst_size: most throttle tokens a session can hold.
+    :ivar tick_ms: how often tokens are added (milliseconds).
+    :ivar depth: price levels per side in market data (None: every level).
+    :ivar retention: seconds a disconnected session can still be resumed.
+    :ivar sent_log_size: payloads kept per session to answer replay requests.
+    """
+
+    average_rate_ps: int = 500
+    burst_size: int = 1000
+    tick_ms: int = 200
+    depth: int | None = engine.DEFAULT_DEPTH
+    retention: float = DEFAULT_RETENTION
+    sent_log_size: int = DEFAULT_SENT_LOG_SIZE
+
+
+#: Events that answer one order_create: only the session that sent it can correlate them.
+_ORDER_ANSWERS = (engine.OrderInvalid, engine.OrderAccepted, engine.OrderRejected)
+
+
+class Exchange:
+    """The whole simulated exchange, sans sockets.
+
+    :param clock: time for throttles, session expiry and execution stamps.
+    :param accounts: who can log in; the built-in ``demo`` account if None.
+    :param catalogue: what can be traded; the built-in demo markets if None.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        accounts: Accounts | None = None,
+        catalogue: Catalogue | None = None,
+        settings: ExchangeSettings | None = None,
+    ) -> None:
+        self.clock = clock
+        self.settings = settings if settings is not None else ExchangeSettings()
+        self.accounts = accounts if accounts is not None else default_accounts()
+        self.catalogue = catalogue if catalogue is not None else demo_catalogue()
+        self.engine = MatchingEngine(self.accounts, self.catalogue, depth=self.settings.depth)
+        self.registry = SessionRegistry(
+            clock, retention=self.settings.retention, sent_log_size=self.settings.sent_log_size
+        )
+        #: Open order id → the session that placed it (for cancel_all_on_failure).
+        self._placed_by: dict[int, ExchangeSession] = {}
+        self._handlers: dict[str, Callable[[ExchangeSession, Payload], None]] = {
+            "order_create": self._order_create,
+            "order_cancel": self._order_cancel,
+            "order_cancel_all": self._order_cancel_all,
+            "order_quantity_reduce": self._order_quantity_reduce,
+            "order_cancel_replace": self._order_cancel_replace,
+            "settings": self._settings,
+            "market_subscribe": self._market_subscribe,
+            "market_unsubscribe": self._market_unsubscribe,
+        }
+
+    # Sessions: called by the connections
+
+    def authenticate(self, username: str, password: str) -> Account | None:
+        """The account if the credentials are right, else None."""
+        return self.accounts.authenticate(username, password)
+
+    def session_started(self, session: ExchangeSession, login: seto_pb2.Login) -> None:
+        """A login was accepted: announce the throttle, replay account events asked for."""
+        settings = self.settings
+        now = self.clock.seconds()
+        session.throttle.set_limits(settings.average_rate_ps, settings.burst_size, settings.tick_ms, now)
+        limits = application_message(
+            "throttle_limits_changed",
+            average_rate_ps=settings.average_rate_ps,
+            burst_size=settings.burst_size,
+            tick_ms=settings.tick_ms,
+        )
+        session.send(limits, now)
+        if login.HasField("account_sequence_64"):
+            self._replay_account(session, login.account_sequence_64)
+        elif login.HasField("account_sequence"):
+            self._replay_account(session, login.account_sequence)
+
+    def _replay_account(self, session: ExchangeSession, after: int) -> None:
+        account = session.account
+        replay = account.events_after(after)
+        if replay.truncated:
+            self.log.warn(
+                "{username} asked for account events after {after}; the oldest still held is later",
+                username=account.username,
+                after=after,
+            )
+        now = self.clock.seconds()
+        for event in replay.events:
+            assert isinstance(event, EngineEvent)
+            if isinstance(event, _ORDER_ANSWERS):
+                # Its seq belonged to an earlier session: 0 matches no request of this one.
+                event = dataclasses.replace(event, request_seq=None)
+            session.send(messages.event_payload(event), now)
+
+    def session_failed(self, session: ExchangeSession) -> None:
+        """The session's connection failed: cancel its orders if it asked for that."""
+        if not session.cancel_all_on_failure:
+            return
+        order_ids = [order_id for order_id, placer in self._placed_by.items() if placer is session]
+        self.log.info(
+            "connection of {username} failed: cancelling its {count} open orders",
+            username=session.account.username,
+            count=len(order_ids),
+        )
+        for order_id in order_ids:
+            self._publish(self.engine.cancel(session.account, order_id))
+
+    def handle(self, session: ExchangeSession, payload: Payload) -> None:
+        """Act on one application payload from a logged-in session."""
+        field = SETO_FIELDS[payload.type]
+        if not session.throttle.take(self.clock.seconds()):
+            self._throttled(session, payload, field)
+            return
+        handler = self._handlers.get(field)
+        if handler is None:
+            self.log.info(
+                "{username} sent {field}, which the simulated exchange does not serve: ignored",
+                username=session.account.username,
+                field=field,
+            )
+            return
+        handler(session, payload)
+
+    def _throttled(self, session: ExchangeSession, payload: Payload, field: str) -> None:
+        account = session.account
+        self.log.info("{username} exceeded the throttle: {field} refused", username=account.username, field=field)
+        reason = seto_pb2.ORDER_REJECTED_THROTTLE_EXCEEDED
+        if field == "order_create":
+            order = payload.order_create
+            rejected = account.record(
+                lambda sequence: engine.OrderRejected(
+                    username=account.username,
+                    account_sequence=sequence,
+                    reason=reason,
+                    request_seq=payload.eto_payload.seq,
+                    reference=_number(order, "reference"),
+                    label=_text(order, "label"),
+                )
+            )
+            self._publish([rejected], session)
+        elif field == "order_cancel":
+            cancel = payload.order_cancel
+            cancel_rejected = account.record(
+                lambda sequence: engine.CancelRejected(
+                    username=account.username,
+                    account_sequence=sequence,
+                    order_id=cancel.order_id,
+                    reason=seto_pb2.ORDER_CANCEL_REJECTED_THROTTLE_EXCEEDED,
+                    reference=_number(cancel, "reference"),
+                )
+            )
+            self._publish([cancel_rejected], session)
+        elif field == "order_quantity_reduce":
+            reduce = payload.order_quantity_reduce
+            reduce_rejected = account.record(
+                lambda sequence: engine.ReduceRejected(
+                    username=account.username,
+                    account_sequence=sequence,
+                    order_id=reduce.order_id,
+                    new_quantity=reduce.new_quantity,
+                    reason=seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_THROTTLE_EXCEEDED,
+                    reference=_number(reduce, "reference"),
+                )
+            )
+            self._publish([reduce_rejected], session)
+        else:
+            session.send(session_message(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED), self.clock.seconds())
+
+    # Application payloads
+
+    def _order_create(self, session: ExchangeSession, payload: Payload) -> None:
+        order = payload.order_create
+        events = self.engine.create_order(
+            session.account,
+            order.market_id,
+            order.contract_id,
+            order.side,
+            order.quantity,
+            order.price,
+            tif=order.tif,
+            reference=_number(order, "reference"),
+            label=_text(order, "label"),
+            request_seq=payload.eto_payload.seq,
+        )
+        self._publish(events, session)
+
+    def _order_cancel(self, session: ExchangeSession, payload: Payload) -> None:
+        cancel = payload.order_cancel
+        self._publish(self.engine.cancel(session.account, cancel.order_id, _number(cancel, "reference")), session)
+
+    def _order_cancel_all(self, session: ExchangeSession, payload: Payload) -> None:
+        cancel_all = payload.order_cancel_all
+        events = self.engine.cancel_all(
+            session.account, _number(cancel_all, "market_id"), _number(cancel_all, "reference")
+        )
+        self._publish(events, session)
+
+    def _order_quantity_reduce(self, session: ExchangeSession, payload: Payload) -> None:
+        reduce = payload.order_quantity_reduce
+        events = self.engine.reduce(session.account, reduce.order_id, reduce.new_quantity, _number(reduce, "reference"))
+        self._publish(events, session)
+
+    def _order_cancel_replace(self, session: ExchangeSession, payload: Payload) -> None:
+        replace = payload.order_cancel_replace
+        events = self.engine.replace(
+            session.account,
+            replace.orig_order_id,
+            replace.price,
+            replace.quantity,
+            reference=_number(replace, "reference"),
+            label=_text(replace, "label"),
+        )
+        self._publish(events, session)
+
+    def _settings(self, session: ExchangeSession, payload: Payload) -> None:
+        session.cancel_all_on_failure = payload.settings.cancel_all_on_failure
+        accepted = application_message("settings_accepted", cancel_all_on_failure=session.cancel_all_on_failure)
+        session.send(accepted, self.clock.seconds())
+
+    def _market_subscribe(self, session: ExchangeSession, payload: Payload) -> None:
+        market_id = payload.market_subscribe.market_id
+        book = self.engine.book(market_id)
+        if book is None:
+            self.log.info(
+                "{username} subscribed to unknown market {market_id}: ignored",
+                username=session.account.username,
+                market_id=market_id,
+            )
+            return
+        session.subscriptions.add(market_id)
+        session.send(messages.market_quotes(book), self.clock.seconds())
+
+    def _market_unsubscribe(self, session: ExchangeSession, payload: Payload) -> None:
+        session.subscriptions.discard(payload.market_unsubscribe.market_id)
+
+    # Routing engine events to sessions
+
+    def _publish(self, events: Iterable[EngineEvent], requester: ExchangeSession | None = None) -> None:
+        now = self.clock.seconds()
+        microseconds = int(now * 1_000_000)
+        for event in events:
+            self._track(event, requester)
+            if isinstance(event, engine.BookChanged):
+                payload = messages.contract_quotes(event, microseconds)
+            else:
+                payload = messages.event_payload(event)
+            for target in self._audience(event, requester):
+                target.send(payload, now)
+
+    def _audience(self, event: EngineEvent, requester: ExchangeSession | None) -> list[ExchangeSession]:
+        if isinstance(event, engine.MarketEvent):
+            return [session for session in self.registry if event.market_id in session.subscriptions]
+        if isinstance(event, _ORDER_ANSWERS) and requester is not None:
+            return [requester]
+        assert isinstance(event, (engine.AccountEvent, engine.OrderInvalid))
+        account = self.accounts.get(event.username)
+        return self.registry.of_account(account) if account is not None else []
+
+    def _track(self, event: EngineEvent, requester: ExchangeSession | None) -> None:
+        """Keep `_placed_by` to the open orders, for cancel_all_on_failure."""
+        placed_by = self._placed_by
+        if isinstance(event, engine.OrderAccepted):
+            if requester is not None:
+                placed_by[event.order_id] = requester
+        elif isinstance(event, engine.ReplaceAccepted):
+            placer = placed_by.pop(event.orig_order_id, requester)
+            if placer is not None:
+                placed_by[event.order_id] = placer
+        elif isinstance(event, engine.OrderCancelled) or (
+            isinstance(event, engine.OrderExecuted) and not event.available_quantity
+        ):
+            placed_by.pop(event.order_id, None)
+
+    # Python API, for tests, demos and the liquidity simulator
+
+    def account(self, username: str) -> Account:
+        """The account named ``username``.
+
+        :raises KeyError: when there is none.
+        """
+        account = self.accounts.get(username)
+        if account is None:
+            raise KeyError(username)
+        return account
+
+    def book(self, market_id: int, depth: int | None = None) -> MarketBook | None:
+        """A snapshot of a market's visible book, as a subscriber would see it."""
+        return self.engine.book(market_id, depth)
+
+    def open_orders(self, username: str, market_id: int | None = None) -> list[OpenOrder]:
+        """The account's open orders, oldest first."""
+        return self.engine.open_orders(self.account(username), market_id)
+
+    def place_order(
+        self,
+        username: str,
+        market_id: int,
+        contract_id: int,
+        side: seto_pb2.Side,
+        quantity: int,
+        price: int,
+        tif: seto_pb2.TimeInForceType = seto_pb2.GOOD_TIL_CANCELLED,
+        reference: int | None = None,
+        label: str | None = None,
+    ) -> list[EngineEvent]:
+        """Place an order for an account, as if from outside any session.
+
+        The account's sessions are told of it like any other account event.
+        """
+        events = self.engine.create_order(
+            self.account(username), market_id, contract_id, side, quantity, price, tif, reference, label
+        )
+        self._publish(events)
+        return events
+
+    def cancel_order(self, username: str, order_id: int) -> list[EngineEvent]:
+        """Cancel one of an account's orders, as if from outside any session."""
+        events = self.engine.cancel(self.account(username), order_id)
+        self._publish(events)
+        return events
+
+    def set_market_state(
+        self, market_id: int, state: seto_pb2.MarketStateType, winner: int | None = None
+    ) -> list[EngineEvent]:
+        """Move a market to a new state and tell everyone concerned.
+
+        :raises engine.MarketStateError: for an unknown market or a move the
+            market cannot make.
+        """
+        events = self.engine.set_market_state(market_id, state, winner)
+        self.log.info("market {market_id} is now {state}", market_id=market_id,
+                      state=seto_pb2.MarketStateType.Name(state))
+        self._publish(events)
+        return events
+
+    def open(self, market_id: int) -> list[EngineEvent]:
+        """Open a market for trading before play (or reopen a halted one)."""
+        return self.set_market_state(market_id, seto_pb2.MARKET_STATE_OPEN)
+
+    def go_live(self, market_id: int) -> list[EngineEvent]:
+        """Take a market in play: orders other than KEEP_IN_PLAY are cancelled."""
+        return self.set_market_state(market_id, seto_pb2.MARKET_STATE_LIVE)
+
+    def halt(self, market_id: int) -> list[EngineEvent]:
+        """Halt a market: GOOD_TILL_HALTED orders are cancelled, new orders refused."""
+        return self.set_market_state(market_id, seto_pb2.MARKET_STATE_HALTED)
+
+    def settle(self, market_id: int, winner: int) -> list[EngineEvent]:
+        """Settle a market with ``winner`` the winning contract: accounts are paid."""
+        return self.set_market_state(market_id, seto_pb2.MARKET_STATE_SETTLED, winner)
+
+    def void(self, market_id: int) -> list[EngineEvent]:
+        """Void a market: every trade in it is undone."""
+        return self.set_market_state(market_id, seto_pb2.MARKET_STATE_VOIDED)
+
+
+def _number(message: Message, name: str) -> int | None:
+    """A proto2 optional integer field's value, or None when it is not set."""
+    return int(getattr(message, name)) if message.HasField(name) else None
+
+
+def _text(message: Message, name: str) -> str | None:
+    """A proto2 optional string field's value, or None when it is not set."""
+    return str(getattr(message, name)) if message.HasField(name) else None

@@ -1,0 +1,406 @@
+"""ExchangeProtocol: login, liveness, logout, bad input, takeover and resume, one connection at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted.exchange.server import ConnectionSettings
+from smarkets_twisted.exchange.service import ExchangeSettings
+from smarkets_twisted.framing import encode_frame, encode_uleb128
+from smarkets_twisted.payloads import Payload, handler_name, login_message, session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.session import SessionState
+from tests.exchange_helpers import ExchangeFixture, ScriptedClient
+
+BUY = seto_pb2.SIDE_BUY
+SELL = seto_pb2.SIDE_SELL
+
+
+def describe(payload: Payload) -> tuple[str, int]:
+    return handler_name(payload), payload.eto_payload.seq
+
+
+def logout_reason(payload: Payload) -> str:
+    assert handler_name(payload) == "eto.logout", handler_name(payload)
+    return str(eto_pb2.LogoutReason.Name(payload.eto_payload.logout.reason))
+
+
+class LogCapture:
+    """Every log event emitted while installed, formatted."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(str(formatEvent(event)) for event in self.events)
+
+
+class LoginTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture()
+
+    def test_login_response_then_throttle_limits(self) -> None:
+        """A good login gets login_response at seq 1 (reset 2, email, id), then the throttle at seq 2."""
+        client = self.fixture.client()
+        received = client.login()
+        self.assertEqual(
+            [describe(p) for p in received], [("eto.login_response", 1), ("seto.throttle_limits_changed", 2)]
+        )
+        response = received[0].eto_payload.login_response
+        self.assertEqual(response.reset, 2)
+        self.assertEqual(response.email, "alice@example.com")
+        self.assertEqual(response.id, 11)
+        self.assertGreaterEqual(len(response.session), 32)
+        limits = received[1].throttle_limits_changed
+        self.assertEqual((limits.average_rate_ps, limits.burst_size, limits.tick_ms), (500, 1000, 200))
+        self.assertFalse(client.closed)
+        self.assertEqual(len(self.fixture.exchange.registry), 1)
+
+    def test_throttle_limits_are_configurable(self) -> None:
+        fixture = ExchangeFixture(settings=ExchangeSettings(average_rate_ps=10, burst_size=20, tick_ms=100))
+        limits = fixture.client().login()[1].throttle_limits_changed
+        self.assertEqual((limits.average_rate_ps, limits.burst_size, limits.tick_ms), (10, 20, 100))
+
+    def test_login_split_into_single_bytes(self) -> None:
+        """Frames may arrive one byte at a time."""
+        client = self.fixture.client()
+        client.session.start_login(0.0, username="alice", password="alice-pw")
+        data = client.session.data_to_send()
+        for index in range(len(data)):
+            client.protocol.dataReceived(data[index : index + 1])
+        client.pump()
+        self.assertEqual([name for name, _ in map(describe, client.take())],
+                         ["eto.login_response", "seto.throttle_limits_changed"])
+
+    def test_two_sessions_get_different_ids(self) -> None:
+        first = self.fixture.client()
+        second = self.fixture.client()
+        first.login()
+        second.login("bob", "bob-pw")
+        self.assertNotEqual(first.state.session_id, second.state.session_id)
+
+    def test_bad_password(self) -> None:
+        """A bad password gets logout UNAUTHORISED at seq 1, then the connection closes."""
+        client = self.fixture.client()
+        received = client.login(password="wrong")
+        self.assertEqual([describe(p) for p in received], [("eto.logout", 1)])
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_UNAUTHORISED")
+        self.assertTrue(client.closed)
+        self.assertEqual(len(self.fixture.exchange.registry), 0)
+
+    def test_unknown_username(self) -> None:
+        client = self.fixture.client()
+        received = client.login("mallory", "alice-pw")
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_UNAUTHORISED")
+        self.assertTrue(client.closed)
+
+    def test_login_without_password(self) -> None:
+        client = self.fixture.client()
+        client.send(login_message(username="alice"))
+        self.assertEqual(logout_reason(client.take()[0]), "LOGOUT_UNAUTHORISED")
+        self.assertTrue(client.closed)
+
+    def test_first_payload_not_a_login(self) -> None:
+        client = self.fixture.client()
+        client.send(session_message(eto_pb2.PAYLOAD_PING))
+        received = client.take()
+        self.assertEqual([describe(p) for p in received], [("eto.logout", 1)])
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_LOGIN_NOT_FIRST_SEQ")
+        self.assertTrue(client.closed)
+
+    def test_new_session_login_not_at_seq_1(self) -> None:
+        client = self.fixture.client()
+        client.state.next_outgoing_seq = 5
+        client.send(login_message("alice", "alice-pw"))
+        self.assertEqual(logout_reason(client.take()[0]), "LOGOUT_LOGIN_NOT_FIRST_SEQ")
+        self.assertTrue(client.closed)
+
+    def test_resume_unknown_session(self) -> None:
+        state = SessionState()
+        state.session_id = "no-such-session"
+        client = self.fixture.client(state)
+        received = client.login()
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_UNKNOWN_SESSION")
+        self.assertTrue(client.closed)
+
+    def test_resume_another_accounts_session(self) -> None:
+        """A session id only resumes for the account that opened it."""
+        alice = self.fixture.client()
+        alice.login()
+        alice.disconnect()
+        state = SessionState()
+        state.session_id = alice.state.session_id
+        state.next_outgoing_seq = alice.state.next_outgoing_seq
+        bob = self.fixture.client(state)
+        self.assertEqual(logout_reason(bob.login("bob", "bob-pw")[0]), "LOGOUT_UNKNOWN_SESSION")
+
+    def test_login_timeout(self) -> None:
+        """A connection that sends no login is logged out with LOGIN_TIMEOUT."""
+        fixture = ExchangeFixture(ConnectionSettings(login_timeout=5.0))
+        client = fixture.client()
+        client.advance(4.9)
+        self.assertEqual(client.take(), [])
+        self.assertFalse(client.closed)
+        client.advance(0.2)
+        received = client.take()
+        self.assertEqual([describe(p) for p in received], [("eto.logout", 1)])
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_LOGIN_TIMEOUT")
+        self.assertTrue(client.closed)
+        self.assertEqual(fixture.clock.getDelayedCalls(), [])
+
+    def test_no_login_timeout_after_login(self) -> None:
+        client = self.fixture.client()
+        client.login()
+        for _ in range(60):
+            client.advance(1)
+        self.assertNotIn("eto.logout", client.names())
+        self.assertFalse(client.closed)
+
+
+class LivenessTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture(ConnectionSettings(heartbeat_interval=5.0, peer_timeout=30.0))
+        self.client = self.fixture.client()
+        self.client.login()
+
+    def test_heartbeat_when_idle(self) -> None:
+        self.client.advance(4.9)
+        self.assertEqual(self.client.names(), [])
+        self.client.advance(0.1)
+        self.assertEqual(self.client.names(), ["eto.heartbeat"])
+
+    def test_answering_heartbeats_keeps_the_session(self) -> None:
+        """The client answers each heartbeat (Session does); the session lives on."""
+        for _ in range(40):
+            self.client.advance(5)
+        self.assertFalse(self.client.closed)
+        self.assertEqual(set(self.client.names()), {"eto.heartbeat"})
+
+    def test_silent_client_is_logged_out(self) -> None:
+        """A client that stops answering gets logout HEARTBEAT_TIMEOUT, then the connection closes."""
+        self.client.mute = True
+        self.client.advance(29.9)
+        self.assertFalse(self.client.closed)
+        self.client.advance(0.1)
+        received = self.client.take()
+        self.assertEqual(logout_reason(received[-1]), "LOGOUT_HEARTBEAT_TIMEOUT")
+        self.assertTrue(self.client.closed)
+        self.client.disconnect()
+        self.assertEqual(self.fixture.clock.getDelayedCalls()[0].getTime(), 30.0 + 600.0)
+
+    def test_ping_pong(self) -> None:
+        seq = self.client.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(seq, 2)
+        self.assertEqual([describe(p) for p in self.client.take()], [("eto.pong", 3)])
+
+    def test_clean_logout(self) -> None:
+        """A client logout gets logout CONFIRMATION; the session can no longer be resumed."""
+        self.client.session.send_logout(self.fixture.clock.seconds())
+        self.client.pump()
+        received = self.client.take()
+        self.assertEqual(logout_reason(received[0]), "LOGOUT_CONFIRMATION")
+        self.assertTrue(self.client.closed)
+        self.client.disconnect(clean=True)
+        self.assertEqual(len(self.fixture.exchange.registry), 0)
+        again = self.fixture.client(self.client.state)
+        self.assertEqual(logout_reason(again.login()[0]), "LOGOUT_UNKNOWN_SESSION")
+
+    def test_timers_stop_when_the_connection_is_lost(self) -> None:
+        self.client.disconnect()
+        # Only the session's expiry is left.
+        (expiry,) = self.fixture.clock.getDelayedCalls()
+        self.assertEqual(expiry.getTime(), 600.0)
+
+
+class BadInputTests(SynchronousTestCase):
+    """Input that cannot be trusted closes that connection, and only that one."""
+
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture(ConnectionSettings(max_frame_size=1024))
+        self.bystander = self.fixture.client()
+        self.bystander.login("bob", "bob-pw")
+        self.client = self.fixture.client()
+        self.client.login()
+        self.logs = LogCapture(self)
+
+    def assertBystanderUnaffected(self) -> None:
+        self.bystander.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(self.bystander.names(), ["eto.pong"])
+        self.assertFalse(self.bystander.closed)
+
+    def assertDropped(self, words: str) -> None:
+        self.assertTrue(self.client.closed)
+        self.assertIn("dropping connection of alice", self.logs.text)
+        self.assertIn(words, self.logs.text)
+        self.assertBystanderUnaffected()
+
+    def test_garbage_payload(self) -> None:
+        self.client.send_raw(encode_frame(b"\xff\xff\xff\xff\xff"))
+        self.assertDropped("does not decode")
+
+    def test_oversized_frame(self) -> None:
+        """The announced size is refused from the header alone."""
+        self.client.send_raw(encode_uleb128(10**9))
+        self.assertDropped("exceeds the limit of 1024 bytes")
+
+    def test_header_longer_than_ten_bytes(self) -> None:
+        self.client.send_raw(b"\x80" * 11)
+        self.assertDropped("longer than 10 bytes")
+
+    def test_unknown_eto_type(self) -> None:
+        payload = session_message(eto_pb2.PAYLOAD_NONE)
+        payload.eto_payload.seq = self.client.state.next_outgoing_seq
+        self.client.send_raw(encode_frame(payload.SerializeToString()))
+        self.assertDropped("no known eto type")
+
+    def test_missing_required_field(self) -> None:
+        payload = Payload(type=seto_pb2.PAYLOAD_ORDER_CANCEL)
+        payload.eto_payload.seq = self.client.state.next_outgoing_seq
+        payload.order_cancel.reference = 1
+        self.client.send_raw(encode_frame(payload.SerializePartialToString()))
+        self.assertDropped("lacks required fields")
+
+    def test_garbage_before_login(self) -> None:
+        stranger = self.fixture.client()
+        stranger.send_raw(b"\x05garbage")
+        self.assertTrue(stranger.closed)
+        self.assertEqual(stranger.take(), [])
+        self.assertBystanderUnaffected()
+
+    def test_nothing_more_is_read_after_the_drop(self) -> None:
+        good = session_message(eto_pb2.PAYLOAD_PING)
+        good.eto_payload.seq = self.client.state.next_outgoing_seq
+        self.client.send_raw(b"\x80" * 11 + encode_frame(good.SerializeToString()))
+        self.assertEqual(self.client.take(), [])
+        self.assertTrue(self.client.closed)
+
+    def test_a_second_login_on_a_live_connection_is_ignored(self) -> None:
+        self.client.send(login_message("alice", "alice-pw"))
+        self.assertEqual(self.client.take(), [])
+        self.assertFalse(self.client.closed)
+        self.assertIn("sent a login on a logged-in connection", self.logs.text)
+
+
+class TakeoverAndResumeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture()
+        self.exchange = self.fixture.exchange
+        self.first = self.fixture.client()
+        self.first.login()
+
+    def resume(self) -> ScriptedClient:
+        """A new connection carrying on the first one's session."""
+        return self.fixture.client(self.first.state)
+
+    def test_second_login_takes_the_session_over(self) -> None:
+        self.first.send_message("settings", cancel_all_on_failure=True)
+        self.first.order(BUY, 10_000, 5000)
+        self.first.take()
+        second = self.resume()
+        received = second.login()
+        self.assertEqual(handler_name(received[0]), "eto.login_response")
+        self.assertTrue(self.first.closed)
+        self.assertFalse(second.closed)
+        # The old connection's loss is not a failure of the session: orders stay.
+        self.first.disconnect()
+        self.assertEqual(len(self.exchange.open_orders("alice")), 1)
+        (session,) = self.exchange.registry
+        self.assertIs(session.connection, second.protocol)
+        second.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(second.names(), ["eto.pong"])
+
+    def test_resume_continues_both_seqs(self) -> None:
+        """The resumed login_response comes at the exchange's next seq; reset is what it expects."""
+        self.first.disconnect()
+        second = self.resume()
+        received = second.login()
+        self.assertEqual([describe(p) for p in received], [("eto.login_response", 3),
+                                                          ("seto.throttle_limits_changed", 4)])
+        self.assertEqual(received[0].eto_payload.login_response.reset, 3)
+        self.assertEqual(received[0].eto_payload.login_response.session, self.first.state.session_id)
+        second.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual([describe(p) for p in second.take()], [("eto.pong", 5)])
+
+    def test_payloads_sent_while_detached_are_replayed(self) -> None:
+        """Exchange → client: what happened while the client was away arrives as a replay."""
+        self.first.order(SELL, 10_000, 5000)
+        self.first.take()
+        self.first.disconnect()
+        bob = self.fixture.client()
+        bob.login("bob", "bob-pw")
+        bob.order(BUY, 10_000, 5000)
+        second = self.resume()
+        received = second.login()
+        names = [handler_name(p) for p in received]
+        self.assertEqual(names[0], "eto.login_response")
+        self.assertIn("seto.order_executed", names)
+        replayed = [p for p in second.wire if p.eto_payload.is_replay]
+        self.assertIn("seto.order_executed", [handler_name(p) for p in replayed])
+        # Each payload is delivered once, in seq order (the login response first, out of turn).
+        delivered = [p.eto_payload.seq for p in received[1:]]
+        self.assertEqual(sorted(delivered), delivered)
+
+    def test_client_payloads_lost_before_the_drop_are_resent(self) -> None:
+        """Client → exchange: an order that never arrived is resent from the client's log and acted on once."""
+        self.first.mute = True
+        self.first.order(BUY, 10_000, 4000)
+        self.first.disconnect()
+        self.assertEqual(self.exchange.open_orders("alice"), [])
+        second = self.resume()
+        received = second.login()
+        self.assertEqual(received[0].eto_payload.login_response.reset, 2)
+        self.assertIn("seto.order_accepted", [handler_name(p) for p in received])
+        self.assertEqual(len(self.exchange.open_orders("alice")), 1)
+        third = self.fixture.client(self.first.state)
+        third.login()
+        self.assertEqual(len(self.exchange.open_orders("alice")), 1)
+
+    def test_session_expires_after_the_retention_window(self) -> None:
+        fixture = ExchangeFixture(settings=ExchangeSettings(retention=60.0))
+        first = fixture.client()
+        first.login()
+        first.disconnect()
+        fixture.clock.advance(59)
+        self.assertEqual(len(fixture.exchange.registry), 1)
+        fixture.clock.advance(1)
+        self.assertEqual(len(fixture.exchange.registry), 0)
+        second = fixture.client(first.state)
+        self.assertEqual(logout_reason(second.login()[0]), "LOGOUT_UNKNOWN_SESSION")
+
+    def test_resume_stops_the_expiry(self) -> None:
+        self.first.disconnect()
+        second = self.resume()
+        second.login()
+        for _ in range(140):
+            second.advance(5)
+        self.assertEqual(len(self.exchange.registry), 1)
+        self.assertFalse(second.closed)
+
+
+class SecretsTests(SynchronousTestCase):
+    def test_no_session_id_or_password_in_logs_or_reprs(self) -> None:
+        logs = LogCapture(self)
+        fixture = ExchangeFixture(ConnectionSettings(peer_timeout=20.0))
+        client = fixture.client()
+        client.login()
+        session_id = client.state.session_id
+        assert session_id is not None
+        bad = fixture.client()
+        bad.login(password="not-the-password")
+        client.disconnect()
+        resumed = fixture.client(client.state)
+        resumed.login()
+        resumed.mute = True
+        resumed.advance(30)
+        (session,) = fixture.exchange.registry
+        for text in (logs.text, repr(session), repr(resumed.protocol), repr(fixture.exchange.registry)):
+            self.assertNotIn(session_id, text)
+            self.assertNotIn("alice-pw", text)
+            self.assertNotIn("not-the-password", text)
+        self.assertIn("LOGOUT_UNAUTHORISED", logs.text)
