@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,9 +99,9 @@ class EngineTestCase(SynchronousTestCase):
     ) -> list[EngineEvent]:
         return self.engine.create_order(account, market, contract, side, quantity, price, tif)
 
-    def place(self, account: Account, side: seto.Side, quantity: int, price: int, **kwargs: object) -> int:
+    def place(self, account: Account, side: seto.Side, quantity: int, price: int, **kwargs: Any) -> int:
         """Place an order that must be accepted; return its id."""
-        events = self.order(account, side, quantity, price, **kwargs)  # type: ignore[arg-type]
+        events = self.order(account, side, quantity, price, **kwargs)
         return one(OrderAccepted, events).order_id
 
     def bids_offers(self, contract: int = HOME, market: int = 100) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
@@ -884,25 +884,30 @@ class AccountSequenceTests(EngineTestCase):
 _ACCOUNT = st.integers(0, 2)
 _CONTRACT = st.sampled_from([HOME, AWAY])
 _SIDE = st.sampled_from([BUY, SELL])
-_PRICE = st.integers(3000, 7000).map(lambda price: price - price % 250) | st.integers(0, 10000)
-_QUANTITY = st.integers(1, 300 * POUND)
+# Often one of a few prices, so that orders cross; sometimes anything, valid or not.
+_PRICE = st.sampled_from([4750, 5000, 5000, 5250]) | st.integers(0, 10000)
+_QUANTITY = st.integers(1, 20 * POUND) | st.integers(1, 400 * POUND)
 _TIF = st.sampled_from([GTC, GTC, IOC, KIP, GTH])
-_OPERATION = st.one_of(
-    st.tuples(st.just("order"), _ACCOUNT, _CONTRACT, _SIDE, _QUANTITY, _PRICE, _TIF),
-    st.tuples(st.just("cancel"), _ACCOUNT, st.integers(0, 40)),
-    st.tuples(st.just("reduce"), _ACCOUNT, st.integers(0, 40), _QUANTITY),
-    st.tuples(st.just("replace"), _ACCOUNT, st.integers(0, 40), _PRICE, _QUANTITY),
+# Which order to act on: an index into the account's open orders, or (negative) an unknown id.
+_TARGET = st.integers(-3, 20)
+_NEW_ORDER = st.tuples(st.just("order"), _ACCOUNT, _CONTRACT, _SIDE, _QUANTITY, _PRICE, _TIF)
+_OTHER_OPERATION = st.one_of(
+    st.tuples(st.just("cancel"), _ACCOUNT, _TARGET),
+    st.tuples(st.just("reduce"), _ACCOUNT, _TARGET, _QUANTITY),
+    st.tuples(st.just("replace"), _ACCOUNT, _TARGET, _PRICE, _QUANTITY),
     st.tuples(st.just("cancel_all"), _ACCOUNT),
     st.tuples(st.just("halt_resume")),
 )
+# Two operations in three are new orders.
+_OPERATION = st.integers(0, 2).flatmap(lambda n: _OTHER_OPERATION if n == 0 else _NEW_ORDER)
 
 
 class InvariantTests(SynchronousTestCase):
     """Whatever the order flow: books never crossed, fills conserved, money never negative."""
 
     @settings(max_examples=150, deadline=None)
-    @given(operations=st.lists(_OPERATION, max_size=40), winner=st.sampled_from([HOME, AWAY, None]))
-    def test_random_flow(self, operations: list[tuple[object, ...]], winner: int | None) -> None:
+    @given(operations=st.lists(_OPERATION, min_size=10, max_size=60), winner=st.sampled_from([HOME, AWAY, None]))
+    def test_random_flow(self, operations: list[tuple[Any, ...]], winner: int | None) -> None:
         accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
         catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
         engine = MatchingEngine(Accounts(accounts), catalogue, depth=3)
@@ -926,24 +931,24 @@ class InvariantTests(SynchronousTestCase):
         if winner is None:
             self.assertEqual(end, start)
 
-    def apply(
-        self, engine: MatchingEngine, accounts: list[Account], operation: tuple[object, ...]
-    ) -> list[EngineEvent]:
+    def apply(self, engine: MatchingEngine, accounts: list[Account], operation: tuple[Any, ...]) -> list[EngineEvent]:
         kind, rest = operation[0], operation[1:]
         if kind == "halt_resume":
             return engine.set_market_state(1, HALTED) + engine.set_market_state(1, LIVE)
-        account = accounts[rest[0]]  # type: ignore[index]
+        account = accounts[rest[0]]
         if kind == "order":
             _, contract, side, quantity, price, tif = rest
-            return engine.create_order(account, 1, contract, side, quantity, price, tif)  # type: ignore[arg-type]
+            return engine.create_order(account, 1, contract, side, quantity, price, tif)
         if kind == "cancel_all":
             return engine.cancel_all(account, 1)
-        _, order_id, *arguments = rest
+        _, target, *arguments = rest
+        open_orders = engine.open_orders(account)
+        order_id = open_orders[target % len(open_orders)].order_id if open_orders and target >= 0 else 10_000 - target
         if kind == "cancel":
-            return engine.cancel(account, order_id)  # type: ignore[arg-type]
+            return engine.cancel(account, order_id)
         if kind == "reduce":
-            return engine.reduce(account, order_id, *arguments)  # type: ignore[arg-type]
-        return engine.replace(account, order_id, *arguments)  # type: ignore[arg-type]
+            return engine.reduce(account, order_id, *arguments)
+        return engine.replace(account, order_id, *arguments)
 
     def check(
         self,
