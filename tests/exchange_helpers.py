@@ -144,7 +144,8 @@ class ScriptedClient:
                 self.inbox.extend(self.session.receive(frame, now))
 
     def take(self) -> list[Payload]:
-        """The payloads delivered since the last call."""
+        """The payloads delivered since the last call (reading what is waiting first)."""
+        self.pump()
         taken, self.inbox = self.inbox, []
         return taken
 
