@@ -34,6 +34,7 @@ class DemoStrategy:
         self.interval = interval
         self.orders = 0
         self._turn = 0
+        self._best: dict[int, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {}
         self._trader = LoopingCall(self.trade)
         self._trader.clock = factory.clock
         factory.add_handler("seto.contract_quotes", self._quotes)
@@ -66,6 +67,10 @@ class DemoStrategy:
         if book is None:
             return
         contract = book.update(quotes)
+        best = (contract.best_bid, contract.best_offer)
+        if self._best.get(quotes.contract_id) == best:
+            return
+        self._best[quotes.contract_id] = best
         self.log.info(
             "market {market} contract {contract}: best bid {bid}, best offer {offer}",
             market=quotes.market_id,

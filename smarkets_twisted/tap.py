@@ -1,0 +1,203 @@
+"""``twistd smarkets``: the client as a long-running service.
+
+With ``--endpoint`` it connects to that exchange (``tls:stream.smarkets.com:3801``
+for production); without, it starts an embedded simulated exchange on a
+loopback port of its own and trades against it as ``demo``.  The password is
+never taken from the command line (it would show in the process's argv):
+``--password-file`` or the ``SMARKETS_PASSWORD`` environment variable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamClientEndpoint
+from twisted.python import usage
+from zope.interface import implementer
+
+from smarkets_twisted.demo import DemoStrategy
+from smarkets_twisted.exchange.accounts import default_accounts
+from smarkets_twisted.exchange.catalogue import demo_catalogue
+from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.exchange.server import ExchangeFactory
+from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.service import SmarketsClientService
+from smarkets_twisted.settings import ClientSettings
+
+PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd smarkets``."""
+
+    synopsis = "[--endpoint ENDPOINT] [--username NAME --password-file FILE] [--market ID ...] [--strategy M:F]"
+
+    optParameters = [
+        ["endpoint", "e", None, "Client endpoint string of the exchange. Default: an embedded simulated exchange."],
+        ["username", "u", None, "Username (default with the embedded exchange: demo)."],
+        ["password-file", "p", None, f"File whose first line is the password (or set {PASSWORD_VARIABLE})."],
+        ["strategy", "s", None, "module:callable called with the client factory. Default: the demo strategy."],
+        ["interval", "i", 5.0, "Seconds between the demo strategy's orders.", float],
+        ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["markets"] = []
+        self.password: str | None = None
+        self.strategy: Callable[[SmarketsClientFactory], object] | None = None
+
+    def opt_market(self, market_id: str) -> None:
+        """Subscribe to this market (repeatable). Default with the embedded exchange: every demo market."""
+        try:
+            self["markets"].append(int(market_id))
+        except ValueError:
+            raise usage.UsageError(f"--market takes a market id, not {market_id!r}") from None
+
+    opt_m = opt_market
+
+    def postOptions(self) -> None:
+        embedded = self["endpoint"] is None
+        if self["username"] is None:
+            if not embedded:
+                raise usage.UsageError("--username is needed with --endpoint")
+            self["username"] = "demo"
+        if self["password-file"] is not None:
+            try:
+                with open(self["password-file"], encoding="utf-8") as f:
+                    self.password = f.readline().rstrip("\r\n")
+            except OSError as e:
+                raise usage.UsageError(f"cannot read --password-file {self['password-file']}: {e.strerror}") from None
+        else:
+            self.password = os.environ.get(PASSWORD_VARIABLE)
+        if self.password is None:
+            if not embedded:
+                raise usage.UsageError(f"give --password-file or set {PASSWORD_VARIABLE}")
+            self.password = "demo"
+        if embedded and not self["markets"]:
+            self["markets"] = [market.id for market in demo_catalogue()]
+        if self["strategy"] is not None:
+            self.strategy = _load_strategy(self["strategy"])
+
+
+def _load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise usage.UsageError(f"--strategy takes module:callable, not {spec!r}")
+    try:
+        strategy = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as e:
+        raise usage.UsageError(f"cannot load --strategy {spec}: {e}") from None
+    if not callable(strategy):
+        raise usage.UsageError(f"--strategy {spec} is not callable")
+    return strategy  # type: ignore[no-any-return]
+
+
+class EmbeddedExchangeService(Service):
+    """A simulated exchange with liquidity on a loopback port chosen by the system."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.exchange = Exchange(reactor, with_liquidity_account(default_accounts()))
+        self.liquidity = LiquiditySimulator(self.exchange, reactor)
+        self.port: IListeningPort | None = None
+        self._waiting: list[Deferred[IListeningPort]] = []
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self.reactor, "tcp:0:interface=127.0.0.1")  # type: ignore[no-untyped-call]
+        endpoint.listen(ExchangeFactory(self.exchange, self.reactor)).addCallback(self._listening)
+        self.liquidity.startService()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        waiting, self._waiting = self._waiting, []
+        for deferred in waiting:
+            deferred.callback(port)
+
+    def listening(self) -> Deferred[IListeningPort]:
+        """Fires with the listening port once it is bound."""
+        deferred: Deferred[IListeningPort] = Deferred()
+        if self.port is not None:
+            deferred.callback(self.port)
+        else:
+            self._waiting.append(deferred)
+        return deferred
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.liquidity.stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
+@implementer(IStreamClientEndpoint)
+class EmbeddedExchangeEndpoint:
+    """Connects to the embedded exchange's port, once it is listening."""
+
+    def __init__(self, reactor: Any, exchange: EmbeddedExchangeService) -> None:
+        self.reactor = reactor
+        self.exchange = exchange
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        def to(port: IListeningPort) -> Deferred[Any]:
+            address = port.getHost()
+            return TCP4ClientEndpoint(self.reactor, "127.0.0.1", address.port).connect(  # type: ignore[attr-defined]
+                protocolFactory
+            )
+
+        return self.exchange.listening().addCallback(to)
+
+
+class StrategyService(Service):
+    """Starts the strategy when the service starts; stops the demo one on stop."""
+
+    def __init__(self, factory: SmarketsClientFactory, options: Options) -> None:
+        self.factory = factory
+        self.options = options
+        self.demo: DemoStrategy | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self.options.strategy is not None:
+            self.options.strategy(self.factory)
+        else:
+            self.demo = DemoStrategy(self.factory, self.options["markets"], self.options["interval"])
+            self.demo.start()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self.demo is not None:
+            self.demo.stop()
+
+
+def makeService(options: Options) -> IService:
+    """The client service, its strategy and, with no endpoint, an embedded exchange."""
+    from twisted.internet import reactor
+
+    top = MultiService()  # type: ignore[no-untyped-call]
+    endpoint: IStreamClientEndpoint
+    if options["endpoint"] is None:
+        embedded = EmbeddedExchangeService(reactor)
+        embedded.setServiceParent(top)  # type: ignore[no-untyped-call]
+        endpoint = EmbeddedExchangeEndpoint(reactor, embedded)
+    else:
+        try:
+            endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(f"bad --endpoint {options['endpoint']!r}: {e}") from None
+    settings = ClientSettings(
+        username=options["username"], password=options.password, request_timeout=options["request-timeout"]
+    )
+    factory = SmarketsClientFactory(settings, reactor)
+    SmarketsClientService(endpoint, factory).setServiceParent(top)  # type: ignore[no-untyped-call]
+    StrategyService(factory, options).setServiceParent(top)  # type: ignore[no-untyped-call]
+    return top
