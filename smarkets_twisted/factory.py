@@ -143,9 +143,9 @@ class SmarketsClientFactory(ClientFactory):
             self._end_session(errors.SessionLost("logged out"))
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
-                self._end_session(error, final=True)
                 if self.on_final_refusal is not None:
                     self.on_final_refusal(error)
+                self._end_session(error, final=True)
             elif reason == eto_pb2.LOGOUT_UNKNOWN_SESSION or self.state.session_id is None:
                 # The session cannot be resumed: what was in flight has an unknown fate.
                 self._end_session(errors.SessionLost(f"the session could not be resumed: {error}"))

@@ -1,0 +1,191 @@
+"""`twistd smarkets` and SmarketsClientService over real loopback TCP and TLS."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.application.service import IService
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from smarkets_twisted import errors, tap
+from smarkets_twisted.exchange.server import ExchangeFactory
+from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.service import SmarketsClientService
+from smarkets_twisted.settings import ClientSettings
+
+
+def fast_retry(attempt: int) -> float:
+    return 0.05
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_embedded_defaults_to_demo_account_and_markets(self) -> None:
+        options = self.parse()
+        self.assertIsNone(options["endpoint"])
+        self.assertEqual((options["username"], options.password), ("demo", "demo"))
+        self.assertTrue(options["markets"])
+
+    def test_password_comes_from_a_file_never_argv(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text("s3cret-pw\nignored\n")
+        options = self.parse("--endpoint", "tcp:127.0.0.1:1", "--username", "me", "--password-file", str(path))
+        self.assertEqual(options.password, "s3cret-pw")
+        self.assertRaises(usage.UsageError, self.parse, "--password", "x")
+
+    def test_password_from_environment(self) -> None:
+        os.environ[tap.PASSWORD_VARIABLE] = "from-env"
+        self.addCleanup(os.environ.pop, tap.PASSWORD_VARIABLE)
+        self.assertEqual(self.parse("-e", "tcp:127.0.0.1:1", "-u", "me").password, "from-env")
+
+    def test_real_endpoint_needs_credentials(self) -> None:
+        os.environ.pop(tap.PASSWORD_VARIABLE, None)
+        self.assertRaises(usage.UsageError, self.parse, "--endpoint", "tcp:127.0.0.1:1")
+        self.assertRaises(usage.UsageError, self.parse, "--endpoint", "tcp:127.0.0.1:1", "--username", "me")
+        self.assertRaises(usage.UsageError, self.parse, "-e", "tcp:127.0.0.1:1", "-u", "me", "-p", "/nonexistent")
+
+    def test_markets_and_strategy(self) -> None:
+        options = self.parse("--market", "100", "-m", "200", "--strategy", "tests.test_client_service:fast_retry")
+        self.assertEqual(options["markets"], [100, 200])
+        self.assertIs(options.strategy, fast_retry)
+        self.assertRaises(usage.UsageError, self.parse, "--market", "x")
+        self.assertRaises(usage.UsageError, self.parse, "--strategy", "nomodule")
+        self.assertRaises(usage.UsageError, self.parse, "--strategy", "tests.nothing_here:f")
+
+    def test_make_service_builds_client_and_embedded_exchange(self) -> None:
+        service = tap.makeService(self.parse())
+        self.assertTrue(IService.providedBy(service))
+        kinds = {type(child).__name__ for child in service}
+        self.assertEqual(kinds, {"EmbeddedExchangeService", "SmarketsClientService", "StrategyService"})
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 'localhost' (key and cert in one PEM) and a CA dir trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir()
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    server_pem = directory / "server.pem"
+    server_pem.write_bytes(key_pem + cert_pem)
+    roots = directory / "roots"
+    roots.mkdir()
+    (roots / "ca.pem").write_bytes(cert_pem)
+    return server_pem, roots
+
+
+class LoopbackTests(TestCase):
+    """The client service against the simulated exchange on real sockets."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def listen(self, description: str) -> Any:
+        self.exchange = Exchange(reactor)
+        port: IListeningPort = yield serverFromString(reactor, description).listen(
+            ExchangeFactory(self.exchange, reactor)
+        )
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [self.exchange.registry.end(s) for s in list(self.exchange.registry)])
+        return port.getHost().port
+
+    def start_client(self, endpoint_description: str) -> SmarketsClientFactory:
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
+        service = SmarketsClientService(clientFromString(reactor, endpoint_description), factory, retry=fast_retry)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return factory
+
+    @defer.inlineCallbacks
+    def test_tcp_login_order_and_resume_after_a_dropped_connection(self) -> Any:
+        port = yield self.listen("tcp:0:interface=127.0.0.1")
+        factory = self.start_client(f"tcp:127.0.0.1:{port}")
+        protocol = yield factory.whenLoggedIn()
+        session_id = factory.state.session_id
+        accepted = yield factory.order(100, 1001, seto_pb2.SIDE_BUY, 10000, 2000)
+        self.assertTrue(accepted.order_id)
+
+        # The network fails with an order in flight: the service reconnects and resumes.
+        in_flight = factory.order(100, 1001, seto_pb2.SIDE_BUY, 10000, 2100)
+        lost: defer.Deferred[None] = defer.Deferred()
+        connection_lost = protocol.connectionLost
+        protocol.connectionLost = lambda reason: (connection_lost(reason), lost.callback(None))
+        protocol.transport.abortConnection()
+        yield lost
+        resumed = yield factory.whenLoggedIn()
+        self.assertIsNot(resumed, protocol)
+        self.assertTrue(resumed.resuming)
+        self.assertEqual(factory.state.session_id, session_id)
+        second = yield in_flight
+        self.assertNotEqual(second.order_id, accepted.order_id)
+        mine = [o.price for o in self.exchange.engine.open_orders(self.exchange.accounts.get("demo"), 100)]
+        self.assertEqual(sorted(mine), [2000, 2100])  # each order acted on exactly once
+
+        rtt = yield factory.ping()
+        self.assertGreaterEqual(rtt, 0.0)
+
+    @defer.inlineCallbacks
+    def test_tls_with_hostname_verification(self) -> Any:
+        server_pem, roots = self_signed_certificate(Path(self.mktemp()))
+        port = yield self.listen(f"ssl:0:interface=127.0.0.1:privateKey={server_pem}")
+        factory = self.start_client(f"tls:localhost:{port}:trustRoots={roots}")
+        protocol = yield factory.whenLoggedIn()
+        self.assertIsNotNone(protocol.transport.getPeerCertificate())
+        cancelled = yield factory.cancel_all()
+        self.assertIsNotNone(cancelled)
+
+    @defer.inlineCallbacks
+    def test_tls_refuses_a_certificate_for_another_host(self) -> Any:
+        server_pem, roots = self_signed_certificate(Path(self.mktemp()))
+        port = yield self.listen(f"ssl:0:interface=127.0.0.1:privateKey={server_pem}")
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
+        # The certificate names localhost; asking for 127.0.0.1 must fail verification.
+        protocol = yield clientFromString(reactor, f"tls:127.0.0.1:{port}:trustRoots={roots}").connect(factory)
+        with self.assertRaises(errors.SocketDisconnected):
+            yield protocol.login()
+        self.assertEqual(len(self.exchange.registry), 0)
+
+    @defer.inlineCallbacks
+    def test_bad_password_stops_retrying(self) -> Any:
+        port = yield self.listen("tcp:0:interface=127.0.0.1")
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="wrong"), reactor)
+        service = SmarketsClientService(clientFromString(reactor, f"tcp:127.0.0.1:{port}"), factory,
+                                        retry=fast_retry)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with self.assertRaises(errors.LoginError) as caught:
+            yield factory.whenLoggedIn()
+        self.assertEqual(caught.exception.reason_name, "LOGOUT_UNAUTHORISED")
+        self.assertFalse(service.connections.running)
+        self.assertEqual(len(self.exchange.registry), 0)
