@@ -280,6 +280,29 @@ class BadInputTests(SynchronousTestCase):
         self.assertEqual(self.client.take(), [])
         self.assertTrue(self.client.closed)
 
+    def test_an_unexpected_error_drops_only_that_connection(self) -> None:
+        def broken(username: str, password: str) -> None:
+            raise RuntimeError("bug")
+
+        self.fixture.exchange.authenticate = broken  # type: ignore[method-assign,assignment]
+        stranger = self.fixture.client()
+        stranger.login()
+        self.assertTrue(stranger.closed)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn("error processing seto.login", self.logs.text)
+        self.assertBystanderUnaffected()
+
+    def test_a_failing_request_is_logged_and_the_session_carries_on(self) -> None:
+        def broken(session: object, payload: Payload) -> None:
+            raise RuntimeError("bug")
+
+        self.fixture.exchange.handle = broken  # type: ignore[method-assign,assignment]
+        self.client.send_message("market_subscribe", market_id=100)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn("exchange failed to handle seto.market_subscribe from alice", self.logs.text)
+        self.client.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(self.client.names(), ["eto.pong"])
+
     def test_a_second_login_on_a_live_connection_is_ignored(self) -> None:
         self.client.send(login_message("alice", "alice-pw"))
         self.assertEqual(self.client.take(), [])

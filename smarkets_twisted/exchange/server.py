@@ -89,10 +89,17 @@ class ExchangeProtocol(Protocol):
             except ParseError as error:
                 self._drop_for(error)
                 return
-            if self.session is None:
-                self._login(payload)
-            else:
-                self._received(payload)
+            try:
+                if self.session is None:
+                    self._login(payload)
+                else:
+                    self._received(payload)
+            except Exception:
+                # A bug, or input no check foresaw: lose this connection, not the exchange.
+                self.log.failure("dropping connection of {username} from {peer}: error processing {name}",
+                                 username=self._username(), peer=self._peer, name=handler_name(payload))
+                self._close()
+                return
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closing = True
