@@ -16,6 +16,7 @@ from collections import deque
 
 from twisted.logger import Logger
 
+from smarkets_twisted.errors import SequenceError
 from smarkets_twisted.framing import encode_frame
 from smarkets_twisted.payloads import (
     Payload,
@@ -34,6 +35,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 #: Consider the peer dead when nothing has arrived for this long (seconds).
 DEFAULT_PEER_TIMEOUT = 30.0
+
+#: The largest seq a uint64 holds.
+_MAX_SEQ = 2**64 - 1
 
 #: Session payloads that a replay replaces with a gapfill.
 _GAPFILLED_ETO_TYPES = frozenset(
@@ -69,6 +73,13 @@ class SentLog:
         self.limit = limit
         self._payloads: deque[bytes] = deque(maxlen=limit)
         self._next_seq = 1
+        #: Every seq from here on was really sent (held or since dropped); a jump moves it.
+        self.floor = 1
+
+    @property
+    def next_seq(self) -> int:
+        """The seq after the newest one logged."""
+        return self._next_seq
 
     @property
     def first_seq(self) -> int:
@@ -80,6 +91,7 @@ class SentLog:
             # A jump (a `reset` above what was sent): nothing before it can be replayed.
             self._payloads.clear()
             self._next_seq = seq
+            self.floor = seq
         self._payloads.append(data)
         self._next_seq = seq + 1
 
@@ -155,6 +167,8 @@ class Session:
         """Number, log and queue one payload; return the seq it was given."""
         state = self.state
         seq = state.next_outgoing_seq
+        if seq > _MAX_SEQ:
+            raise SequenceError(f"outgoing seq {seq} does not fit in a uint64")
         payload.eto_payload.seq = seq
         data = payload.SerializeToString()
         # A payload that a replay replaces is logged as its gapfill, so that the
@@ -344,6 +358,11 @@ class Session:
                 "replay requested from {start}, we have sent up to {last}: nothing to resend", start=start, last=end - 1
             )
             return
+        if start < state.sent.floor or state.sent.next_seq != end:
+            # The numbering jumped (a `reset` above what we sent): the seqs it skipped
+            # were never sent, and the peer said it had the rest.  Gapfilling them
+            # one by one could mean 2**64 payloads.
+            raise SequenceError(f"replay requested from {start}, across seqs a reset skipped")
         first_held = state.sent.first_seq
         if start < first_held:
             self.log.warn(

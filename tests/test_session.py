@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from smarkets_twisted.errors import ParseError
+from smarkets_twisted.errors import ParseError, SequenceError
 from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload, application_message, handler_name, parse_payload, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -418,6 +418,37 @@ class ReplayScenarios(SynchronousTestCase):
         link.client.receive(ask.SerializeToString(), 0.0)
         self.assertEqual(link.client.data_to_send(), b"")
         self.assertEqual(len(logs.at(LogLevel.warn)), 1)
+
+    def test_replay_request_across_a_reset_jump_is_a_sequence_error(self) -> None:
+        # An exchange that says it expects seq 2**40 next and then asks for seq 1
+        # cannot be answered (one gapfill per skipped seq would never end).
+        link = Link()
+        link.client.start_login(0.0, username="u", password="p")
+        link.client_frames()
+        response = session_message(eto_pb2.PAYLOAD_LOGIN_RESPONSE)
+        response.eto_payload.seq = 1
+        response.eto_payload.login_response.session = "s"
+        response.eto_payload.login_response.reset = 2**40
+        link.client.receive(response.SerializeToString(), 0.0)
+        ask = session_message(eto_pb2.PAYLOAD_REPLAY)
+        ask.eto_payload.seq = 2
+        ask.eto_payload.replay.seq = 1
+        self.assertRaises(SequenceError, link.client.receive, ask.SerializeToString(), 0.0)
+        # What was sent after the jump can still be replayed.
+        link.client.send(quote(1), 0.0)
+        link.client.data_to_send()
+        ask.eto_payload.seq = 3
+        ask.eto_payload.replay.seq = 2**40
+        link.client.receive(ask.SerializeToString(), 0.0)
+        (replayed,) = payloads_of(link.client.data_to_send())
+        self.assertEqual(describe(replayed), ("seto.market_subscribe", 2**40, True))
+
+    def test_outgoing_seq_beyond_uint64_is_a_sequence_error(self) -> None:
+        session = Session(SessionState(), Role.CLIENT, now=0.0)
+        session.state.next_outgoing_seq = 2**64 - 1
+        self.assertEqual(session.send_heartbeat(0.0), 2**64 - 1)
+        self.assertRaises(SequenceError, session.send_heartbeat, 0.0)
+        self.assertEqual(len(payloads_of(session.data_to_send())), 1)
 
     def test_ping_above_a_gap_is_answered_once_replayed(self) -> None:
         link = established()
