@@ -169,7 +169,11 @@ class Session:
         seq = state.next_outgoing_seq
         if seq > _MAX_SEQ:
             raise SequenceError(f"outgoing seq {seq} does not fit in a uint64")
-        payload.eto_payload.seq = seq
+        eto = payload.eto_payload
+        eto.seq = seq
+        if self.role is Role.EXCHANGE:
+            # As the production server does: is_replay written out, false.
+            eto.is_replay = False
         data = payload.SerializeToString()
         # A payload that a replay replaces is logged as its gapfill, so that the
         # log (which outlives the connection) never holds a password or token.
@@ -185,12 +189,11 @@ class Session:
     def send_ping(self, now: float) -> int:
         return self.send(session_message(eto_pb2.PAYLOAD_PING), now)
 
-    def send_logout(self, now: float, reason: int | None = None) -> int:
-        """Send a logout: no reason from a client, a reason from the exchange."""
+    def send_logout(self, now: float, reason: int = eto_pb2.LOGOUT_NONE) -> int:
+        """Send a logout: LOGOUT_NONE for a client's clean logout (as the reference
+        client writes it), a reason from the exchange."""
         payload = session_message(eto_pb2.PAYLOAD_LOGOUT)
-        payload.eto_payload.logout.SetInParent()
-        if reason is not None:
-            payload.eto_payload.logout.reason = reason  # type: ignore[assignment]
+        payload.eto_payload.logout.reason = reason  # type: ignore[assignment]
         self.logged_in = False
         return self.send(payload, now)
 

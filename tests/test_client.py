@@ -106,7 +106,7 @@ class LogoutAndPingTests(ClientTestCase):
         done = result_of(self.factory.logout())
         (cancel, logout) = self.sent()
         self.assertEqual(handler_name(logout), "eto.logout")
-        self.assertIsNone(logout_reason(logout))
+        self.assertEqual(logout_reason(logout), eto_pb2.LOGOUT_NONE)
         self.assertEqual(done, [])
         self.exchange.session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_CONFIRMATION)
         self.exchange.flush()

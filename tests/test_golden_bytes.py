@@ -85,11 +85,12 @@ REPLAY_REQUEST_FRAME = h(
 
 LOGOUT_WITH_REASON_FRAME = h(
     """
-    0c              # frame header: payload length 12
+    0e              # frame header: payload length 14
     08 01           # seto type = PAYLOAD_ETO
-    12 08           # eto_payload, 8 bytes
+    12 0a           # eto_payload, 10 bytes
       08 07         #   seq = 7
       10 09         #   type = PAYLOAD_LOGOUT (9)
+      18 00         #   is_replay (3, varint) = false, written by the exchange
       3a 02         #   eto.Payload.logout (7, length-delimited), 2 bytes
         08 03       #     Logout.reason (1, varint) = LOGOUT_CONFIRMATION (3)
     """
@@ -97,22 +98,24 @@ LOGOUT_WITH_REASON_FRAME = h(
 
 LOGOUT_WITHOUT_REASON_FRAME = h(
     """
-    0a              # frame header: payload length 10
+    0c              # frame header: payload length 12
     08 01           # seto type = PAYLOAD_ETO
-    12 06           # eto_payload, 6 bytes
+    12 08           # eto_payload, 8 bytes
       08 03         #   seq = 3
       10 09         #   type = PAYLOAD_LOGOUT (9)
-      3a 00         #   logout (7, length-delimited), empty: no reason
+      3a 02         #   logout (7, length-delimited), 2 bytes
+        08 01       #     Logout.reason = LOGOUT_NONE (1): the reference client's clean logout
     """
 )
 
 LOGIN_RESPONSE_FRAME = h(
     """
-    10              # frame header: payload length 16
+    12              # frame header: payload length 18
     08 01           # seto type = PAYLOAD_ETO
-    12 0c           # eto_payload, 12 bytes
+    12 0e           # eto_payload, 14 bytes
       08 01         #   seq = 1
       10 08         #   type = PAYLOAD_LOGIN_RESPONSE (8)
+      18 00         #   is_replay (3, varint) = false: the exchange writes it out, as production does
       32 06         #   eto.Payload.login_response (6, length-delimited), 6 bytes
         0a 02 73 31 #     LoginResponse.session (1, length-delimited) = "s1"
         10 02       #     LoginResponse.reset (2, varint) = 2
@@ -262,8 +265,7 @@ class GoldenBytesTests(SynchronousTestCase):
         self.assertEqual(session.send_logout(0.0), 3)
         self.assertEqual(session.data_to_send(), LOGOUT_WITHOUT_REASON_FRAME)
         payload = only_payload(LOGOUT_WITHOUT_REASON_FRAME)
-        self.assertTrue(payload.eto_payload.HasField("logout"))
-        self.assertFalse(payload.eto_payload.logout.HasField("reason"))
+        self.assertEqual(payload.eto_payload.logout.reason, eto_pb2.LOGOUT_NONE)
 
     def test_login_response(self) -> None:
         state = SessionState()

@@ -483,7 +483,7 @@ class LogoutScenarios(SynchronousTestCase):
         link.client.send_logout(0.0)
         self.assertFalse(link.client.logged_in)
         (logout,) = link.deliver_to_exchange(link.client_frames())
-        self.assertFalse(logout.eto_payload.logout.HasField("reason"))
+        self.assertEqual(logout.eto_payload.logout.reason, eto_pb2.LOGOUT_NONE)
         link.exchange.send_logout(0.0, eto_pb2.LOGOUT_CONFIRMATION)
         (confirmation,) = link.deliver_to_client(link.exchange_frames())
         self.assertEqual(confirmation.eto_payload.logout.reason, eto_pb2.LOGOUT_CONFIRMATION)
