@@ -127,11 +127,11 @@ class SmarketsClientFactory(ClientFactory):
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         self.current = protocol
+        if not protocol.resuming:
+            self._renew_subscriptions()
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
-        if not protocol.resuming:
-            self._renew_subscriptions()
         self._pump()
 
     def logging_out(self) -> None:
@@ -141,6 +141,9 @@ class SmarketsClientFactory(ClientFactory):
         reason = getattr(error, "reason", None)
         if self._ending or reason == eto_pb2.LOGOUT_CONFIRMATION:
             self._end_session(errors.SessionLost("logged out"))
+            # A logout ends the intent too: the next session starts bare.
+            self.subscriptions.clear()
+            self._cancel_all_on_failure = None
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
                 if self.on_final_refusal is not None:
@@ -274,10 +277,16 @@ class SmarketsClientFactory(ClientFactory):
         return request.deferred
 
     def _renew_subscriptions(self) -> None:
-        """A new session starts with no subscriptions or settings: ask again, quietly."""
-        for market_id in sorted(self.subscriptions):
+        """A new session starts with no subscriptions or settings: ask again, quietly.
+
+        Runs before anything queued is sent; a subscription already queued is not asked twice.
+        """
+        queued = {r.payload.market_subscribe.market_id for r in self.requests.unsent
+                  if r.payload.HasField("market_subscribe")}
+        for market_id in sorted(self.subscriptions - queued):
             self.requests.add(application_message("market_subscribe", market_id=market_id), None, None)
-        if self._cancel_all_on_failure is not None:
+        if self._cancel_all_on_failure is not None and not any(r.payload.HasField("settings")
+                                                               for r in self.requests.unsent):
             settings = application_message("settings", cancel_all_on_failure=self._cancel_all_on_failure)
             self.requests.add(settings, None, None)
 

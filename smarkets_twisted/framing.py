@@ -48,7 +48,8 @@ class Deframer:
     every complete frame from an offset, and drops the consumed prefix once.
     An announced length over ``max_frame_size`` fails as soon as its header
     is read, before any of the body is buffered.  After an error the
-    deframer stays failed: the stream can no longer be trusted.
+    deframer stays failed: the stream can no longer be trusted, but the good
+    frames before the bad header are not lost (see `_fail`).
     """
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
@@ -91,9 +92,9 @@ class Deframer:
                     break
                 shift += 7
                 if header_end - pos >= MAX_HEADER_SIZE:
-                    self._fail(DecodeError("frame header longer than 10 bytes"))
+                    return self._fail(DecodeError("frame header longer than 10 bytes"), frames)
             if length > self.max_frame_size:
-                self._fail(FrameTooLarge(length, self.max_frame_size))
+                return self._fail(FrameTooLarge(length, self.max_frame_size), frames)
             body_end = header_end + length
             if body_end > end:
                 break
@@ -107,7 +108,19 @@ class Deframer:
         del buffer[:pos]
         return frames
 
-    def _fail(self, error: DecodeError) -> None:
+    @property
+    def error(self) -> DecodeError | None:
+        """The error that stopped this deframer, once it has failed."""
+        return self._error
+
+    def _fail(self, error: DecodeError, frames: list[bytes]) -> list[bytes]:
+        """Fail for good; good frames read before the bad header are still returned.
+
+        With such frames the caller gets them first and finds the failure in
+        `error` (and the next `feed` raises it); with none, it is raised now.
+        """
         self._error = error
         self._buffer.clear()
+        if frames:
+            return frames
         raise error

@@ -99,6 +99,8 @@ class SmarketsClientProtocol(Protocol):
                     self._payload_received(payload)
                 if not self.connected_:
                     return
+            if deframer.error is not None:
+                raise deframer.error
         except errors.ProtocolError as e:
             self.log.error("protocol error from the exchange, dropping the connection: {error}", error=e)
             self._drop(e)

@@ -381,6 +381,29 @@ class ResumeTests(ClientTestCase):
         self.assertEqual([p.market_subscribe.market_id for p in self.sent()], [100])
 
 
+    def test_subscribing_when_logged_in_is_asked_once(self) -> None:
+        self.exchange.connect(self.factory)
+        self.factory.whenLoggedIn().addCallback(lambda _: self.factory.subscribe(100))
+        queued_before_login = self.factory.subscribe(200)
+        self.exchange.accept_login()
+        self.assertEqual(sorted(p.market_subscribe.market_id for p in self.sent()), [100, 200])
+        self.assertNoResult(queued_before_login)
+
+    def test_logout_forgets_subscriptions(self) -> None:
+        self.connect_and_login()
+        subscribed = result_of(self.factory.subscribe(100))
+        self.factory.logout()
+        self.sent()
+        self.exchange.session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_CONFIRMATION)
+        self.exchange.flush()
+        self.exchange.disconnect()
+        subscribed[0].trap(errors.SessionLost)
+        self.exchange.state.reset()
+        self.exchange.connect(self.factory)
+        self.exchange.accept_login()
+        self.assertEqual(self.sent(), [])
+
+
 class HandlerTests(ClientTestCase):
     def test_unknown_name_is_refused(self) -> None:
         self.assertRaises(errors.InvalidCallbackError, self.factory.add_handler, "seto.nothing", print)
@@ -465,3 +488,17 @@ class SecretTests(ClientTestCase):
             self.assertNotIn(PASSWORD, text)
             self.assertNotIn(SESSION_ID, text)
         self.assertIn("ignored", texts[0])
+
+
+class FramesBeforeABadHeaderTests(ClientTestCase):
+    def test_good_frames_before_a_bad_header_are_processed_then_the_connection_drops(self) -> None:
+        seen: list[Any] = []
+        self.factory.add_handler("seto.order_cancelled", seen.append)
+        self.connect_and_login()
+        session = self.exchange.session
+        session.send(application_message("order_cancelled", order_id=8,
+                                          reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED), self.clock.seconds())
+        self.exchange.deliver(session.data_to_send() + b"\xff" * 11)
+        self.assertEqual([m.order_id for m in seen], [8])
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertIn("header longer than 10 bytes", self.log_text())

@@ -138,8 +138,13 @@ class DeframerTests(SynchronousTestCase):
         self.assertRaises(FrameTooLarge, deframer.feed, encode_uleb128(2**64 - 1))
 
     def test_oversized_frame_after_good_frames(self) -> None:
+        # The good frame is not lost: it is returned, the failure is in `error`,
+        # and the next feed raises it.
         deframer = Deframer(max_frame_size=10)
-        self.assertRaises(FrameTooLarge, deframer.feed, encode_frame(b"ok") + encode_uleb128(11))
+        self.assertEqual(deframer.feed(encode_frame(b"ok") + encode_uleb128(11)), [b"ok"])
+        self.assertIsInstance(deframer.error, FrameTooLarge)
+        self.assertEqual(deframer.buffered, 0)
+        self.assertRaises(FrameTooLarge, deframer.feed, b"")
 
     def test_header_over_ten_bytes(self) -> None:
         deframer = Deframer(max_frame_size=2**80)

@@ -100,6 +100,9 @@ class ExchangeProtocol(Protocol):
                                  username=self._username(), peer=self._peer, name=handler_name(payload))
                 self._close()
                 return
+        if self.deframer.error is not None and not self._closing:
+            # The frames before a bad header were processed; now drop the connection.
+            self._drop_for(self.deframer.error)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closing = True
