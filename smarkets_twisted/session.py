@@ -36,6 +36,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 #: Consider the peer dead when nothing has arrived for this long (seconds).
 DEFAULT_PEER_TIMEOUT = 30.0
 
+#: Ask again for a replay still not filled after this long (seconds).
+DEFAULT_REPLAY_RETRY = 10.0
+
 #: The largest seq a uint64 holds.
 _MAX_SEQ = 2**64 - 1
 
@@ -142,6 +145,7 @@ class Session:
         now: float,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         peer_timeout: float = DEFAULT_PEER_TIMEOUT,
+        replay_retry: float = DEFAULT_REPLAY_RETRY,
     ) -> None:
         self.state = state
         self.role = role
@@ -153,6 +157,8 @@ class Session:
         self.logged_in = False
         #: While a replay we asked for is outstanding: the highest seq seen above the gap.
         self.replay_until: int | None = None
+        self.replay_retry = replay_retry
+        self._replay_asked_at = now
         self._out: list[bytes] = []
 
     # Output
@@ -311,8 +317,10 @@ class Session:
             # Take its reset first (resending what the exchange missed), so that
             # our replay request goes out at the seq the exchange expects next.
             self._login_response(payload, now)
-        if self.replay_until is None:
+        if self.replay_until is None or now - self._replay_asked_at >= self.replay_retry:
+            # First ask, or the answer never came (a peer may drop a request): ask again.
             self.replay_until = seq
+            self._replay_asked_at = now
             self._send_replay_request(expected, now)
         elif seq > self.replay_until:
             self.replay_until = seq

@@ -245,6 +245,19 @@ class SequenceScenarios(SynchronousTestCase):
         link.pump()
         self.assertEqual(market_ids(link.client_delivered), list(range(2, 13)))
 
+    def test_unanswered_replay_request_is_asked_again_after_the_retry_time(self) -> None:
+        link = established()
+        for market in range(2, 8):
+            link.exchange.send(quote(market), 0.0)
+        frames = link.exchange_frames()
+        retry = link.client.replay_retry
+        # Seq 2 is lost and the peer never answers the request.
+        for at, frame in zip((0.0, 1.0, retry - 0.01, retry + 0.5), frames[1:5]):
+            link.client.receive(frame, at)
+        requests = payloads_of(link.client.data_to_send())
+        self.assertEqual([r.eto_payload.replay.seq for r in requests], [2, 2])
+        self.assertEqual(link.client.replay_until, 6)
+
     def test_seq_too_low_without_is_replay_is_logged_and_ignored(self) -> None:
         link = established()
         for market in (2, 3, 4):
