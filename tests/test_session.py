@@ -252,7 +252,7 @@ class SequenceScenarios(SynchronousTestCase):
         frames = link.exchange_frames()
         retry = link.client.replay_retry
         # Seq 2 is lost and the peer never answers the request.
-        for at, frame in zip((0.0, 1.0, retry - 0.01, retry + 0.5), frames[1:5]):
+        for at, frame in zip((0.0, 1.0, retry - 0.01, retry + 0.5), frames[1:5], strict=True):
             link.client.receive(frame, at)
         requests = payloads_of(link.client.data_to_send())
         self.assertEqual([r.eto_payload.replay.seq for r in requests], [2, 2])
