@@ -114,7 +114,7 @@ class SmarketsClientFactory(ClientFactory):
     def logout(self) -> Deferred[None]:
         """Log out cleanly and end the session; pending requests fail with SessionLost."""
         self._ending = True
-        if self._connection is not None and self._connection.connected_:
+        if self._connection is not None and self._connection.is_connected:
             return self._connection.logout()
         self._end_session(errors.SessionLost("logged out"))
         return succeed(None)
@@ -298,7 +298,7 @@ class SmarketsClientFactory(ClientFactory):
         try:
             while self.requests.unsent:
                 protocol = self.current
-                if protocol is None or not protocol.connected_:
+                if protocol is None or not protocol.is_connected:
                     return
                 now = self.clock.seconds()
                 if not self.bucket.take(now):

@@ -43,7 +43,7 @@ class SmarketsClientProtocol(Protocol):
     def __init__(self) -> None:
         self.session: Session | None = None
         self.deframer: Deframer | None = None
-        self.connected_ = False
+        self.is_connected = False
         self._login_waiters: list[Deferred[Any]] = []
         self._login_outcome: Failure | Any | None = None
         self._logout_waiters: list[Deferred[None]] = []
@@ -61,7 +61,7 @@ class SmarketsClientProtocol(Protocol):
         factory = self.factory
         settings = factory.config
         now = factory.clock.seconds()
-        self.connected_ = True
+        self.is_connected = True
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -97,7 +97,7 @@ class SmarketsClientProtocol(Protocol):
             for frame in deframer.feed(data):
                 for payload in session.receive(frame, now):
                     self._payload_received(payload)
-                if not self.connected_:
+                if not self.is_connected:
                     return
             if deframer.error is not None:
                 raise deframer.error
@@ -109,7 +109,7 @@ class SmarketsClientProtocol(Protocol):
             self.flush()
 
     def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
-        self.connected_ = False
+        self.is_connected = False
         for timer in (self._login_timer, self._liveness_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -135,7 +135,7 @@ class SmarketsClientProtocol(Protocol):
         if self.session is None:
             return
         data = self.session.data_to_send()
-        if data and self.connected_ and self.transport is not None:
+        if data and self.is_connected and self.transport is not None:
             self.transport.write(data)
 
     def send_payload(self, payload: Payload) -> int:
@@ -147,7 +147,7 @@ class SmarketsClientProtocol(Protocol):
 
     def _drop(self, error: Exception) -> None:
         self._lost_because = error
-        self.connected_ = False
+        self.is_connected = False
         if self.transport is not None:
             getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
@@ -237,7 +237,7 @@ class SmarketsClientProtocol(Protocol):
     def logout(self) -> Deferred[None]:
         """Log out cleanly; fires once the exchange confirmed and closed."""
         deferred: Deferred[None] = Deferred()
-        if not self.connected_ or self.session is None:
+        if not self.is_connected or self.session is None:
             deferred.callback(None)
             return deferred
         self._logout_waiters.append(deferred)
@@ -250,7 +250,7 @@ class SmarketsClientProtocol(Protocol):
 
     def ping(self) -> Deferred[float]:
         """Round-trip time to the exchange, in seconds of the factory's clock."""
-        if self.session is None or not self.session.logged_in or not self.connected_:
+        if self.session is None or not self.session.logged_in or not self.is_connected:
             return _failed(errors.NotLoggedIn("ping needs a logged-in connection"))
         deferred: Deferred[float] = Deferred(lambda d: self._pings.remove((d, sent_at)))
         sent_at = self.factory.clock.seconds()
@@ -295,7 +295,7 @@ class SmarketsClientProtocol(Protocol):
     def _check_liveness(self) -> None:
         self._liveness_timer = None
         session = self.session
-        if session is None or not self.connected_:
+        if session is None or not self.is_connected:
             return
         now = self.factory.clock.seconds()
         if session.peer_silent(now):
@@ -309,7 +309,7 @@ class SmarketsClientProtocol(Protocol):
         self._schedule_liveness(now)
 
     def __repr__(self) -> str:
-        return f"<SmarketsClientProtocol connected={self.connected_}>"
+        return f"<SmarketsClientProtocol connected={self.is_connected}>"
 
 
 def _failed(error: Exception) -> Deferred[Any]:

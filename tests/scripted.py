@@ -96,7 +96,7 @@ class ScriptedExchange:
             self.deliver(self.session.data_to_send())
 
     def deliver(self, data: bytes) -> None:
-        if data and self.protocol is not None and self.protocol.connected_:
+        if data and self.protocol is not None and self.protocol.is_connected:
             self.protocol.dataReceived(data)
 
     def deliver_frame(self, payload_bytes: bytes) -> None:
