@@ -414,6 +414,124 @@ class TakeoverAndResumeTests(SynchronousTestCase):
         self.assertFalse(second.closed)
 
 
+def replay_request(seq: int) -> Payload:
+    payload = session_message(eto_pb2.PAYLOAD_REPLAY)
+    payload.eto_payload.replay.seq = seq
+    return payload
+
+
+class LostHistoryTests(SynchronousTestCase):
+    """Gapfills never stand in for what the client missed: the session ends instead."""
+
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture(settings=ExchangeSettings(sent_log_size=6))
+        self.exchange = self.fixture.exchange
+        self.first = self.fixture.client()
+        self.first.login()  # login_response 1, throttle_limits_changed 2
+
+    def events_while_detached(self, orders: int) -> None:
+        """Each order placed for alice is two payloads to her session: accepted and balance_changed."""
+        self.first.disconnect()
+        for price in range(2000, 2000 + orders):
+            self.exchange.place_order("alice", 100, 1001, BUY, 1000, price)
+
+    def test_resume_after_a_full_log_of_events_is_accepted(self) -> None:
+        # Seqs 3..6, then login_response and throttle_limits_changed at 7 and 8: 3..8 all fit.
+        self.events_while_detached(2)
+        received = self.fixture.client(self.first.state).login()
+        self.assertEqual([handler_name(p) for p in received].count("seto.order_accepted"), 2)
+
+    def test_resume_after_the_log_overflowed_is_refused(self) -> None:
+        # Seqs 3..8, then 9 and 10 for the resume: 3 and 4 would be gone.
+        self.events_while_detached(3)
+        resumed = self.fixture.client(self.first.state)
+        (refusal,) = resumed.login()
+        self.assertEqual(logout_reason(refusal), "LOGOUT_UNKNOWN_SESSION")
+        self.assertTrue(resumed.closed)
+        self.assertEqual(len(self.exchange.registry), 0)
+        # A new session asks for the account events by sequence instead.
+        fresh = self.fixture.client()
+        received = fresh.login(account_sequence=0)
+        self.assertEqual([handler_name(p) for p in received].count("seto.order_accepted"), 3)
+
+    def test_replay_request_below_the_log_ends_the_session(self) -> None:
+        logs = LogCapture(self)
+        self.first.send_message("settings", cancel_all_on_failure=True)
+        self.first.order(BUY, 1000, 2000)
+        self.first.take()  # settings_accepted 3, order_accepted 4, balance_changed 5
+        for _ in range(3):
+            self.first.send(session_message(eto_pb2.PAYLOAD_PING))  # pongs 6..8: the log holds 3..8
+        self.first.take()
+        self.first.send(replay_request(3))
+        self.assertEqual(self.first.take(), [])
+        self.assertEqual([p for p in self.first.wire if p.eto_payload.is_replay][0].eto_payload.seq, 3)
+        self.first.send(replay_request(2))
+        (logout,) = self.first.take()
+        self.assertEqual(logout_reason(logout), "LOGOUT_UNKNOWN_SESSION")
+        self.assertNotIn("eto.gapfill", [handler_name(p) for p in self.first.wire])
+        self.assertTrue(self.first.closed)
+        self.assertEqual(len(self.exchange.registry), 0)
+        self.assertIn("asked for a replay from 2, the sent log starts at 3: ending the session", logs.text)
+        # Not a clean logout: cancel_all_on_failure applies.
+        self.first.disconnect()
+        self.assertEqual(self.exchange.open_orders("alice"), [])
+
+
+class ReplayAmplificationTests(SynchronousTestCase):
+    """A replay request overlapping one answered on the connection moments ago is ignored."""
+
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture(ConnectionSettings(replay_interval=5.0))
+        self.client = self.fixture.client()
+        self.client.login()
+        for _ in range(3):
+            self.client.send(session_message(eto_pb2.PAYLOAD_PING))  # pongs 3, 4, 5
+        self.client.take()
+
+    def replayed(self) -> list[int]:
+        """The seqs of the replayed payloads the exchange wrote, then forget them."""
+        seqs = [p.eto_payload.seq for p in self.client.wire if p.eto_payload.is_replay]
+        self.client.wire.clear()
+        return seqs
+
+    def test_repeated_requests_are_ignored(self) -> None:
+        logs = LogCapture(self)
+        self.client.send(replay_request(1))
+        self.assertEqual(self.replayed(), [1, 2, 3, 4, 5])
+        for _ in range(50):
+            self.client.send(replay_request(1))
+        self.client.send(replay_request(4))
+        self.assertEqual(self.replayed(), [])
+        self.assertIn("asked again for a replay from 1 within 5.0s: ignored", logs.text)
+        # The ignored requests still count as received: the seqs carry on.
+        self.client.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual([describe(p) for p in self.client.take()], [("eto.pong", 6)])
+        self.assertFalse(self.client.closed)
+
+    def test_a_later_range_is_answered(self) -> None:
+        self.client.send(replay_request(1))
+        self.replayed()
+        self.client.send(session_message(eto_pb2.PAYLOAD_PING))  # pong 6
+        self.client.send(replay_request(6))
+        self.assertEqual(self.replayed(), [6])
+
+    def test_answered_again_after_the_interval(self) -> None:
+        self.client.send(replay_request(1))
+        self.replayed()
+        self.client.clock.advance(5.0)
+        self.client.send(replay_request(3))
+        self.assertEqual(self.replayed()[:3], [3, 4, 5])
+
+
+class FrameLimitTests(SynchronousTestCase):
+    def test_default_frame_limit_is_64_kib(self) -> None:
+        fixture = ExchangeFixture()
+        client = fixture.client()
+        client.login()
+        client.send_raw(encode_uleb128(64 * 1024 + 1))
+        self.assertTrue(client.closed)
+
+
 class SecretsTests(SynchronousTestCase):
     def test_no_session_id_or_password_in_logs_or_reprs(self) -> None:
         logs = LogCapture(self)

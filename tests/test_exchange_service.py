@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smarkets_twisted.exchange.engine import MarketStateError
+from smarkets_twisted.exchange.engine import MAX_LABEL_LENGTH, MarketStateError
 from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.payloads import Payload, body, handler_name, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -87,6 +87,7 @@ class OrderTests(ServiceTestCase):
         rejected: seto_pb2.OrderRejected = one(self.alice.take(), "seto.order_rejected")
         self.assertEqual(seto_pb2.OrderRejectedReason.Name(rejected.reason), reason)
         self.assertEqual((rejected.seq, rejected.reference), (seq, 9))
+        self.assertFalse(rejected.HasField("label"))
 
     def test_rejections(self) -> None:
         self.assertRejected("ORDER_REJECTED_MARKET_NOT_FOUND", market_id=999)
@@ -96,6 +97,18 @@ class OrderTests(ServiceTestCase):
         self.assertRejected("ORDER_REJECTED_MARKET_HALTED", market_id=HALTABLE, contract_id=OVER)
         self.exchange.settle(HALTABLE, OVER)
         self.assertRejected("ORDER_REJECTED_MARKET_SETTLED", market_id=HALTABLE, contract_id=OVER)
+
+    def test_label_too_long(self) -> None:
+        """Refused, and not echoed: the answers are kept in the sent logs."""
+        self.assertRejected("ORDER_REJECTED_LIMIT_EXCEEDED", label="x" * (MAX_LABEL_LENGTH + 1))
+        order_id = self.order_id(self.alice, BUY, 10_000, 2500, label="x" * MAX_LABEL_LENGTH)
+        self.alice.send_message("order_cancel_replace", orig_order_id=order_id, price=2600, quantity=10_000,
+                                label="y" * (MAX_LABEL_LENGTH + 1))
+        rejected = one(self.alice.take(), "seto.order_cancel_replace_rejected")
+        self.assertEqual(rejected.reason, seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE)
+        self.assertEqual(rejected.label, "x" * MAX_LABEL_LENGTH)
+        (kept,) = self.exchange.open_orders("alice")
+        self.assertEqual((kept.order_id, kept.price), (order_id, 2500))
 
     def test_self_cross_is_rejected(self) -> None:
         self.order_id(self.alice, SELL, 10_000, 5000)
@@ -212,6 +225,49 @@ class OrderTests(ServiceTestCase):
         self.alice.send_message("order_cancel_replace", orig_order_id=999, price=3000, quantity=1)
         rejected = one(self.alice.take(), "seto.order_cancel_replace_rejected")
         self.assertEqual(rejected.orig_order_id, 999)
+
+
+class RoutingTests(ServiceTestCase):
+    """Two sessions of one account: answers go to the requester, account events to both."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.other = self.fixture.client()
+        self.other.login()
+
+    def assertOnlyRequester(self, name: str, reference: int) -> None:
+        answer = one(self.alice.take(), name)
+        self.assertEqual(answer.reference, reference)
+        self.assertNotIn(name, [handler_name(p) for p in self.other.take()])
+
+    def test_rejections_and_cancel_all_answers_go_to_the_requester(self) -> None:
+        order_id = self.order_id(self.alice, BUY, 10_000, 2500)
+        self.other.take()
+        self.alice.send_message("order_cancel", order_id=999, reference=1)
+        self.assertOnlyRequester("seto.order_cancel_rejected", 1)
+        self.alice.send_message("order_quantity_reduce", order_id=order_id, new_quantity=50_000, reference=2)
+        self.assertOnlyRequester("seto.order_quantity_reduce_rejected", 2)
+        self.alice.send_message("order_cancel_replace", orig_order_id=999, price=2600, quantity=1, reference=3)
+        self.assertOnlyRequester("seto.order_cancel_replace_rejected", 3)
+        self.alice.send_message("order_cancel_all", market_id=999, reference=4)
+        self.assertOnlyRequester("seto.order_cancel_all_rejected", 4)
+        self.alice.send_message("order_cancel_all", market_id=HALTABLE, reference=5)
+        self.assertOnlyRequester("seto.order_cancel_all_accepted", 5)
+
+    def test_account_events_go_to_every_session_with_the_reference(self) -> None:
+        order_id = self.order_id(self.alice, BUY, 10_000, 2500)
+        self.other.take()
+        self.alice.send_message("order_quantity_reduce", order_id=order_id, new_quantity=5_000, reference=6)
+        self.alice.send_message("order_cancel_replace", orig_order_id=order_id, price=2600, quantity=5_000,
+                                reference=7)
+        for client in (self.alice, self.other):
+            received = client.take()
+            self.assertEqual(one(received, "seto.order_quantity_reduced").reference, 6)
+            self.assertEqual(one(received, "seto.order_cancel_replace_accepted").reference, 7)
+        (replaced,) = self.exchange.open_orders("alice")
+        self.alice.send_message("order_cancel", order_id=replaced.order_id, reference=8)
+        for client in (self.alice, self.other):
+            self.assertEqual(one(client.take(), "seto.order_cancelled").reference, 8)
 
 
 class MoneyTests(ServiceTestCase):
@@ -338,10 +394,36 @@ class MarketDataTests(ServiceTestCase):
         self.order_id(self.alice, BUY, 10_000, 2500)
         self.assertEqual(self.bob.take(), [])
 
-    def test_unknown_market_is_ignored(self) -> None:
+    def test_unknown_market_gets_an_empty_snapshot(self) -> None:
+        """The schema has no subscribe rejection: an empty market_quotes ends the client's wait."""
         self.bob.send_message("market_subscribe", market_id=999)
-        self.assertEqual(self.bob.take(), [])
+        snapshot: seto_pb2.MarketQuotes = one(self.bob.take(), "seto.market_quotes")
+        self.assertEqual((snapshot.market_id, len(snapshot.contract_quotes)), (999, 0))
+        self.assertFalse(any(999 in session.subscriptions for session in self.exchange.registry))
         self.assertFalse(self.bob.closed)
+
+    def test_detached_session_gets_a_snapshot_on_resume_not_deltas(self) -> None:
+        """Market data never crowds account events out of a detached session's log."""
+        self.subscribe(self.bob)
+        self.subscribe(self.bob, HALTABLE)
+        self.bob.disconnect()
+        self.order_id(self.alice, SELL, 10_000, 4000)
+        self.order_id(self.alice, BUY, 10_000, 3000)
+        self.order_id(self.alice, BUY, 10_000, 3100, contract_id=AWAY)
+        resumed = self.fixture.client(self.bob.state)
+        received = resumed.login("bob", "bob-pw")
+        self.assertEqual([handler_name(p) for p in received],
+                         ["eto.login_response", "seto.throttle_limits_changed",
+                          "seto.market_quotes", "seto.market_quotes"])
+        self.assertNotIn("seto.contract_quotes", [handler_name(p) for p in resumed.wire])
+        snapshot = received[2].market_quotes
+        self.assertEqual(snapshot.market_id, MARKET)
+        home = {q.contract_id: q for q in snapshot.contract_quotes}[HOME]
+        self.assertEqual([(q.price, q.quantity) for q in home.offers], [(4000, 10_000)])
+        self.assertEqual(received[3].market_quotes.market_id, HALTABLE)
+        # Deltas flow again once connected.
+        self.order_id(self.alice, BUY, 10_000, 3200)
+        self.assertEqual(resumed.names(), ["seto.contract_quotes"])
 
 
 class SettingsTests(ServiceTestCase):
@@ -422,6 +504,27 @@ class ThrottleTests(ServiceTestCase):
             self.alice.take(), "seto.order_quantity_reduce_rejected"
         )
         self.assertEqual(reduce_rejected.reason, seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_THROTTLE_EXCEEDED)
+
+    def test_throttled_cancel_all_and_replace_are_rejected(self) -> None:
+        """Answered with their own rejections, so that the client's request ends."""
+        order_id = self.order_id(self.alice, BUY, 1000, 2000)
+        for _ in range(2):
+            self.alice.send_message("market_subscribe", market_id=MARKET)
+        self.alice.take()
+        self.alice.send_message("order_cancel_all", market_id=MARKET, reference=6)
+        cancel_all: seto_pb2.OrderCancelAllRejected = one(self.alice.take(), "seto.order_cancel_all_rejected")
+        self.assertEqual((cancel_all.reason, cancel_all.reference),
+                         (seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR, 6))
+        self.alice.send_message("order_cancel_replace", orig_order_id=order_id, price=2100, quantity=1000,
+                                reference=7, label="x")
+        replace: seto_pb2.OrderCancelReplaceRejected = one(
+            self.alice.take(), "seto.order_cancel_replace_rejected"
+        )
+        self.assertEqual(replace.reason, seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE)
+        self.assertEqual((replace.orig_order_id, replace.reference, replace.label), (order_id, 7, "x"))
+        self.assertEqual((replace.market_id, replace.contract_id, replace.side), (MARKET, HOME, BUY))
+        self.assertEqual(self.bob.take(), [])
+        self.assertEqual([o.order_id for o in self.exchange.open_orders("alice")], [order_id])
 
     def test_each_session_has_its_own_bucket(self) -> None:
         for _ in range(4):

@@ -47,6 +47,8 @@ PRICE_SCALE = 10_000
 DEFAULT_DEPTH = 10
 #: How many finished orders are remembered, to answer TOO_LATE instead of NOT_FOUND.
 DEFAULT_FINISHED_ORDER_MEMORY = 10_000
+#: The longest order label the exchange keeps and echoes (characters).
+MAX_LABEL_LENGTH = 200
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -684,6 +686,11 @@ class MatchingEngine:
     ) -> list[EngineEvent]:
         """Take a limit order: accept, match and rest it, or refuse it.
 
+        A label longer than `MAX_LABEL_LENGTH` is refused with
+        ORDER_REJECTED_LIMIT_EXCEEDED (order_invalid has no reason for it), and
+        not echoed: every answer is kept in the sent logs, so a long label
+        would cost memory many times over.
+
         :param request_seq: the seq of the client's order_create payload, echoed
             in the answer so that the client can correlate.
         """
@@ -695,8 +702,11 @@ class MatchingEngine:
             ]
         batch = _Batch("order")
         market = self.catalogue.market(market_id)
-        if market is None:
-            reason: seto_pb2.OrderRejectedReason = seto_pb2.ORDER_REJECTED_MARKET_NOT_FOUND
+        if not _label_fits(label):
+            reason: seto_pb2.OrderRejectedReason = seto_pb2.ORDER_REJECTED_LIMIT_EXCEEDED
+            label = None
+        elif market is None:
+            reason = seto_pb2.ORDER_REJECTED_MARKET_NOT_FOUND
         elif market.contract(contract_id) is None:
             reason = seto_pb2.ORDER_REJECTED_CONTRACT_NOT_FOUND
         elif market.state in _ORDER_REJECTED_FOR_STATE:
@@ -790,9 +800,14 @@ class MatchingEngine:
 
         The new order has a new id, the same market, contract, side and
         time-in-force, and goes to the back of the queue at its price.  If the
-        replacement is refused, the original order is left as it was.
+        replacement is refused, the original order is left as it was.  A label
+        longer than `MAX_LABEL_LENGTH` refuses it (SERVICE_TEMPORARILY_UNAVAILABLE,
+        the schema having no better reason), and is not echoed.
         """
         batch = _Batch("replace")
+        label_fits = _label_fits(label)
+        if not label_fits:
+            label = None
         orig = self._own_open_order(account, order_id)
         if orig is None:
             batch.record(account, _replace_not_found(account, order_id, reference, label))
@@ -813,7 +828,9 @@ class MatchingEngine:
         batch.record(account, _pending_replace(new, orig, reference))
         invalid = _invalid_reasons(price, quantity)
         unavailable = seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE
-        if invalid:
+        if not label_fits:
+            reason, detail = unavailable, f"label longer than {MAX_LABEL_LENGTH} characters"
+        elif invalid:
             reason, detail = unavailable, " and ".join(_INVALID_DETAIL[item] for item in invalid)
         elif market.state in _REPLACE_REJECTED_FOR_STATE:
             reason, detail = _REPLACE_REJECTED_FOR_STATE[market.state], f"market is {market.state_name}"
@@ -907,6 +924,11 @@ class MatchingEngine:
             for order in self._orders_by_account.get(account.username, {}).values()
             if market_id is None or order.market_id == market_id
         ]
+
+    def open_order(self, account: Account, order_id: int) -> OpenOrder | None:
+        """One of the account's open orders, or None."""
+        order = self._own_open_order(account, order_id)
+        return order.view() if order is not None else None
 
     # Matching
 
@@ -1130,6 +1152,10 @@ def _check_side_and_tif(side: seto_pb2.Side, tif: seto_pb2.TimeInForceType) -> N
         raise ValueError(f"unknown side {side}")
     if tif not in seto_pb2.TimeInForceType.values():
         raise ValueError(f"unknown time in force {tif}")
+
+
+def _label_fits(label: str | None) -> bool:
+    return label is None or len(label) <= MAX_LABEL_LENGTH
 
 
 def _invalid_reasons(price: int, quantity: int) -> tuple[seto_pb2.OrderInvalidReason, ...]:

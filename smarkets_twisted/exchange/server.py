@@ -6,6 +6,15 @@ the accounts and the session registry, and every application payload is
 handed to the `Exchange`.  It owns what belongs to a connection: the login
 deadline, heartbeats while idle, dropping a silent client, and closing the
 connection (and only that one) on input it cannot trust.
+
+It also guards the replay log.  A resume is refused, and a replay request
+that reaches below the sent log ends the session, with LOGOUT_UNKNOWN_SESSION
+either way, rather than gapfill over what the client never saw: the client
+starts a new session and asks for its account events by account sequence.
+And a replay request overlapping one this connection answered less than
+`ConnectionSettings.replay_interval` ago is ignored (gapfilled), so that a
+few bytes of requests cannot make the exchange resend its whole log again
+and again.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ from twisted.python.failure import Failure
 from smarkets_twisted.errors import DecodeError, ParseError
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.exchange.sessions import ExchangeSession
-from smarkets_twisted.framing import DEFAULT_MAX_FRAME_SIZE, Deframer
-from smarkets_twisted.payloads import Payload, handler_name, parse_payload
+from smarkets_twisted.framing import Deframer
+from smarkets_twisted.payloads import Payload, handler_name, parse_payload, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import Role, Session, SessionState
 
@@ -30,16 +39,20 @@ from smarkets_twisted.session import Role, Session, SessionState
 class ConnectionSettings:
     """Per-connection limits and timers of the exchange.
 
-    :ivar max_frame_size: the largest payload accepted from a client (bytes).
+    :ivar max_frame_size: the largest payload accepted from a client (bytes);
+        a client's payloads are small, so 64 KiB is plenty.
     :ivar login_timeout: seconds a new connection has to send a good login.
     :ivar heartbeat_interval: send a heartbeat after this many idle seconds.
     :ivar peer_timeout: log out a client that sent nothing for this long.
+    :ivar replay_interval: ignore a replay request overlapping one answered
+        on this connection less than this many seconds ago.
     """
 
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    max_frame_size: int = 64 * 1024
     login_timeout: float = 10.0
     heartbeat_interval: float = 5.0
     peer_timeout: float = 30.0
+    replay_interval: float = 5.0
 
 
 class ExchangeProtocol(Protocol):
@@ -62,6 +75,8 @@ class ExchangeProtocol(Protocol):
         self._closing = False
         self._logged_out = False
         self._taken_over = False
+        #: The last replay answered here: (first seq, seq after the last, when).
+        self._last_replay: tuple[int, int, float] | None = None
 
     def __repr__(self) -> str:
         return f"<ExchangeProtocol peer={self._peer} session={self.exchange_session!r}>"
@@ -156,6 +171,13 @@ class ExchangeProtocol(Protocol):
             if session is None or session.account is not account:
                 self._refuse(eto_pb2.LOGOUT_UNKNOWN_SESSION, f"{account.username} asked to resume an unknown session")
                 return
+            if not self.exchange.can_resume(session):
+                registry.end(session)
+                self._refuse(
+                    eto_pb2.LOGOUT_UNKNOWN_SESSION,
+                    f"{account.username} asked to resume a session whose sent log overflowed while detached",
+                )
+                return
             resumed = True
         elif eto.seq != 1:
             self._refuse(eto_pb2.LOGOUT_LOGIN_NOT_FIRST_SEQ, f"new session login at seq {eto.seq}, not 1")
@@ -213,7 +235,23 @@ class ExchangeProtocol(Protocol):
         session = self.session
         exchange_session = self.exchange_session
         assert session is not None and exchange_session is not None
-        for delivered in session.receive_payload(payload, self.clock.seconds()):
+        now = self.clock.seconds()
+        if self._is_new_replay_request(payload, session):
+            start = payload.eto_payload.replay.seq
+            if 1 <= start < session.state.sent.first_seq:
+                self._history_lost(session, exchange_session, start)
+                return
+            if self._replayed_recently(start, now):
+                self.log.warn(
+                    "{username} asked again for a replay from {start} within {interval}s: ignored",
+                    username=exchange_session.account.username,
+                    start=start,
+                    interval=self.settings.replay_interval,
+                )
+                payload = _gapfill(payload.eto_payload.seq)
+            else:
+                self._last_replay = (start, session.state.next_outgoing_seq, now)
+        for delivered in session.receive_payload(payload, now):
             if delivered.type == seto_pb2.PAYLOAD_ETO:
                 if delivered.eto_payload.type == eto_pb2.PAYLOAD_LOGOUT:
                     self._client_logged_out(session, exchange_session)
@@ -224,6 +262,38 @@ class ExchangeProtocol(Protocol):
             else:
                 self._handle(exchange_session, delivered)
         self._flush()
+
+    # Guarding the replay log
+
+    @staticmethod
+    def _is_new_replay_request(payload: Payload, session: Session) -> bool:
+        """A replay request that the Session would answer (not a duplicate)."""
+        eto = payload.eto_payload
+        return (
+            payload.type == seto_pb2.PAYLOAD_ETO
+            and eto.type == eto_pb2.PAYLOAD_REPLAY
+            and eto.seq >= session.state.next_incoming_seq
+        )
+
+    def _replayed_recently(self, start: int, now: float) -> bool:
+        last = self._last_replay
+        if last is None:
+            return False
+        _, end, answered_at = last
+        return start < end and now - answered_at < self.settings.replay_interval
+
+    def _history_lost(self, session: Session, exchange_session: ExchangeSession, start: int) -> None:
+        """The client asked for payloads the sent log no longer holds: end the session."""
+        self.log.warn(
+            "{username} asked for a replay from {start}, the sent log starts at {first}: ending the session",
+            username=exchange_session.account.username,
+            start=start,
+            first=session.state.sent.first_seq,
+        )
+        session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_UNKNOWN_SESSION)
+        self._flush()
+        self.exchange.registry.end(exchange_session)
+        self._close()
 
     def _handle(self, exchange_session: ExchangeSession, payload: Payload) -> None:
         try:
@@ -293,6 +363,13 @@ class ExchangeProtocol(Protocol):
 
     def _username(self) -> str:
         return self.exchange_session.account.username if self.exchange_session is not None else "(not logged in)"
+
+
+def _gapfill(seq: int) -> Payload:
+    """A gapfill at ``seq``: what an ignored replay request counts as."""
+    payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
+    payload.eto_payload.seq = seq
+    return payload
 
 
 class ExchangeFactory(Factory):

@@ -4,12 +4,15 @@
 matching engine, and sends what the engine reports to the sessions that must
 hear it:
 
-- the answer to an order (accepted, rejected, invalid) to the session that
-  sent it, its ``seq`` the seq of the client's order_create payload;
+- the answer to a request that only its sender can correlate (order
+  accepted, rejected, invalid; cancel, reduce and replace rejected; cancel-all
+  accepted or rejected) to the session that sent it, echoing the request's
+  ``reference`` (and for an order, its ``seq``);
 - every other account event (fills, cancels, reductions, replaces, balance
   changes) to every session of the account, connected or waiting for a
   resume;
-- market states and book deltas to the market's subscribers.
+- market states to the market's subscribers, and book deltas to those of
+  them that are connected: a resumed session gets a fresh snapshot instead.
 
 It also has a plain Python API (`place_order`, `halt`, `settle`...) so that
 tests, demos and the liquidity simulator can drive the market directly.
@@ -62,6 +65,16 @@ class ExchangeSettings:
 #: Events that answer one order_create: only the session that sent it can correlate them.
 _ORDER_ANSWERS = (engine.OrderInvalid, engine.OrderAccepted, engine.OrderRejected)
 
+#: Answers to one request, sent to the session that made it (when there is one).
+_REQUEST_ANSWERS = (
+    *_ORDER_ANSWERS,
+    engine.CancelRejected,
+    engine.CancelAllAccepted,
+    engine.CancelAllRejected,
+    engine.ReduceRejected,
+    engine.ReplaceRejected,
+)
+
 
 class Exchange:
     """The whole simulated exchange, sans sockets.
@@ -108,7 +121,9 @@ class Exchange:
         return self.accounts.authenticate(username, password)
 
     def session_started(self, session: ExchangeSession, login: seto_pb2.Login) -> None:
-        """A login was accepted: announce the throttle, replay account events asked for."""
+        """A login was accepted: announce the throttle, snapshot the markets
+        subscribed to (a resumed session missed their deltas), replay account
+        events asked for."""
         settings = self.settings
         now = self.clock.seconds()
         session.throttle.set_limits(settings.average_rate_ps, settings.burst_size, settings.tick_ms, now)
@@ -119,10 +134,20 @@ class Exchange:
             tick_ms=settings.tick_ms,
         )
         session.send(limits, now)
+        for market_id in sorted(session.subscriptions):
+            book = self.engine.book(market_id)
+            if book is not None:
+                session.send(messages.market_quotes(book), now)
         if login.HasField("account_sequence_64"):
             self._replay_account(session, login.account_sequence_64)
         elif login.HasField("account_sequence"):
             self._replay_account(session, login.account_sequence)
+
+    def can_resume(self, session: ExchangeSession) -> bool:
+        """False when the sent log cannot hold all that was sent since the
+        connection went away, with what a resume sends (login_response,
+        throttle_limits_changed, a snapshot per subscription)."""
+        return not session.lost_while_detached(2 + len(session.subscriptions))
 
     def _replay_account(self, session: ExchangeSession, after: int) -> None:
         account = session.account
@@ -212,8 +237,48 @@ class Exchange:
                 )
             )
             self._publish([reduce_rejected], session)
+        elif field == "order_cancel_all":
+            # The schema's only reason: UNKNOWN_ERROR.
+            cancel_all = payload.order_cancel_all
+            cancel_all_rejected = account.record(
+                lambda sequence: engine.CancelAllRejected(
+                    username=account.username,
+                    account_sequence=sequence,
+                    market_id=_number(cancel_all, "market_id"),
+                    reason=seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR,
+                    reference=_number(cancel_all, "reference"),
+                )
+            )
+            self._publish([cancel_all_rejected], session)
+        elif field == "order_cancel_replace":
+            self._publish([self._replace_throttled(session, payload.order_cancel_replace)], session)
         else:
             session.send(session_message(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED), self.clock.seconds())
+
+    def _replace_throttled(self, session: ExchangeSession, replace: seto_pb2.OrderCancelReplace) -> EngineEvent:
+        """order_cancel_replace_rejected for a throttled replace.
+
+        The schema has no throttle reason for it: SERVICE_TEMPORARILY_UNAVAILABLE
+        is the closest.  The order's fields are filled in when it is open.
+        """
+        account = session.account
+        order = self.engine.open_order(account, replace.orig_order_id)
+        label = _text(replace, "label")
+        return account.record(
+            lambda sequence: engine.ReplaceRejected(
+                username=account.username,
+                account_sequence=sequence,
+                order_id=None,
+                orig_order_id=replace.orig_order_id,
+                reason=seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE,
+                detail="throttle exceeded",
+                market_id=order.market_id if order is not None else None,
+                contract_id=order.contract_id if order is not None else None,
+                side=order.side if order is not None else None,
+                reference=_number(replace, "reference"),
+                label=label if label is not None and len(label) <= engine.MAX_LABEL_LENGTH else None,
+            )
+        )
 
     # Application payloads
 
@@ -270,11 +335,14 @@ class Exchange:
         market_id = payload.market_subscribe.market_id
         book = self.engine.book(market_id)
         if book is None:
+            # The schema has no subscribe rejection: an empty snapshot answers
+            # the request (so the client's wait ends) and no deltas follow.
             self.log.info(
-                "{username} subscribed to unknown market {market_id}: ignored",
+                "{username} subscribed to unknown market {market_id}: answered with an empty snapshot",
                 username=session.account.username,
                 market_id=market_id,
             )
+            session.send(application_message("market_quotes", market_id=market_id), self.clock.seconds())
             return
         session.subscriptions.add(market_id)
         session.send(messages.market_quotes(book), self.clock.seconds())
@@ -298,8 +366,14 @@ class Exchange:
 
     def _audience(self, event: EngineEvent, requester: ExchangeSession | None) -> list[ExchangeSession]:
         if isinstance(event, engine.MarketEvent):
-            return [session for session in self.registry if event.market_id in session.subscriptions]
-        if isinstance(event, _ORDER_ANSWERS) and requester is not None:
+            # Deltas only to connected sessions: a detached one gets a snapshot on resume.
+            live_only = isinstance(event, engine.BookChanged)
+            return [
+                session
+                for session in self.registry
+                if event.market_id in session.subscriptions and (session.attached or not live_only)
+            ]
+        if isinstance(event, _REQUEST_ANSWERS) and requester is not None:
             return [requester]
         assert isinstance(event, (engine.AccountEvent, engine.OrderInvalid))
         account = self.accounts.get(event.username)

@@ -3,9 +3,12 @@
 A session outlives its connection: when the connection drops, the session
 (its seqs, its log of sent payloads, its subscriptions and settings) is kept
 for a retention window, so that the client can log in again with the session
-id and carry on where it left off.  Payloads sent to a session while it has
-no connection are numbered and logged all the same, and reach the client as a
-replay once it resumes.
+id and carry on where it left off.  Account events sent to a session while
+it has no connection are numbered and logged all the same, and reach the
+client as a replay once it resumes; market data is not sent to a detached
+session (the resume brings a fresh snapshot instead), so that it cannot push
+account events out of the bounded log.  If account events did overflow the
+log, the session cannot be resumed (see `ExchangeSession.lost_while_detached`).
 
 Session ids are bearer secrets: they are made with :mod:`secrets`, and never
 shown by a repr, a log line or an error.
@@ -55,6 +58,8 @@ class ExchangeSession:
     :ivar cancel_all_on_failure: set by the client's ``settings`` message.
     :ivar subscriptions: ids of the markets whose quotes this session receives.
     :ivar throttle: the token bucket its application payloads draw on.
+    :ivar detached_at_seq: the next outgoing seq when the connection went
+        away, or None while connected.
     """
 
     def __init__(self, account: Account, state: SessionState) -> None:
@@ -65,6 +70,25 @@ class ExchangeSession:
         self.subscriptions: set[int] = set()
         self.throttle = TokenBucket()
         self.expiry: IDelayedCall | None = None
+        self.detached_at_seq: int | None = None
+
+    @property
+    def attached(self) -> bool:
+        """True while a connection serves this session."""
+        return self.connection is not None
+
+    def lost_while_detached(self, more: int = 0) -> bool:
+        """True when something sent since the connection went away has left the
+        sent log, or will once ``more`` payloads are sent.
+
+        A resume would then answer the client's replay with gapfills in place
+        of what it missed, so the session must not be resumed.
+        """
+        since = self.detached_at_seq
+        if since is None:
+            return False
+        state = self.state
+        return state.sent.first_seq > since or state.next_outgoing_seq + more - since > state.sent.limit
 
     @property
     def session_id(self) -> str:
@@ -135,6 +159,7 @@ class SessionRegistry:
             session.expiry = None
         previous = session.connection
         session.connection = connection
+        session.detached_at_seq = None
         return previous if previous is not connection else None
 
     def detach(self, session: ExchangeSession, connection: Connection) -> None:
@@ -145,6 +170,7 @@ class SessionRegistry:
         if session.connection is not connection:
             return
         session.connection = None
+        session.detached_at_seq = session.state.next_outgoing_seq
         if session.state.session_id in self._sessions:
             session.expiry = self.clock.callLater(self.retention, self._expire, session)
 
