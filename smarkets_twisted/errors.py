@@ -27,7 +27,16 @@ class SocketDisconnected(ConnectionError):
 
 
 class SessionLost(ConnectionError):
-    """The session ended and cannot be resumed; its pending requests fail with this."""
+    """The session ended and cannot be resumed; its pending requests fail with this.
+
+    ``sent`` is True when the request had gone out: the exchange may have
+    acted on it (its answer, if any, reaches the handlers of a later session
+    through the account-sequence replay).  False: it never left this process.
+    """
+
+    def __init__(self, message: str = "session lost", sent: bool | None = None) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class PeerTimeout(ConnectionError):
@@ -106,7 +115,15 @@ class InvalidCallbackError(SmarketsError, ValueError):
 
 
 class RequestTimeout(SmarketsError, TimeoutError):
-    """The exchange did not answer a request in the time allowed."""
+    """The exchange did not answer a request in the time allowed.
+
+    A timeout stops the waiting, not the request: when ``sent`` is True it
+    went out (or will be resent on resume) and may still be acted on.
+    """
+
+    def __init__(self, message: str = "no answer from the exchange in time", sent: bool | None = None) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class RequestRejected(SmarketsError):

@@ -9,6 +9,8 @@ when there is one; reconnecting is the job of a ClientService around it.
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +23,14 @@ from smarkets_twisted import errors
 from smarkets_twisted.handlers import GlobalHandler, Handler, HandlerRegistry
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
 from smarkets_twisted.proto import eto_pb2, seto_pb2
-from smarkets_twisted.protocol import SmarketsClientProtocol
+from smarkets_twisted.protocol import SmarketsClientProtocol, with_timeout
 from smarkets_twisted.requests import Key, PendingRequests
 from smarkets_twisted.session import SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
+
+#: How long a new session waits for throttle_limits_changed before sending anyway.
+LIMITS_WAIT = 2.0
 
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
@@ -66,7 +71,11 @@ class SmarketsClientFactory(ClientFactory):
         self._login_waiters: list[Deferred[SmarketsClientProtocol]] = []
         self._cancel_all_on_failure: bool | None = None
         self._pump_call: IDelayedCall | None = None
+        self._limits_wait: IDelayedCall | None = None
         self._pumping = False
+        # Client references tag every request the exchange answers by reference;
+        # a random start keeps them apart from another process's on the same account.
+        self._references = itertools.count(random.SystemRandom().getrandbits(31) << 32)
         self._ending = False
         #: Called with the error when a login is refused for good (bad credentials).
         self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
@@ -97,13 +106,13 @@ class SmarketsClientFactory(ClientFactory):
         self._ending = False
         return protocol
 
-    def whenLoggedIn(self) -> Deferred[SmarketsClientProtocol]:
+    def whenLoggedIn(self, timeout: float | None = None) -> Deferred[SmarketsClientProtocol]:
         """A new Deferred for the current, or next, logged-in protocol."""
         if self.current is not None:
             return succeed(self.current)
         deferred: Deferred[SmarketsClientProtocol] = Deferred(lambda d: self._login_waiters.remove(d))
         self._login_waiters.append(deferred)
-        return deferred
+        return with_timeout(deferred, timeout, self.clock)
 
     def login(self) -> Deferred[Any]:
         """The LoginResponse of the connection logging in now (or LoginError)."""
@@ -111,60 +120,83 @@ class SmarketsClientFactory(ClientFactory):
             return fail(errors.NotLoggedIn("not connected"))
         return self._connection.login()
 
-    def logout(self) -> Deferred[None]:
-        """Log out cleanly and end the session; pending requests fail with SessionLost."""
+    def logout(self, timeout: float | None = None) -> Deferred[None]:
+        """Log out cleanly and end the session; pending requests fail with SessionLost.
+
+        Fires once the exchange confirmed and closed; fails with
+        SocketDisconnected if the connection was lost first (the session is
+        ended here all the same).
+        """
         self._ending = True
         if self._connection is not None and self._connection.is_connected:
-            return self._connection.logout()
+            return with_timeout(self._connection.send_logout(), timeout, self.clock)
         self._end_session(errors.SessionLost("logged out"))
         return succeed(None)
 
-    def ping(self) -> Deferred[float]:
+    def ping(self, timeout: float | None = None) -> Deferred[float]:
         """Round-trip time to the exchange on the current connection, in seconds."""
         if self.current is None:
             return fail(errors.NotLoggedIn("ping needs a logged-in connection"))
-        return self.current.ping()
+        return self.current.ping(timeout)
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         self.current = protocol
         if not protocol.resuming:
             self._renew_subscriptions()
+            # Send nothing until the new session's limits are known.
+            self._limits_wait = self.clock.callLater(LIMITS_WAIT, self._limits_known)
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
         self._pump()
 
-    def logging_out(self) -> None:
-        self._ending = True
-
     def logged_out(self, protocol: SmarketsClientProtocol, error: Exception) -> None:
         reason = getattr(error, "reason", None)
         if self._ending or reason == eto_pb2.LOGOUT_CONFIRMATION:
-            self._end_session(errors.SessionLost("logged out"))
-            # A logout ends the intent too: the next session starts bare.
-            self.subscriptions.clear()
-            self._cancel_all_on_failure = None
+            self._end_logged_out_session()
+        elif reason == eto_pb2.LOGOUT_UNKNOWN_SESSION:
+            # The exchange cannot resume (or carry on) the session: what was in
+            # flight has an unknown fate; the next login starts a new session and
+            # asks for the account events since the last account sequence seen.
+            self._end_session(errors.SessionLost(f"the exchange dropped the session: {error}"))
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
                 if self.on_final_refusal is not None:
                     self.on_final_refusal(error)
                 self._end_session(error, final=True)
-            elif reason == eto_pb2.LOGOUT_UNKNOWN_SESSION or self.state.session_id is None:
-                # The session cannot be resumed: what was in flight has an unknown fate.
-                self._end_session(errors.SessionLost(f"the session could not be resumed: {error}"))
+            elif self.state.session_id is None:
+                self._end_session(errors.SessionLost(f"no session could be started: {error}"))
+
+    def _end_logged_out_session(self) -> None:
+        self._end_session(errors.SessionLost("logged out"))
+        # A logout ends the intent too: the next session starts bare.
+        self.subscriptions.clear()
+        self._cancel_all_on_failure = None
+
+    def sends_lost(self, seqs: list[range]) -> None:
+        """The exchange asked again for payloads gone from our sent log: they never reach it."""
+        for lost in seqs:
+            self.log.error("payloads {first} to {last} left the sent log before the exchange had them",
+                           first=lost.start, last=lost.stop - 1)
+            self.requests.fail(errors.SessionLost("never reached the exchange: gone from the sent log", sent=False),
+                               lost)
 
     def protocol_lost(self, protocol: SmarketsClientProtocol, error: Exception) -> None:
         if protocol is self.current:
             self.current = None
         if protocol is self._connection:
             self._connection = None
-        if self._pump_call is not None and self._pump_call.active():
-            self._pump_call.cancel()
-        self._pump_call = None
+        for timer in (self._pump_call, self._limits_wait):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._pump_call = self._limits_wait = None
         if self.state.session_id is None:
             # No session to resume: nothing queued can be sent on it.
-            self.requests.fail_all(errors.SessionLost(f"no session: {error}"))
-        elif not self._ending:
+            self.requests.fail(errors.SessionLost(f"no session: {error}"))
+        elif self._ending:
+            # The logout was not confirmed: end the session here all the same.
+            self._end_logged_out_session()
+        else:
             self.log.info("connection lost; the session will resume on the next connection ({pending} pending)",
                           pending=len(self.requests))
 
@@ -172,7 +204,7 @@ class SmarketsClientFactory(ClientFactory):
         self.state.reset()
         self.current = None
         self.bucket = TokenBucket()
-        self.requests.fail_all(error if isinstance(error, errors.SmarketsError) else errors.SessionLost(str(error)))
+        self.requests.fail(error)
         if final:
             waiters, self._login_waiters = self._login_waiters, []
             for waiter in waiters:
@@ -194,8 +226,15 @@ class SmarketsClientFactory(ClientFactory):
         elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             limits = payload.throttle_limits_changed
             self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, self.clock.seconds())
+            self._limits_known()
         self.handlers.dispatch(name, message)
         self.requests.answer(name, message)
+
+    def _limits_known(self) -> None:
+        if self._limits_wait is not None and self._limits_wait.active():
+            self._limits_wait.cancel()
+        self._limits_wait = None
+        self._pump()
 
     # Requests
 
@@ -228,33 +267,33 @@ class SmarketsClientFactory(ClientFactory):
             reference=reference,
             label=label,
         )
-        return self._request(payload, lambda seq: ("order", seq), timeout)
+        return self._request(payload, lambda seq: (("order", seq),), timeout)
 
     def cancel(self, order_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Cancel an order: fires with OrderCancelled, or fails with CancelRejected."""
-        return self._request(application_message("order_cancel", order_id=order_id), _fixed(("cancel", order_id)),
-                             timeout)
+        return self._referenced("order_cancel", ("cancel", order_id), timeout, order_id=order_id)
 
     def cancel_all(self, market_id: int | None = None, timeout: float | None = None) -> Deferred[Any]:
         """Cancel every order (in one market): fires with OrderCancelAllAccepted."""
-        payload = application_message("order_cancel_all", market_id=market_id)
-        return self._request(payload, _fixed(("cancel_all",)), timeout)
+        return self._referenced("order_cancel_all", ("cancel_all",), timeout, market_id=market_id)
 
     def reduce(self, order_id: int, new_quantity: int, timeout: float | None = None) -> Deferred[Any]:
         """Reduce an order's quantity: fires with OrderQuantityReduced, or fails with ReduceRejected."""
-        payload = application_message("order_quantity_reduce", order_id=order_id, new_quantity=new_quantity)
-        return self._request(payload, _fixed(("reduce", order_id)), timeout)
+        return self._referenced("order_quantity_reduce", ("reduce", order_id), timeout, order_id=order_id,
+                                new_quantity=new_quantity)
 
     def replace(self, order_id: int, price: int, quantity: int, timeout: float | None = None) -> Deferred[Any]:
         """Cancel-replace an order: fires with OrderCancelReplaceAccepted, or fails with ReplaceRejected."""
-        payload = application_message("order_cancel_replace", orig_order_id=order_id, price=price, quantity=quantity)
-        return self._request(payload, _fixed(("replace", order_id)), timeout)
+        return self._referenced("order_cancel_replace", ("replace", order_id), timeout, orig_order_id=order_id,
+                                price=price, quantity=quantity)
 
     def subscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Subscribe to a market's quotes: fires with the MarketQuotes snapshot."""
-        self.subscriptions.add(market_id)
         payload = application_message("market_subscribe", market_id=market_id)
-        return self._request(payload, _fixed(("subscribe", market_id)), timeout)
+        deferred = self._request(payload, _fixed(("subscribe", market_id)), timeout)
+        if self.session_available:
+            self.subscriptions.add(market_id)
+        return deferred
 
     def unsubscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Stop a market's quotes: fires with None once the request is sent (it has no answer)."""
@@ -263,16 +302,32 @@ class SmarketsClientFactory(ClientFactory):
 
     def settings(self, cancel_all_on_failure: bool, timeout: float | None = None) -> Deferred[Any]:
         """Ask the exchange to cancel every open order if the session fails: fires with SettingsAccepted."""
-        self._cancel_all_on_failure = cancel_all_on_failure
         payload = application_message("settings", cancel_all_on_failure=cancel_all_on_failure)
-        return self._request(payload, _fixed(("settings",)), timeout)
+        deferred = self._request(payload, _fixed(("settings",)), timeout)
+        if self.session_available:
+            self._cancel_all_on_failure = cancel_all_on_failure
+        return deferred
 
-    def _request(self, payload: Payload, key: Callable[[int], Key] | None, timeout: float | None) -> Deferred[Any]:
-        if self.state.session_id is None and self._connection is None:
+    @property
+    def session_available(self) -> bool:
+        """Whether a request made now can be sent: a session is held or being logged in."""
+        return self.state.session_id is not None or self._connection is not None
+
+    def _referenced(self, field: str, fallback: Key, timeout: float | None, **fields: Any) -> Deferred[Any]:
+        """A request tagged with a fresh client reference, which its answer echoes."""
+        reference = next(self._references)
+        payload = application_message(field, reference=reference, **fields)
+        keys = (("reference", reference), fallback)
+        return self._request(payload, lambda seq: keys, timeout)
+
+    def _request(
+        self, payload: Payload, keys: Callable[[int], tuple[Key, ...]] | None, timeout: float | None
+    ) -> Deferred[Any]:
+        if not self.session_available:
             return fail(errors.NotLoggedIn("no session: connect and log in first"))
         if timeout is None:
             timeout = self.config.request_timeout
-        request = self.requests.add(payload, key, timeout)
+        request = self.requests.add(payload, keys, timeout)
         self._pump()
         return request.deferred
 
@@ -298,7 +353,7 @@ class SmarketsClientFactory(ClientFactory):
         try:
             while self.requests.unsent:
                 protocol = self.current
-                if protocol is None or not protocol.is_connected:
+                if protocol is None or not protocol.is_connected or self._limits_wait is not None:
                     return
                 now = self.clock.seconds()
                 if not self.bucket.take(now):
@@ -306,7 +361,12 @@ class SmarketsClientFactory(ClientFactory):
                         self._pump_call = self.clock.callLater(self.bucket.delay(now), self._pump_later)
                     return
                 request = self.requests.unsent.popleft()
-                seq = protocol.send_payload(request.payload)
+                try:
+                    seq = protocol.send_payload(request.payload)
+                except errors.SmarketsError as e:
+                    self.log.error("could not send a request: {error}", error=e)
+                    request.deferred.errback(e)
+                    continue
                 self.requests.sent(request, seq)
         finally:
             self._pumping = False
@@ -316,5 +376,5 @@ class SmarketsClientFactory(ClientFactory):
         self._pump()
 
 
-def _fixed(key: Key) -> Callable[[int], Key]:
-    return lambda seq: key
+def _fixed(key: Key) -> Callable[[int], tuple[Key, ...]]:
+    return lambda seq: (key,)

@@ -102,11 +102,6 @@ def body(payload: Payload) -> Any:
     return name_and_body(payload)[1]
 
 
-def is_session_type(payload: Payload, eto_type: int) -> bool:
-    """True when the payload is the eto session message ``eto_type``."""
-    return payload.type == seto_pb2.PAYLOAD_ETO and payload.eto_payload.type == eto_type
-
-
 def session_message(eto_type: int) -> Payload:
     """A session-layer (seto type ETO) payload; seq is set when it is sent."""
     payload = Payload(type=seto_pb2.PAYLOAD_ETO)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,7 +48,8 @@ class SmarketsClientProtocol(Protocol):
         self._login_outcome: Failure | Any | None = None
         self._logout_waiters: list[Deferred[None]] = []
         self._logging_out = False
-        self._pings: list[tuple[Deferred[float], float]] = []
+        self._pings: list[_Ping] = []
+        self._logout_confirmed = False
         self._login_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
         self._lost_because: Exception | None = None
@@ -97,6 +98,9 @@ class SmarketsClientProtocol(Protocol):
             for frame in deframer.feed(data):
                 for payload in session.receive(frame, now):
                     self._payload_received(payload)
+                if session.unreplayable:
+                    self.factory.sends_lost(session.unreplayable)
+                    session.unreplayable.clear()
                 if not self.is_connected:
                     return
             if deframer.error is not None:
@@ -120,12 +124,16 @@ class SmarketsClientProtocol(Protocol):
         error = self._lost_because or errors.SocketDisconnected(f"connection lost: {reason.getErrorMessage()}")
         if self._login_outcome is None:
             self._settle_login(Failure(error))
-        for deferred, _ in self._pings:
-            deferred.errback(errors.SocketDisconnected("connection lost before the pong"))
+        for ping in self._pings:
+            if ping.deferred is not None:
+                ping.deferred.errback(errors.SocketDisconnected("connection lost before the pong"))
         self._pings.clear()
-        for waiter in self._logout_waiters:
-            waiter.callback(None)
-        self._logout_waiters.clear()
+        waiters, self._logout_waiters = self._logout_waiters, []
+        for waiter in waiters:
+            if self._logout_confirmed:
+                waiter.callback(None)
+            else:
+                waiter.errback(errors.SocketDisconnected("connection lost before the exchange confirmed the logout"))
         self.factory.protocol_lost(self, error)
 
     # Sending
@@ -163,9 +171,11 @@ class SmarketsClientProtocol(Protocol):
         elif eto.type == eto_pb2.PAYLOAD_LOGOUT:
             self._logged_out(payload)
         elif eto.type == eto_pb2.PAYLOAD_PONG:
-            if self._pings:
-                deferred, sent_at = self._pings.pop(0)
-                deferred.callback(self.factory.clock.seconds() - sent_at)
+            # A replayed pong answers a ping of an earlier connection, already failed.
+            if self._pings and not eto.is_replay:
+                ping = self._pings.pop(0)
+                if ping.deferred is not None:
+                    ping.deferred.callback(self.factory.clock.seconds() - ping.sent_at)
         elif eto.type == eto_pb2.PAYLOAD_THROTTLE_EXCEEDED:
             self.log.warn("the exchange says we exceeded its throttle limits")
         self.factory.payload_received(self, payload)
@@ -193,6 +203,7 @@ class SmarketsClientProtocol(Protocol):
             self._settle_login(Failure(error))
         elif reason == eto_pb2.LOGOUT_CONFIRMATION:
             error = errors.LoggedOut(reason, name)
+            self._logout_confirmed = True
             self.log.info("logged out")
         else:
             error = errors.LoggedOut(reason, name)
@@ -234,30 +245,39 @@ class SmarketsClientProtocol(Protocol):
 
     # Logout and ping
 
-    def logout(self) -> Deferred[None]:
-        """Log out cleanly; fires once the exchange confirmed and closed."""
-        deferred: Deferred[None] = Deferred()
+    def logout(self, timeout: float | None = None) -> Deferred[None]:
+        """See `SmarketsClientFactory.logout`."""
+        return self.factory.logout(timeout)
+
+    def send_logout(self) -> Deferred[None]:
+        """Send a clean logout; fires once the exchange confirmed it and closed.
+
+        Fails with SocketDisconnected when the connection is lost first.
+        """
+        deferred: Deferred[None] = Deferred(lambda d: self._logout_waiters.remove(d))
         if not self.is_connected or self.session is None:
             deferred.callback(None)
             return deferred
         self._logout_waiters.append(deferred)
         if not self._logging_out:
             self._logging_out = True
-            self.factory.logging_out()
             self.session.send_logout(self.factory.clock.seconds())
             self.flush()
         return deferred
 
-    def ping(self) -> Deferred[float]:
+    def ping(self, timeout: float | None = None) -> Deferred[float]:
         """Round-trip time to the exchange, in seconds of the factory's clock."""
         if self.session is None or not self.session.logged_in or not self.is_connected:
             return _failed(errors.NotLoggedIn("ping needs a logged-in connection"))
-        deferred: Deferred[float] = Deferred(lambda d: self._pings.remove((d, sent_at)))
-        sent_at = self.factory.clock.seconds()
-        self._pings.append((deferred, sent_at))
-        self.session.send_ping(sent_at)
+        now = self.factory.clock.seconds()
+        ping = _Ping(now)
+        # A cancelled ping keeps its place: its pong must not be taken for the next one's.
+        deferred: Deferred[float] = Deferred(lambda d: setattr(ping, "deferred", None))
+        ping.deferred = deferred
+        self._pings.append(ping)
+        self.session.send_ping(now)
         self.flush()
-        return deferred
+        return with_timeout(deferred, timeout, self.factory.clock)
 
     # Requests: the factory owns them, so that they outlive this connection.
 
@@ -310,6 +330,27 @@ class SmarketsClientProtocol(Protocol):
 
     def __repr__(self) -> str:
         return f"<SmarketsClientProtocol connected={self.is_connected}>"
+
+
+class _Ping:
+    """A ping awaiting its pong; ``deferred`` is None once cancelled."""
+
+    __slots__ = ("deferred", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.deferred: Deferred[float] | None = None
+
+
+def with_timeout(deferred: Deferred[Any], timeout: float | None, clock: IReactorTime) -> Deferred[Any]:
+    """Fail ``deferred`` with RequestTimeout if it has not fired in ``timeout`` seconds."""
+    if timeout is None:
+        return deferred
+
+    def timed_out(result: Any, after: float) -> Any:
+        raise errors.RequestTimeout(f"no answer in {after} seconds")
+
+    return deferred.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
 
 
 def _failed(error: Exception) -> Deferred[Any]:

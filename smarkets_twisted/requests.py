@@ -1,10 +1,11 @@
 """Requests awaiting the exchange's answer, and how answers find them.
 
 Modelled on AMP's tag → Deferred table, keyed by what the exchange echoes:
-the seq of an order_create, an order id, a market id, or arrival order for
-answers that carry no key.  Each request's Deferred fires exactly once: with
-the answer, a typed error, a timeout, or a cancellation.  The table belongs
-to the factory, so that a reconnect does not lose it.
+the seq of an order_create, the client reference this library puts on every
+other request, or (for an exchange that does not echo references) the order
+id, market id, or arrival order.  Each request's Deferred fires exactly once:
+with the answer, a typed error, a timeout, or a cancellation.  The table
+belongs to the factory, so that a reconnect does not lose it.
 """
 
 from __future__ import annotations
@@ -38,29 +39,34 @@ def _invalid(message: Any) -> Exception:
     return errors.OrderInvalid(list(message.reasons), names, message)
 
 
+def _by_reference(fallback: Callable[[Any], Key]) -> Callable[[Any], Key]:
+    """Our reference when the answer echoes one, else the fallback key."""
+    return lambda m: ("reference", m.reference) if m.HasField("reference") else fallback(m)
+
+
 #: handler name → (key of the request it answers, None for success or the error it raises).
 ANSWERS: dict[str, tuple[Callable[[Any], Key], Callable[[Any], Exception] | None]] = {
     "seto.order_accepted": (lambda m: ("order", m.seq), None),
     "seto.order_rejected": (lambda m: ("order", m.seq), _rejection(errors.OrderRejected, seto_pb2.OrderRejectedReason)),
     "seto.order_invalid": (lambda m: ("order", m.seq), _invalid),
-    "seto.order_cancelled": (lambda m: ("cancel", m.order_id), None),
+    "seto.order_cancelled": (_by_reference(lambda m: ("cancel", m.order_id)), None),
     "seto.order_cancel_rejected": (
-        lambda m: ("cancel", m.order_id),
+        _by_reference(lambda m: ("cancel", m.order_id)),
         _rejection(errors.CancelRejected, seto_pb2.OrderCancelRejectedReason),
     ),
-    "seto.order_cancel_all_accepted": (lambda m: ("cancel_all",), None),
+    "seto.order_cancel_all_accepted": (_by_reference(lambda m: ("cancel_all",)), None),
     "seto.order_cancel_all_rejected": (
-        lambda m: ("cancel_all",),
+        _by_reference(lambda m: ("cancel_all",)),
         _rejection(errors.CancelAllRejected, seto_pb2.OrderCancelAllRejectedReason),
     ),
-    "seto.order_quantity_reduced": (lambda m: ("reduce", m.order_id), None),
+    "seto.order_quantity_reduced": (_by_reference(lambda m: ("reduce", m.order_id)), None),
     "seto.order_quantity_reduce_rejected": (
-        lambda m: ("reduce", m.order_id),
+        _by_reference(lambda m: ("reduce", m.order_id)),
         _rejection(errors.ReduceRejected, seto_pb2.OrderQuantityReduceRejectedReason),
     ),
-    "seto.order_cancel_replace_accepted": (lambda m: ("replace", m.orig_order_id), None),
+    "seto.order_cancel_replace_accepted": (_by_reference(lambda m: ("replace", m.orig_order_id)), None),
     "seto.order_cancel_replace_rejected": (
-        lambda m: ("replace", m.orig_order_id),
+        _by_reference(lambda m: ("replace", m.orig_order_id)),
         _rejection(errors.ReplaceRejected, seto_pb2.OrderCancelReplaceRejectedReason),
     ),
     "seto.market_quotes": (lambda m: ("subscribe", m.market_id), None),
@@ -71,15 +77,15 @@ ANSWERS: dict[str, tuple[Callable[[Any], Key], Callable[[Any], Exception] | None
 class Request:
     """One request: its Deferred, and its payload until it is sent."""
 
-    def __init__(self, payload: Any, key: Callable[[int], Key] | None) -> None:
+    def __init__(self, payload: Any, keys: Callable[[int], tuple[Key, ...]] | None) -> None:
         self.payload = payload
-        #: Turns the seq the payload was sent at into the key its answer carries;
+        #: Turns the seq the payload was sent at into the keys its answer may carry;
         #: None for a request answered as soon as it is sent.
-        self.key_for_seq = key
-        self.key: Key | None = None
+        self.keys_for_seq = keys
+        self.keys: tuple[Key, ...] = ()
         self.seq: int | None = None
-        self.deferred: Deferred[Any] = Deferred()
         self.timeout_call: IDelayedCall | None = None
+        self.deferred: Deferred[Any]
 
 
 class PendingRequests:
@@ -89,14 +95,15 @@ class PendingRequests:
         self.clock = clock
         self.unsent: deque[Request] = deque()
         self._awaiting: dict[Key, deque[Request]] = {}
+        self._sent: set[Request] = set()
 
     def __len__(self) -> int:
-        return len(self.unsent) + sum(len(queue) for queue in self._awaiting.values())
+        return len(self.unsent) + len(self._sent)
 
-    def add(self, payload: Any, key: Callable[[int], Key] | None, timeout: float | None) -> Request:
+    def add(self, payload: Any, keys: Callable[[int], tuple[Key, ...]] | None, timeout: float | None) -> Request:
         """Queue a request to be sent; its Deferred can be cancelled and may time out."""
-        request = Request(payload, key)
-        request.deferred = Deferred(lambda _: self._forget(request))
+        request = Request(payload, keys)
+        request.deferred = Deferred(lambda _: self._settle(request))
         if timeout is not None:
             request.timeout_call = self.clock.callLater(timeout, self._time_out, request)
         self.unsent.append(request)
@@ -106,12 +113,14 @@ class PendingRequests:
         """Record that ``request`` went out at ``seq``; it now awaits its answer."""
         request.seq = seq
         request.payload = None
-        if request.key_for_seq is None:
+        if request.keys_for_seq is None:
             self._settle(request)
             request.deferred.callback(None)
             return
-        request.key = request.key_for_seq(seq)
-        self._awaiting.setdefault(request.key, deque()).append(request)
+        request.keys = request.keys_for_seq(seq)
+        self._sent.add(request)
+        for key in request.keys:
+            self._awaiting.setdefault(key, deque()).append(request)
 
     def answer(self, name: str, message: Any) -> bool:
         """Fire the request that ``message`` answers, if any; True when one fired."""
@@ -130,32 +139,43 @@ class PendingRequests:
             request.deferred.errback(error_of(message))
         return True
 
-    def fail_all(self, error: Exception) -> None:
-        """Fail every request, sent or not: the session they belong to is gone."""
-        requests = list(self.unsent) + [r for queue in self._awaiting.values() for r in queue]
+    def fail(self, error: Exception, seqs: range | None = None) -> None:
+        """Fail every request (or those sent at ``seqs``): their session is gone.
+
+        A SessionLost is given to each request with its own ``sent`` flag,
+        unless the error already says.
+        """
+        if seqs is None:
+            requests = list(self.unsent) + sorted(self._sent, key=lambda r: r.seq or 0)
+        else:
+            requests = sorted((r for r in self._sent if r.seq in seqs), key=lambda r: r.seq or 0)
         for request in requests:
             self._settle(request)
-            request.deferred.errback(error)
+            if isinstance(error, errors.SessionLost):
+                sent = error.sent if error.sent is not None else request.seq is not None
+                request.deferred.errback(errors.SessionLost(str(error), sent=sent))
+            else:
+                request.deferred.errback(error)
 
     def _settle(self, request: Request) -> None:
         """Remove a request from every table and stop its timer."""
         if request.timeout_call is not None and request.timeout_call.active():
             request.timeout_call.cancel()
         request.timeout_call = None
-        if request.key is None:
+        if request.seq is None:
             if request in self.unsent:
                 self.unsent.remove(request)
             return
-        queue = self._awaiting.get(request.key)
-        if queue is not None and request in queue:
-            queue.remove(request)
-            if not queue:
-                del self._awaiting[request.key]
-
-    def _forget(self, request: Request) -> None:
-        self._settle(request)
+        self._sent.discard(request)
+        for key in request.keys:
+            queue = self._awaiting.get(key)
+            if queue is not None and request in queue:
+                queue.remove(request)
+                if not queue:
+                    del self._awaiting[key]
 
     def _time_out(self, request: Request) -> None:
         request.timeout_call = None
+        sent = request.seq is not None
         self._settle(request)
-        request.deferred.errback(errors.RequestTimeout("no answer from the exchange in time"))
+        request.deferred.errback(errors.RequestTimeout(sent=sent))

@@ -158,6 +158,9 @@ class Session:
         #: While a replay we asked for is outstanding: the highest seq seen above the gap.
         self.replay_until: int | None = None
         self.replay_retry = replay_retry
+        #: Seqs the peer asked for again after they left the sent log: gapfilled,
+        #: so whatever they carried never reaches the peer.  The caller drains it.
+        self.unreplayable: list[range] = []
         self._replay_asked_at = now
         self._out: list[bytes] = []
 
@@ -376,6 +379,7 @@ class Session:
             raise SequenceError(f"replay requested from {start}, across seqs a reset skipped")
         first_held = state.sent.first_seq
         if start < first_held:
+            self.unreplayable.append(range(start, first_held))
             self.log.warn(
                 "replay from {start} reaches past the sent log (oldest {first}): gapfilling {count} payloads",
                 start=start,

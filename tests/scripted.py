@@ -46,8 +46,10 @@ class ScriptedExchange:
     def received_names(self) -> list[str]:
         return [handler_name(p) for p in self.received()]
 
-    def accept_login(self, login: Payload | None = None, throttle: tuple[int, int, int] | None = None) -> None:
-        """Answer the client's login as the exchange would."""
+    def accept_login(
+        self, login: Payload | None = None, throttle: tuple[int, int, int] | None = (500, 1000, 200)
+    ) -> None:
+        """Answer the client's login as the exchange would: login_response, then the throttle limits."""
         if login is None:
             (login,) = self.received()
         assert handler_name(login) == "seto.login", handler_name(login)

@@ -13,6 +13,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.framing import encode_uleb128
 from smarkets_twisted.payloads import application_message, handler_name, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.settings import ClientSettings
 from tests.scripted import SESSION_ID, ScriptedExchange, logout_reason, make_factory
 
 BUY, SELL = seto_pb2.SIDE_BUY, seto_pb2.SIDE_SELL
@@ -35,7 +36,7 @@ class ClientTestCase(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def connect_and_login(self, throttle: tuple[int, int, int] | None = None) -> None:
+    def connect_and_login(self, throttle: tuple[int, int, int] = (500, 1000, 200)) -> None:
         self.protocol = self.exchange.connect(self.factory)
         self.exchange.accept_login(throttle=throttle)
 
@@ -286,7 +287,29 @@ class ThrottleTests(ClientTestCase):
         self.clock.advance(0.3)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [5, 6, 7])
         self.assertEqual(self.factory.queued, 0)
-        self.assertEqual(len(outcomes), 7)
+        for outcome in outcomes:
+            self.assertNoResult(outcome)  # sent, awaiting the exchange's answers
+        self.assertEqual(len(self.factory.requests), 7)
+
+    def test_requests_queued_before_login_wait_for_the_limits(self) -> None:
+        self.exchange.connect(self.factory)
+        queued = [self.factory.cancel(order_id) for order_id in range(1, 6)]
+        (login,) = self.exchange.received()
+        self.exchange.accept_login(login, throttle=None)
+        self.assertEqual(self.sent(), [])  # no limits yet: nothing goes out
+        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=3, tick_ms=100)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
+        self.clock.advance(0.2)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4, 5])
+        self.assertEqual(len(queued), 5)
+
+    def test_without_limits_requests_go_out_after_a_short_wait(self) -> None:
+        self.exchange.connect(self.factory)
+        self.factory.cancel(1)
+        self.exchange.accept_login(throttle=None)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(2.0)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1])
 
     def test_cancelled_queued_request_is_never_sent(self) -> None:
         self.connect_and_login(throttle=(10, 1, 100))
@@ -340,6 +363,9 @@ class ResumeTests(ClientTestCase):
         self.exchange.send_app("order_accepted", seq=resent[0].eto_payload.seq, order_id=12)
         self.assertEqual(accepted[0].order_id, 12)
         self.assertEqual(self.exchange.state.next_incoming_seq, self.factory.state.next_outgoing_seq)
+        # Once: a later heartbeat exchange carries no second copy.
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat"])
 
     def test_requests_made_while_disconnected_go_out_after_resume(self) -> None:
         self.connect_and_login()
@@ -419,7 +445,8 @@ class HandlerTests(ClientTestCase):
         self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
         self.assertEqual([m.order_id for m in named], [3])
         self.assertEqual([name for name, _ in every],
-                         ["eto.login_response", "seto.order_cancelled", "eto.heartbeat"])
+                         ["eto.login_response", "seto.throttle_limits_changed", "seto.order_cancelled",
+                          "eto.heartbeat"])
         self.factory.del_handler("seto.order_cancelled", named.append)
         self.exchange.send_app("order_cancelled", order_id=4, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
         self.assertEqual(len(named), 1)
@@ -471,6 +498,134 @@ class BadInputTests(ClientTestCase):
         self.assertIn("middle of a frame", self.log_text())
 
 
+class ReviewFindingsTests(ClientTestCase):
+    """Each test is one way a request could be lost, doubled or left hanging."""
+
+    def test_cancel_all_fires_only_on_its_own_answer(self) -> None:
+        self.connect_and_login()
+        mine = result_of(self.factory.cancel_all(200))
+        (request,) = self.sent()
+        # Another session of the same account cancelled everything in market 100.
+        self.exchange.send_app("order_cancel_all_accepted", reference=request.order_cancel_all.reference + 1)
+        self.assertEqual(mine, [])
+        self.exchange.send_app("order_cancel_all_accepted", reference=request.order_cancel_all.reference)
+        self.assertEqual(mine[0].reference, request.order_cancel_all.reference)
+
+    def test_every_referenced_request_gets_a_distinct_reference(self) -> None:
+        self.connect_and_login()
+        self.factory.cancel(1)
+        self.factory.cancel(1)
+        self.factory.reduce(1, 5)
+        self.factory.replace(1, 2000, 5)
+        sent = self.sent()
+        references = {p.order_cancel.reference or p.order_quantity_reduce.reference
+                      or p.order_cancel_replace.reference for p in sent}
+        self.assertEqual(len(references), 4)
+
+    def test_cancel_answered_without_reference_falls_back_to_the_order_id(self) -> None:
+        self.connect_and_login()
+        cancelled = result_of(self.factory.cancel(5))
+        self.sent()
+        self.exchange.send_app("order_cancelled", order_id=5, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
+        self.assertEqual(cancelled[0].order_id, 5)
+
+    def test_logout_whose_confirmation_is_lost_fails_and_ends_the_session(self) -> None:
+        self.connect_and_login()
+        pending = result_of(self.factory.cancel(5))
+        done = result_of(self.factory.logout())
+        self.exchange.disconnect()
+        done[0].trap(errors.SocketDisconnected)
+        error = pending[0].trap(errors.SessionLost) and pending[0].value
+        self.assertTrue(error.sent)
+        self.assertIsNone(self.factory.state.session_id)
+        self.exchange.state.reset()
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertFalse(login.eto_payload.HasField("login"))  # not a resume of the logged-out session
+
+    def test_session_lost_and_timeout_say_whether_the_request_was_sent(self) -> None:
+        self.connect_and_login(throttle=(10, 1, 100))
+        sent = result_of(self.factory.cancel(1, timeout=0.05))
+        unsent = result_of(self.factory.cancel(2, timeout=0.05))
+        self.clock.advance(0.05)
+        self.assertTrue(sent[0].trap(errors.RequestTimeout) and sent[0].value.sent)
+        self.assertFalse(unsent[0].trap(errors.RequestTimeout) and unsent[0].value.sent)
+        on_wire = result_of(self.factory.cancel(3))
+        queued = result_of(self.factory.cancel(4))
+        self.clock.advance(0.1)
+        self.factory.stop()
+        self.assertEqual([r[0].value.sent for r in (on_wire, queued)], [True, False])
+
+    def test_a_request_that_cannot_be_sent_fails_instead_of_vanishing(self) -> None:
+        self.connect_and_login()
+        self.factory.state.next_outgoing_seq = 2**64
+        self.failureResultOf(self.factory.cancel(1), errors.SequenceError)
+        self.assertEqual(len(self.factory.requests), 0)
+
+    def test_cancelled_ping_keeps_its_place_and_replayed_pongs_are_ignored(self) -> None:
+        self.connect_and_login()
+        first = self.factory.ping()
+        second = result_of(self.factory.ping())
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.clock.advance(1)
+        # A pong replayed from an earlier connection, at the seq the client expects.
+        pong = session_message(eto_pb2.PAYLOAD_PONG)
+        pong.eto_payload.seq = self.exchange.state.next_outgoing_seq
+        pong.eto_payload.is_replay = True
+        self.exchange.state.next_outgoing_seq += 1
+        self.exchange.deliver_frame(pong.SerializeToString())
+        self.exchange.send_session(eto_pb2.PAYLOAD_PONG)  # answers the cancelled ping
+        self.assertEqual(second, [])
+        self.clock.advance(1)
+        self.exchange.send_session(eto_pb2.PAYLOAD_PONG)
+        self.assertEqual(second, [2.0])
+
+    def test_ping_logout_and_when_logged_in_take_a_timeout(self) -> None:
+        waiting = result_of(self.factory.whenLoggedIn(timeout=1))
+        self.clock.advance(1)
+        waiting[0].trap(errors.RequestTimeout)
+        self.connect_and_login()
+        rtt = result_of(self.factory.ping(timeout=1))
+        self.clock.advance(1)
+        rtt[0].trap(errors.RequestTimeout)
+        done = result_of(self.factory.logout(timeout=1))
+        self.clock.advance(1)
+        done[0].trap(errors.RequestTimeout)
+
+    def test_unknown_session_logout_ends_the_session_and_the_next_login_asks_for_account_events(self) -> None:
+        self.connect_and_login()
+        self.exchange.send_app("order_cancelled", order_id=1, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED,
+                               account_sequence_64=77)
+        pending = result_of(self.factory.cancel(9))
+        self.sent()
+        self.exchange.session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_UNKNOWN_SESSION)
+        self.exchange.flush()
+        self.assertTrue(pending[0].trap(errors.SessionLost) and pending[0].value.sent)
+        self.exchange.disconnect()
+        self.exchange.state.reset()
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertFalse(login.eto_payload.HasField("login"))
+        self.assertEqual(login.login.account_sequence_64, 77)
+
+    def test_requests_the_exchange_asks_for_after_they_left_the_log_fail(self) -> None:
+        self.factory = make_factory(self.clock, sent_log_size=2)
+        self.connect_and_login()
+        lost = result_of(self.factory.cancel(1))
+        kept = result_of(self.factory.cancel(2))
+        self.factory.cancel(3)
+        self.factory.cancel(4)
+        self.exchange.transport.clear()  # none of it reached the exchange
+        replay = session_message(eto_pb2.PAYLOAD_REPLAY)
+        replay.eto_payload.replay.seq = 2
+        self.exchange.send(replay)
+        self.assertFalse(lost[0].trap(errors.SessionLost) and lost[0].value.sent)
+        # The log held only seqs 4 and 5 (cancels 3 and 4): cancel 2, at seq 3, is lost too.
+        self.assertFalse(kept[0].trap(errors.SessionLost) and kept[0].value.sent)
+        self.assertEqual(len(self.factory.requests), 2)
+
+
 class SecretTests(ClientTestCase):
     def test_no_secret_in_logs_reprs_or_errors(self) -> None:
         self.events.clear()
@@ -482,12 +637,34 @@ class SecretTests(ClientTestCase):
         self.exchange.disconnect()
         self.exchange.connect(self.factory)
         self.exchange.refuse_login(eto_pb2.LOGOUT_UNAUTHORISED)
+        cookie_settings = ClientSettings(username="u", cookie=b"cookie-token-xyz")
         texts = [self.log_text(), repr(self.factory), repr(self.factory.config), repr(self.factory.state),
-                 repr(protocol), str(errors.LoginError(eto_pb2.LOGOUT_UNAUTHORISED, "LOGOUT_UNAUTHORISED"))]
+                 repr(protocol), repr(cookie_settings)]
+        for error in self.every_error():
+            texts += [str(error), repr(error)]
         for text in texts:
             self.assertNotIn(PASSWORD, text)
             self.assertNotIn(SESSION_ID, text)
+            self.assertNotIn("cookie-token-xyz", text)
         self.assertIn("ignored", texts[0])
+
+    def every_error(self) -> list[Exception]:
+        """One instance of every error class, built as this library builds them."""
+        built: list[Exception] = [
+            errors.LoginError(eto_pb2.LOGOUT_UNAUTHORISED, "LOGOUT_UNAUTHORISED"),
+            errors.LoginTimeout(),
+            errors.LoggedOut(eto_pb2.LOGOUT_CONFIRMATION, "LOGOUT_CONFIRMATION"),
+            errors.FrameTooLarge(10, 5),
+            errors.OrderInvalid([1], ["ORDER_INVALID_INVALID_PRICE"]),
+            errors.SessionLost("logged out", sent=True),
+            errors.RequestTimeout(sent=False),
+        ]
+        for name in dir(errors):
+            cls = getattr(errors, name)
+            if isinstance(cls, type) and issubclass(cls, errors.SmarketsError) and cls.__module__ == errors.__name__:
+                if issubclass(cls, errors.RequestRejected) and cls is not errors.OrderInvalid:
+                    built.append(cls(1, "REASON", application_message("order_cancel", order_id=1)))
+        return built
 
 
 class FramesBeforeABadHeaderTests(ClientTestCase):
