@@ -8,10 +8,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
 from smarkets_twisted.book import MarketBook
+from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
-from tests.exchange_helpers import AWAY, HOME, MARKET, markets, two_accounts
+from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -129,6 +130,23 @@ class OrderTests(ClientAgainstExchangeTestCase):
         self.assertEqual(self.exchange.account("alice").exposure, 150_000)
 
 
+class TwoSessionTests(ClientAgainstExchangeTestCase):
+    def test_cancel_all_is_answered_to_its_own_session(self) -> None:
+        """Another session's cancel_all answer does not fire this session's request."""
+        other, other_connection = self.client("alice")
+        self.settle(other.order(HALTABLE, OVER, BUY, 10_000, 3000))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 3000))
+        open_when_fired: list[int] = []
+        done = other.cancel_all(HALTABLE)
+        done.addCallback(lambda _: open_when_fired.append(len(self.exchange.open_orders("alice", HALTABLE))))
+        held = other_connection.pump.clientIO.getOutBuffer()  # in flight, not yet read
+        self.settle(self.alice.cancel_all(MARKET))
+        self.assertNoResult(done)
+        other_connection.pump.serverIO.bufferReceived(held)
+        self.settle(done)
+        self.assertEqual(open_when_fired, [0])
+
+
 class MarketDataTests(ClientAgainstExchangeTestCase):
     def test_client_book_matches_the_exchange(self) -> None:
         book = MarketBook(MARKET)
@@ -144,6 +162,10 @@ class MarketDataTests(ClientAgainstExchangeTestCase):
             mine = book.contracts[contract.contract_id]
             self.assertEqual(mine.bids, {level.price: level.quantity for level in contract.bids})
             self.assertEqual(mine.offers, {level.price: level.quantity for level in contract.offers})
+
+    def test_subscribe_to_an_unknown_market_is_answered(self) -> None:
+        snapshot = self.settle(self.bob.subscribe(999))
+        self.assertEqual((snapshot.market_id, len(snapshot.contract_quotes)), (999, 0))
 
     def test_market_state(self) -> None:
         states = Recorder(self.bob, "seto.market_state")
@@ -164,20 +186,84 @@ class FailureAndResumeTests(ClientAgainstExchangeTestCase):
         self.settle(self.bob.ping())
 
     def test_resume_with_replay_both_ways(self) -> None:
-        """A fill while the connection is down arrives once on resume; a request made meanwhile is sent then."""
+        """Exchange → client: a fill while the connection is down arrives once on resume.
+        Client → exchange: an order written as the connection died, never delivered, is
+        resent from the client's log and executed once; a request made meanwhile is sent then."""
         fills = Recorder(self.alice, "seto.order_executed")
+        bob_fills = Recorder(self.bob, "seto.order_executed")
         self.settle(self.alice.order(MARKET, HOME, SELL, 20_000, 4000))
+        self.settle(self.bob.order(MARKET, AWAY, SELL, 10_000, 6000))
+        dying = self.alice.order(MARKET, AWAY, BUY, 10_000, 6000)
+        lost = self.alice_connection.pump.clientIO.getOutBuffer()  # written, never delivered
+        self.assertTrue(lost)
         self.alice_connection.drop()
+        self.assertEqual(self.exchange.open_orders("bob", MARKET)[0].available_quantity, 10_000)
         self.settle(self.bob.order(MARKET, HOME, BUY, 10_000, 4000))
         pending = self.alice.order(MARKET, AWAY, BUY, 10_000, 3000)
+        self.assertNoResult(dying)
         self.assertNoResult(pending)
         self.market.connect(self.alice)
+        self.assertEqual(self.settle(dying).price, 6000)
         accepted = self.settle(pending)
         self.assertEqual(accepted.price, 3000)
-        self.assertEqual([(m.quantity, m.available_quantity) for m in fills["seto.order_executed"]],
-                         [(10_000, 10_000)])
+        alice_fills = fills["seto.order_executed"]
+        self.assertEqual(sorted((m.contract_id, m.quantity, m.available_quantity) for m in alice_fills),
+                         [(HOME, 10_000, 10_000), (AWAY, 10_000, 0)])
+        # The lost order reached the exchange only on resume: after bob's buy, once.
+        self.assertEqual([(m.contract_id, m.quantity) for m in bob_fills["seto.order_executed"]],
+                         [(HOME, 10_000), (AWAY, 10_000)])
         self.assertEqual(len(self.exchange.open_orders("alice")), 2)
+        self.assertEqual(self.exchange.open_orders("bob"), [])
         self.assertEqual(len(self.exchange.registry), 2)
+
+    def test_fill_while_detached_survives_market_data(self) -> None:
+        """Book deltas are not logged for a detached session, so they cannot push a fill out of its log."""
+        market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
+                                  settings=ExchangeSettings(sent_log_size=20))
+        alice, connection = market.client("alice", "alice-pw")
+        bob, _ = market.client("bob", "bob-pw")
+        market.flush()
+        fills = Recorder(alice, "seto.order_executed")
+        snapshots = Recorder(alice, "seto.market_quotes")
+        for d in (alice.subscribe(MARKET), alice.order(MARKET, HOME, SELL, 20_000, 4000)):
+            market.flush()
+            self.successResultOf(d)
+        connection.drop()
+        for price in [4000, *range(1000, 1030)]:
+            d = bob.order(MARKET, HOME if price == 4000 else AWAY, BUY, 10_000, price)
+            market.flush()
+            self.successResultOf(d)
+        market.connect(alice)
+        market.flush()
+        self.assertEqual([m.quantity for m in fills["seto.order_executed"]], [10_000])
+        # The snapshot on resume shows every order made meanwhile.
+        away = {q.contract_id: q for q in snapshots["seto.market_quotes"][-1].contract_quotes}[AWAY]
+        self.assertEqual(len(away.bids), ExchangeSettings().depth)
+
+    def test_resume_refused_when_the_log_overflowed_then_account_replay(self) -> None:
+        """Too many account events while detached: the resume is refused (UNKNOWN_SESSION);
+        the client's next session asks by account sequence and gets the fill."""
+        market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
+                                  settings=ExchangeSettings(sent_log_size=10))
+        alice, connection = market.client("alice", "alice-pw")
+        market.flush()
+        fills = Recorder(alice, "seto.order_executed")
+        d = alice.order(MARKET, HOME, SELL, 20_000, 4000)
+        market.flush()
+        self.successResultOf(d)
+        old_session = alice.state.session_id
+        connection.drop()
+        market.exchange.place_order("bob", MARKET, HOME, BUY, 10_000, 4000)
+        for price in range(2000, 2010):
+            market.exchange.place_order("alice", HALTABLE, OVER, BUY, 1000, price)
+        refused = market.connect(alice)
+        market.flush()
+        self.assertFalse(refused.connected)
+        self.assertEqual(len(market.exchange.registry), 0)
+        market.connect(alice)
+        market.flush()
+        self.assertNotEqual(alice.state.session_id, old_session)
+        self.assertEqual([m.quantity for m in fills["seto.order_executed"]], [10_000])
 
     def test_account_sequence_replay(self) -> None:
         """A new session that gives the last account sequence it saw is sent everything after it."""
