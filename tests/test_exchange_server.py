@@ -163,6 +163,32 @@ class LoginTests(SynchronousTestCase):
         self.assertFalse(client.closed)
 
 
+class SlowConsumerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fixture = ExchangeFixture(ConnectionSettings(slow_consumer_timeout=10.0, peer_timeout=30.0))
+        self.client = self.fixture.client()
+        self.client.login()
+
+    def test_client_that_stops_reading_is_dropped_and_can_resume(self) -> None:
+        protocol = self.client.protocol
+        self.assertIs(self.client.transport.producer, protocol)
+        protocol.pauseProducing()  # the client's socket buffer is full
+        self.fixture.clock.advance(9.9)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.fixture.clock.advance(0.1)
+        self.assertTrue(self.client.transport.disconnecting)  # well before the 30 s peer timeout
+        self.client.disconnect()
+        self.assertEqual(len(self.fixture.exchange.registry), 1)  # detached, resumable
+
+    def test_client_that_catches_up_is_kept(self) -> None:
+        protocol = self.client.protocol
+        protocol.pauseProducing()
+        self.client.advance(20)
+        protocol.resumeProducing()
+        self.client.advance(20)
+        self.assertFalse(self.client.transport.disconnecting)
+
+
 class LivenessTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.fixture = ExchangeFixture(ConnectionSettings(heartbeat_interval=5.0, peer_timeout=30.0))

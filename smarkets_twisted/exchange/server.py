@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from smarkets_twisted.errors import DecodeError, ParseError
 from smarkets_twisted.exchange.service import Exchange
@@ -46,6 +47,9 @@ class ConnectionSettings:
     :ivar peer_timeout: log out a client that sent nothing for this long.
     :ivar replay_interval: ignore a replay request overlapping one answered
         on this connection less than this many seconds ago.
+    :ivar slow_consumer_timeout: drop a client whose transport has stayed
+        full (it stopped reading) for this long, so that its unread output
+        cannot grow without bound; its session can resume later.
     """
 
     max_frame_size: int = 64 * 1024
@@ -53,10 +57,17 @@ class ConnectionSettings:
     heartbeat_interval: float = 5.0
     peer_timeout: float = 30.0
     replay_interval: float = 5.0
+    slow_consumer_timeout: float = 30.0
 
 
+@implementer(IPushProducer)
 class ExchangeProtocol(Protocol):
-    """One client connection to the simulated exchange."""
+    """One client connection to the simulated exchange.
+
+    It registers as the transport's producer only to learn when the client
+    stops reading: market data cannot be paused, so a client that stays
+    behind for ``slow_consumer_timeout`` seconds is dropped.
+    """
 
     log = Logger()
 
@@ -72,6 +83,7 @@ class ExchangeProtocol(Protocol):
         self._peer = "?"
         self._login_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
+        self._slow_timer: IDelayedCall | None = None
         self._closing = False
         self._logged_out = False
         self._taken_over = False
@@ -86,7 +98,31 @@ class ExchangeProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self._peer = str(self.transport.getPeer())
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+
+    # IPushProducer: the transport says when the client stops (and starts) reading.
+
+    def pauseProducing(self) -> None:
+        if self._slow_timer is None and not self._closing:
+            self._slow_timer = self.clock.callLater(self.settings.slow_consumer_timeout, self._too_slow)
+
+    def resumeProducing(self) -> None:
+        if self._slow_timer is not None and self._slow_timer.active():
+            self._slow_timer.cancel()
+        self._slow_timer = None
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def _too_slow(self) -> None:
+        self._slow_timer = None
+        self.log.warn("{username} from {peer} has not read for {seconds} s: dropping the connection",
+                      username=self._username(), peer=self._peer, seconds=self.settings.slow_consumer_timeout)
+        self._closing = True
+        self._cancel_timers()
+        # loseConnection would wait for the unread output to drain: abort.
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -355,11 +391,12 @@ class ExchangeProtocol(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _cancel_timers(self) -> None:
-        for timer in (self._login_timer, self._liveness_timer):
+        for timer in (self._login_timer, self._liveness_timer, self._slow_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._login_timer = None
         self._liveness_timer = None
+        self._slow_timer = None
 
     def _username(self) -> str:
         return self.exchange_session.account.username if self.exchange_session is not None else "(not logged in)"
