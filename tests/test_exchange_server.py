@@ -183,7 +183,7 @@ class SlowConsumerTests(SynchronousTestCase):
     def test_client_that_catches_up_is_kept(self) -> None:
         protocol = self.client.protocol
         protocol.pauseProducing()
-        self.client.advance(20)
+        self.client.advance(8)
         protocol.resumeProducing()
         self.client.advance(20)
         self.assertFalse(self.client.transport.disconnecting)
