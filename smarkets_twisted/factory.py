@@ -72,6 +72,7 @@ class SmarketsClientFactory(ClientFactory):
         self._cancel_all_on_failure: bool | None = None
         self._pump_call: IDelayedCall | None = None
         self._limits_wait: IDelayedCall | None = None
+        self._resent_before_limits = 0
         self._pumping = False
         # Client references tag every request the exchange answers by reference;
         # a random start keeps them apart from another process's on the same account.
@@ -143,8 +144,10 @@ class SmarketsClientFactory(ClientFactory):
         self.current = protocol
         if not protocol.resuming:
             self._renew_subscriptions()
-            # Send nothing until the new session's limits are known.
-            self._limits_wait = self.clock.callLater(LIMITS_WAIT, self._limits_known)
+        # Send nothing until this login's limits are known: the exchange starts
+        # a full bucket at each login, less what we resend to it meanwhile.
+        self._resent_before_limits = 0
+        self._limits_wait = self.clock.callLater(LIMITS_WAIT, self._limits_known)
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
@@ -225,7 +228,9 @@ class SmarketsClientFactory(ClientFactory):
                 self.account_sequence = sequence
         elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             limits = payload.throttle_limits_changed
-            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, self.clock.seconds())
+            now = self.clock.seconds()
+            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, now)
+            self.bucket.spend(self._resent_before_limits, now)
             self._limits_known()
         self.handlers.dispatch(name, message)
         self.requests.answer(name, message)
@@ -234,7 +239,15 @@ class SmarketsClientFactory(ClientFactory):
         if self._limits_wait is not None and self._limits_wait.active():
             self._limits_wait.cancel()
         self._limits_wait = None
+        self._resent_before_limits = 0
         self._pump()
+
+    def resent(self, count: int) -> None:
+        """The session resent ``count`` application payloads: they cost throttle tokens too."""
+        if self._limits_wait is not None:
+            self._resent_before_limits += count
+        else:
+            self.bucket.spend(count, self.clock.seconds())
 
     # Requests
 

@@ -101,6 +101,9 @@ class SmarketsClientProtocol(Protocol):
                 if session.unreplayable:
                     self.factory.sends_lost(session.unreplayable)
                     session.unreplayable.clear()
+                if session.resent:
+                    self.factory.resent(session.resent)
+                    session.resent = 0
                 if not self.is_connected:
                     return
             if deframer.error is not None:

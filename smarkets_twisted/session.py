@@ -161,6 +161,9 @@ class Session:
         #: Seqs the peer asked for again after they left the sent log: gapfilled,
         #: so whatever they carried never reaches the peer.  The caller drains it.
         self.unreplayable: list[range] = []
+        #: Application payloads resent by replays, which the peer's throttle
+        #: counts like new ones.  The caller drains it.
+        self.resent = 0
         self._replay_asked_at = now
         self._out: list[bytes] = []
 
@@ -392,6 +395,8 @@ class Session:
             if payload is None or self._replaced_by_gapfill(payload):
                 payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
                 payload.eto_payload.seq = seq
+            elif payload.type != seto_pb2.PAYLOAD_ETO:
+                self.resent += 1
             payload.eto_payload.is_replay = True
             self._out.append(encode_frame(payload.SerializeToString()))
         self.last_sent = now
@@ -406,17 +411,21 @@ class Session:
 
     def heartbeat_due(self, now: float) -> bool:
         """True when nothing has been sent for a heartbeat interval."""
-        return now - self.last_sent >= self.heartbeat_interval
+        return now >= self.last_sent + self.heartbeat_interval
 
     def peer_silent(self, now: float) -> bool:
         """True when the peer has sent nothing for the peer timeout."""
-        return now - self.last_received >= self.peer_timeout
+        return now >= self.last_received + self.peer_timeout
 
     def next_check(self, now: float) -> float:
-        """Seconds until a heartbeat may fall due (once logged in) or the peer may time out."""
-        silent_in = self.last_received + self.peer_timeout - now
-        if not self.logged_in:
+        """Seconds until a heartbeat may fall due (once logged in) or the peer may time out.
+
+        Computed from the same deadlines as `heartbeat_due` and `peer_silent`,
+        so that 0 always means one of them is true: a timer that trusts it
+        cannot spin at one instant because of float rounding.
+        """
+        deadline = self.last_received + self.peer_timeout
+        if self.logged_in:
             # Heartbeats start with the session; until then only silence matters.
-            return max(0.0, silent_in)
-        heartbeat_in = self.last_sent + self.heartbeat_interval - now
-        return max(0.0, min(heartbeat_in, silent_in))
+            deadline = min(deadline, self.last_sent + self.heartbeat_interval)
+        return max(0.0, deadline - now)

@@ -46,6 +46,12 @@ class TokenBucket:
             return True
         return False
 
+    def spend(self, count: int, now: float) -> None:
+        """Count payloads sent without asking (replays), even into debt."""
+        if self.limited:
+            self._refill(now)
+            self.tokens -= count
+
     def delay(self, now: float) -> float:
         """Seconds until the next token arrives (0 when one is there)."""
         if not self.limited:
@@ -55,5 +61,5 @@ class TokenBucket:
             return 0.0
         if self.per_tick <= 0:
             return self.tick
-        ticks_needed = math.ceil((1.0 - self.tokens) / self.per_tick)
+        ticks_needed = max(1, math.ceil((1.0 - self.tokens) / self.per_tick))
         return max(0.0, self._last_tick + ticks_needed * self.tick - now)

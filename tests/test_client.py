@@ -303,6 +303,25 @@ class ThrottleTests(ClientTestCase):
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4, 5])
         self.assertEqual(len(queued), 5)
 
+    def test_resent_payloads_spend_the_resumed_sessions_tokens(self) -> None:
+        self.connect_and_login(throttle=(10, 3, 100))
+        self.factory.cancel(1)
+        self.factory.cancel(2)
+        self.exchange.transport.clear()  # both lost with the connection
+        self.exchange.disconnect()
+        self.factory.cancel(3)
+        self.factory.cancel(4)
+        self.exchange.connect(self.factory)
+        self.exchange.accept_login(throttle=None)
+        # The exchange missed 1 and 2: they are resent at once, as replays.
+        self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
+                         [(1, True), (2, True)])
+        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=3, tick_ms=100)
+        # A fresh bucket of 3, less the 2 resends: one new request now, the next a tick later.
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+
     def test_without_limits_requests_go_out_after_a_short_wait(self) -> None:
         self.exchange.connect(self.factory)
         self.factory.cancel(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -152,6 +153,7 @@ class LoginTests(SynchronousTestCase):
         self.assertEqual([describe(p) for p in received], [("eto.logout", 1)])
         self.assertEqual(logout_reason(received[0]), "LOGOUT_LOGIN_TIMEOUT")
         self.assertTrue(client.closed)
+        client.disconnect(clean=True)  # the close completes
         self.assertEqual(fixture.clock.getDelayedCalls(), [])
 
     def test_no_login_timeout_after_login(self) -> None:
@@ -179,6 +181,23 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertTrue(self.client.transport.disconnecting)  # well before the 30 s peer timeout
         self.client.disconnect()
         self.assertEqual(len(self.fixture.exchange.registry), 1)  # detached, resumable
+
+    def test_a_close_that_cannot_finish_is_aborted(self) -> None:
+        class RecordingTransport(StringTransport):
+            aborted = False
+
+            def abortConnection(self) -> None:
+                self.aborted = True
+                super().abortConnection()
+
+        transport = RecordingTransport()
+        protocol = self.fixture.factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        self.fixture.clock.advance(10.0)  # no login: LOGIN_TIMEOUT, then a close
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        self.fixture.clock.advance(10.0)  # the client never read, so the close never finished
+        self.assertTrue(transport.aborted)
 
     def test_client_that_catches_up_is_kept(self) -> None:
         protocol = self.client.protocol

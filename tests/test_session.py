@@ -526,6 +526,17 @@ class LogoutScenarios(SynchronousTestCase):
 
 
 class LivenessScenarios(SynchronousTestCase):
+    def test_next_check_zero_means_something_is_due_despite_float_rounding(self) -> None:
+        # now - last_sent is 4.999999999999996 here, but last_sent + 5.0 - now rounds to 0.
+        last_sent, now = 60.050000000000274, 65.05000000000027
+        session = Session(SessionState(), Role.EXCHANGE, now=last_sent, heartbeat_interval=5.0, peer_timeout=30.0)
+        session.logged_in = True
+        self.assertTrue(session.next_check(now) > 0 or session.heartbeat_due(now))
+        for step in range(1, 2000):
+            at = last_sent + step * 0.0025
+            if session.next_check(at) == 0:
+                self.assertTrue(session.heartbeat_due(at) or session.peer_silent(at), at)
+
     def test_heartbeat_is_answered_by_the_client(self) -> None:
         link = established()
         link.exchange.send_heartbeat(0.0)

@@ -50,6 +50,8 @@ class ConnectionSettings:
     :ivar slow_consumer_timeout: drop a client whose transport has stayed
         full (it stopped reading) for this long, so that its unread output
         cannot grow without bound; its session can resume later.
+    :ivar close_timeout: abort a connection still open this long after we
+        closed it (a client that does not read never lets a close finish).
     """
 
     max_frame_size: int = 64 * 1024
@@ -58,6 +60,7 @@ class ConnectionSettings:
     peer_timeout: float = 30.0
     replay_interval: float = 5.0
     slow_consumer_timeout: float = 30.0
+    close_timeout: float = 10.0
 
 
 @implementer(IPushProducer)
@@ -84,6 +87,7 @@ class ExchangeProtocol(Protocol):
         self._login_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
         self._slow_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
         self._closing = False
         self._logged_out = False
         self._taken_over = False
@@ -158,6 +162,9 @@ class ExchangeProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closing = True
         self._cancel_timers()
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
+        self._abort_timer = None
         session = self.exchange_session
         if session is None or self._taken_over:
             return
@@ -389,6 +396,15 @@ class ExchangeProtocol(Protocol):
         self._closing = True
         self._cancel_timers()
         self.transport.loseConnection()  # type: ignore[union-attr]
+        # loseConnection waits for unread output to drain; a client that never
+        # reads would keep the connection (and its session) forever.
+        self._abort_timer = self.clock.callLater(self.settings.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        self.log.warn("connection of {username} from {peer} did not close in {seconds} s: aborting",
+                      username=self._username(), peer=self._peer, seconds=self.settings.close_timeout)
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _cancel_timers(self) -> None:
         for timer in (self._login_timer, self._liveness_timer, self._slow_timer):
