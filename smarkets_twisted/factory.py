@@ -32,6 +32,9 @@ from smarkets_twisted.throttle import TokenBucket
 #: How long a new session waits for throttle_limits_changed before sending anyway.
 LIMITS_WAIT = 2.0
 
+#: Ticks of refill kept below the exchange's burst, for payloads delivered late.
+THROTTLE_HEADROOM = 2
+
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
 
@@ -72,7 +75,9 @@ class SmarketsClientFactory(ClientFactory):
         self._cancel_all_on_failure: bool | None = None
         self._pump_call: IDelayedCall | None = None
         self._limits_wait: IDelayedCall | None = None
-        self._resent_before_limits = 0
+        #: Application payloads sent or resent since this connection's login,
+        #: until its throttle_limits_changed arrives (None after).
+        self._spent_since_login: int | None = None
         self._pumping = False
         # Client references tag every request the exchange answers by reference;
         # a random start keeps them apart from another process's on the same account.
@@ -146,7 +151,7 @@ class SmarketsClientFactory(ClientFactory):
             self._renew_subscriptions()
         # Send nothing until this login's limits are known: the exchange starts
         # a full bucket at each login, less what we resend to it meanwhile.
-        self._resent_before_limits = 0
+        self._spent_since_login = 0
         self._limits_wait = self.clock.callLater(LIMITS_WAIT, self._limits_known)
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
@@ -193,6 +198,7 @@ class SmarketsClientFactory(ClientFactory):
             if timer is not None and timer.active():
                 timer.cancel()
         self._pump_call = self._limits_wait = None
+        self._spent_since_login = None
         if self.state.session_id is None:
             # No session to resume: nothing queued can be sent on it.
             self.requests.fail(errors.SessionLost(f"no session: {error}"))
@@ -229,8 +235,10 @@ class SmarketsClientFactory(ClientFactory):
         elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             limits = payload.throttle_limits_changed
             now = self.clock.seconds()
-            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, now)
-            self.bucket.spend(self._resent_before_limits, now)
+            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, now, THROTTLE_HEADROOM)
+            # The exchange's bucket started full at the login: what went out since counts.
+            self.bucket.spend(self._spent_since_login or 0, now)
+            self._spent_since_login = None
             self._limits_known()
         self.handlers.dispatch(name, message)
         self.requests.answer(name, message)
@@ -239,15 +247,13 @@ class SmarketsClientFactory(ClientFactory):
         if self._limits_wait is not None and self._limits_wait.active():
             self._limits_wait.cancel()
         self._limits_wait = None
-        self._resent_before_limits = 0
         self._pump()
 
     def resent(self, count: int) -> None:
         """The session resent ``count`` application payloads: they cost throttle tokens too."""
-        if self._limits_wait is not None:
-            self._resent_before_limits += count
-        else:
-            self.bucket.spend(count, self.clock.seconds())
+        self.bucket.spend(count, self.clock.seconds())
+        if self._spent_since_login is not None:
+            self._spent_since_login += count
 
     # Requests
 
@@ -380,6 +386,8 @@ class SmarketsClientFactory(ClientFactory):
                     self.log.error("could not send a request: {error}", error=e)
                     request.deferred.errback(e)
                     continue
+                if self._spent_since_login is not None:
+                    self._spent_since_login += 1
                 self.requests.sent(request, seq)
         finally:
             self._pumping = False

@@ -19,22 +19,34 @@ class TokenBucket:
         self.tick = 0.0
         self.per_tick = 0.0
         self.tokens = 0.0
-        self._last_tick = 0.0
+        #: Ticks are counted from here, not accumulated, so that two buckets set
+        #: at the same instant (client and exchange) refill at the same instants.
+        self._origin = 0.0
+        self._ticks_credited = 0
 
-    def set_limits(self, average_rate_ps: int, burst_size: int, tick_ms: int, now: float) -> None:
-        """Apply new limits; the bucket starts full, as the exchange's does."""
+    def set_limits(
+        self, average_rate_ps: int, burst_size: int, tick_ms: int, now: float, headroom_ticks: int = 0
+    ) -> None:
+        """Apply new limits; the bucket starts full, as the exchange's does.
+
+        ``headroom_ticks`` lowers the cap by that many ticks' refill: a client
+        that sends right at the cap, with its payloads delivered late, would
+        otherwise find the exchange's bucket clipped at the cap meanwhile.
+        """
         self.limited = True
-        self.burst_size = burst_size
         self.tick = max(tick_ms, 1) / 1000.0
         self.per_tick = average_rate_ps * self.tick
-        self.tokens = float(burst_size)
-        self._last_tick = now
+        self.burst_size = max(1, math.floor(burst_size - headroom_ticks * self.per_tick))
+        self.tokens = float(self.burst_size)
+        self._origin = now
+        self._ticks_credited = 0
 
     def _refill(self, now: float) -> None:
-        ticks = math.floor((now - self._last_tick) / self.tick)
-        if ticks > 0:
-            self.tokens = min(float(self.burst_size), self.tokens + ticks * self.per_tick)
-            self._last_tick += ticks * self.tick
+        ticks = math.floor((now - self._origin) / self.tick)
+        if ticks > self._ticks_credited:
+            new = ticks - self._ticks_credited
+            self.tokens = min(float(self.burst_size), self.tokens + new * self.per_tick)
+            self._ticks_credited = ticks
 
     def take(self, now: float) -> bool:
         """Spend a token if one is available now."""
@@ -62,4 +74,4 @@ class TokenBucket:
         if self.per_tick <= 0:
             return self.tick
         ticks_needed = max(1, math.ceil((1.0 - self.tokens) / self.per_tick))
-        return max(0.0, self._last_tick + ticks_needed * self.tick - now)
+        return max(0.0, self._origin + (self._ticks_credited + ticks_needed) * self.tick - now)

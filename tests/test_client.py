@@ -276,8 +276,8 @@ class HeartbeatTests(ClientTestCase):
 
 class ThrottleTests(ClientTestCase):
     def test_requests_beyond_the_bucket_wait_in_order(self) -> None:
-        # 10 per second in 100 ms ticks: one token per tick, burst of 3.
-        self.connect_and_login(throttle=(10, 3, 100))
+        # 10 per second in 100 ms ticks: one token per tick; burst 5, less 2 ticks of headroom: 3.
+        self.connect_and_login(throttle=(10, 5, 100))
         outcomes = [self.factory.cancel(order_id) for order_id in range(1, 8)]
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
         self.assertEqual(self.factory.queued, 4)
@@ -297,14 +297,14 @@ class ThrottleTests(ClientTestCase):
         (login,) = self.exchange.received()
         self.exchange.accept_login(login, throttle=None)
         self.assertEqual(self.sent(), [])  # no limits yet: nothing goes out
-        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=3, tick_ms=100)
+        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=5, tick_ms=100)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
         self.clock.advance(0.2)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4, 5])
         self.assertEqual(len(queued), 5)
 
     def test_resent_payloads_spend_the_resumed_sessions_tokens(self) -> None:
-        self.connect_and_login(throttle=(10, 3, 100))
+        self.connect_and_login(throttle=(10, 5, 100))
         self.factory.cancel(1)
         self.factory.cancel(2)
         self.exchange.transport.clear()  # both lost with the connection
@@ -316,8 +316,8 @@ class ThrottleTests(ClientTestCase):
         # The exchange missed 1 and 2: they are resent at once, as replays.
         self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
                          [(1, True), (2, True)])
-        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=3, tick_ms=100)
-        # A fresh bucket of 3, less the 2 resends: one new request now, the next a tick later.
+        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=5, tick_ms=100)
+        # A fresh bucket of 5 less 2 ticks of headroom, less the 2 resends: one new request now, the next a tick later.
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
