@@ -9,6 +9,16 @@ from __future__ import annotations
 
 import math
 
+#: The shortest wait `TokenBucket.delay` gives when no token is there.
+_MIN_DELAY = 1e-6
+
+#: A whole token, give or take the rounding of adding fractional refills.
+_ONE = 1.0 - 1e-9
+
+#: A tick is credited this fraction of a tick early, so that the instant
+#: `delay` names counts whatever the rounding of epoch-sized times.
+_TICK_SLACK = 1e-4
+
 
 class TokenBucket:
     """A tick-refilled token bucket; unlimited until limits are set."""
@@ -42,7 +52,7 @@ class TokenBucket:
         self._ticks_credited = 0
 
     def _refill(self, now: float) -> None:
-        ticks = math.floor((now - self._origin) / self.tick)
+        ticks = math.floor((now - self._origin) / self.tick + _TICK_SLACK)
         if ticks > self._ticks_credited:
             new = ticks - self._ticks_credited
             self.tokens = min(float(self.burst_size), self.tokens + new * self.per_tick)
@@ -53,7 +63,7 @@ class TokenBucket:
         if not self.limited:
             return True
         self._refill(now)
-        if self.tokens >= 1.0:
+        if self.tokens >= _ONE:
             self.tokens -= 1.0
             return True
         return False
@@ -69,9 +79,12 @@ class TokenBucket:
         if not self.limited:
             return 0.0
         self._refill(now)
-        if self.tokens >= 1.0:
+        if self.tokens >= _ONE:
             return 0.0
         if self.per_tick <= 0:
             return self.tick
-        ticks_needed = max(1, math.ceil((1.0 - self.tokens) / self.per_tick))
-        return max(0.0, self._origin + (self._ticks_credited + ticks_needed) * self.tick - now)
+        ticks_needed = max(1, math.ceil((_ONE - self.tokens) / self.per_tick))
+        while self.tokens + ticks_needed * self.per_tick < _ONE:  # float rounding of the division
+            ticks_needed += 1
+        # Never 0 without a token: a timer trusting it would spin at one instant.
+        return max(_MIN_DELAY, self._origin + (self._ticks_credited + ticks_needed) * self.tick - now)
