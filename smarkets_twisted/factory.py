@@ -384,7 +384,7 @@ class SmarketsClientFactory(ClientFactory):
                     seq = protocol.send_payload(request.payload)
                 except errors.SmarketsError as e:
                     self.log.error("could not send a request: {error}", error=e)
-                    request.deferred.errback(e)
+                    self.requests.not_sent(request, e)
                     continue
                 if self._spent_since_login is not None:
                     self._spent_since_login += 1

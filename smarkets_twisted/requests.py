@@ -122,6 +122,11 @@ class PendingRequests:
         for key in request.keys:
             self._awaiting.setdefault(key, deque()).append(request)
 
+    def not_sent(self, request: Request, error: Exception) -> None:
+        """Fail a request taken from the queue that could not be sent."""
+        self._settle(request)
+        request.deferred.errback(error)
+
     def answer(self, name: str, message: Any) -> bool:
         """Fire the request that ``message`` answers, if any; True when one fired."""
         rule = ANSWERS.get(name)

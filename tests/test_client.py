@@ -578,8 +578,9 @@ class ReviewFindingsTests(ClientTestCase):
     def test_a_request_that_cannot_be_sent_fails_instead_of_vanishing(self) -> None:
         self.connect_and_login()
         self.factory.state.next_outgoing_seq = 2**64
-        self.failureResultOf(self.factory.cancel(1), errors.SequenceError)
+        self.failureResultOf(self.factory.cancel(1, timeout=5), errors.SequenceError)
         self.assertEqual(len(self.factory.requests), 0)
+        self.clock.advance(5)  # its timeout was stopped: the Deferred does not fire again
 
     def test_cancelled_ping_keeps_its_place_and_replayed_pongs_are_ignored(self) -> None:
         self.connect_and_login()
