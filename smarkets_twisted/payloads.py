@@ -28,8 +28,15 @@ ETO_NAMES: dict[int, str] = {
     value.number: value.name[len("PAYLOAD_") :].lower() for value in eto_pb2.PayloadType.DESCRIPTOR.values
 }
 
-#: eto types whose body lives in a field of eto.Payload that must be present.
-_ETO_REQUIRED_FIELDS = {eto_pb2.PAYLOAD_REPLAY: "replay", eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response"}
+#: eto types whose body lives in a field of eto.Payload.
+_ETO_BODY_FIELDS: dict[int, str] = {
+    eto_pb2.PAYLOAD_REPLAY: "replay",
+    eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response",
+    eto_pb2.PAYLOAD_LOGOUT: "logout",
+}
+
+#: Those whose body must be present (a clean logout may come without one).
+_ETO_REQUIRED_FIELDS = {k: v for k, v in _ETO_BODY_FIELDS.items() if k != eto_pb2.PAYLOAD_LOGOUT}
 
 #: Every handler name a payload can be dispatched under.
 HANDLER_NAMES: frozenset[str] = frozenset(
@@ -73,8 +80,6 @@ def parse_payload(data: bytes) -> Payload:
 
 #: seto type → (handler name, body field); eto type → (handler name, body field or None).
 _SETO_DISPATCH = {number: ("seto." + field, field) for number, field in SETO_FIELDS.items()}
-_ETO_BODY_FIELDS: dict[int, str] = {eto_pb2.PAYLOAD_REPLAY: "replay", eto_pb2.PAYLOAD_LOGIN_RESPONSE: "login_response",
-                    eto_pb2.PAYLOAD_LOGOUT: "logout"}
 _ETO_DISPATCH = {number: ("eto." + name, _ETO_BODY_FIELDS.get(number)) for number, name in ETO_NAMES.items()}
 
 
