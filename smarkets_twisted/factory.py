@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -28,6 +28,9 @@ from smarkets_twisted.requests import Key, PendingRequests
 from smarkets_twisted.session import SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
+
+if TYPE_CHECKING:
+    from smarkets_twisted.journal import Journal
 
 #: How long a new session waits for throttle_limits_changed before sending anyway.
 LIMITS_WAIT = 2.0
@@ -83,6 +86,8 @@ class SmarketsClientFactory(ClientFactory):
         # a random start keeps them apart from another process's on the same account.
         self._references = itertools.count(random.SystemRandom().getrandbits(31) << 32)
         self._ending = False
+        #: Where every payload in and out is recorded, if anywhere (`smarkets_twisted.journal`).
+        self.journal: Journal | None = None
         #: Called with the error when a login is refused for good (bad credentials).
         self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
 

@@ -84,6 +84,8 @@ class SmarketsClientProtocol(Protocol):
         )
         self.log.info("connected; {action} as {user}", action="resuming" if resuming else "logging in",
                       user=settings.username)
+        if factory.journal is not None:
+            factory.journal.event("connected", now)
         self._login_timer = factory.clock.callLater(settings.login_timeout, self._login_timed_out)
         self._schedule_liveness(now)
         self.flush()
@@ -94,8 +96,11 @@ class SmarketsClientProtocol(Protocol):
         if session is None or deframer is None:
             return
         now = self.factory.clock.seconds()
+        journal = self.factory.journal
         try:
             for frame in deframer.feed(data):
+                if journal is not None:
+                    journal.received(frame, now)
                 for payload in session.receive(frame, now):
                     self._payload_received(payload)
                 if session.unreplayable:
@@ -125,6 +130,8 @@ class SmarketsClientProtocol(Protocol):
             self.log.warn("connection lost in the middle of a frame: {count} bytes discarded",
                           count=self.deframer.buffered)
         error = self._lost_because or errors.SocketDisconnected(f"connection lost: {reason.getErrorMessage()}")
+        if self.factory.journal is not None:
+            self.factory.journal.event("disconnected", self.factory.clock.seconds(), str(error))
         if self._login_outcome is None:
             self._settle_login(Failure(error))
         for ping in self._pings:
@@ -148,6 +155,8 @@ class SmarketsClientProtocol(Protocol):
         data = self.session.data_to_send()
         if data and self.is_connected and self.transport is not None:
             self.transport.write(data)
+            if self.factory.journal is not None:
+                self.factory.journal.sent(data, self.factory.clock.seconds())
 
     def send_payload(self, payload: Payload) -> int:
         """Send an application payload now; return its seq."""

@@ -28,6 +28,7 @@ from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidi
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.journal import Journal, JournalError, JournalService
 from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
 
@@ -46,6 +47,8 @@ class Options(usage.Options):
         ["strategy", "s", None, "module:callable called with the client factory. Default: the demo strategy."],
         ["interval", "i", 5.0, "Seconds between the demo strategy's orders.", float],
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
+        ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
+        ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
     ]
 
     def __init__(self) -> None:
@@ -198,6 +201,15 @@ def makeService(options: Options) -> IService:
         username=options["username"], password=options.password, request_timeout=options["request-timeout"]
     )
     factory = SmarketsClientFactory(settings, reactor)
-    SmarketsClientService(endpoint, factory).setServiceParent(top)  # type: ignore[no-untyped-call]
-    StrategyService(factory, options).setServiceParent(top)  # type: ignore[no-untyped-call]
+    client: MultiService = top
+    if options["journal"] is not None:
+        try:
+            factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * 1024 * 1024)
+        except JournalError as e:
+            raise usage.UsageError(str(e)) from None
+        # The client stops (and logs out) before the journal is flushed and closed.
+        client = JournalService(factory.journal)
+        client.setServiceParent(top)  # type: ignore[no-untyped-call]
+    SmarketsClientService(endpoint, factory).setServiceParent(client)  # type: ignore[no-untyped-call]
+    StrategyService(factory, options).setServiceParent(client)  # type: ignore[no-untyped-call]
     return top

@@ -1,0 +1,363 @@
+"""The journal: every payload in both directions, one JSON line each.
+
+A line is ``{"time", "dir": "in"|"out", "seq", "is_replay", "type",
+"message"}`` where ``type`` is the handler name (``seto.order_accepted``) and
+``message`` the whole payload as a dict (protobuf's JSON mapping, field names
+as in the schema), with the password, cookie and session tokens redacted.
+Connections are marked by ``{"time", "event": "connected"}`` and
+``{"time", "event": "disconnected", "reason"}`` lines.
+
+Recording must never stall ``dataReceived``: the reactor thread only puts the
+raw bytes and a time on a bounded queue; a writer thread parses, redacts,
+renders and writes them, rotating the file by size.  When the queue is full
+(the disk has been slower than the exchange for ``queue_size`` entries),
+entries are dropped, never waited for, and counted: once there is room
+again a ``{"event": "dropped", "count": N}`` line says how many payloads the
+journal lacks at that point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.logfile import LogFile
+
+from smarkets_twisted.errors import SmarketsError
+from smarkets_twisted.framing import Deframer
+from smarkets_twisted.payloads import Payload, handler_name, redacted_copy
+
+#: Rotate the journal when it reaches this size, in bytes.
+DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
+
+#: Rotated files kept (PATH.1 the newest ... PATH.N the oldest).
+DEFAULT_ROTATED_FILES = 10
+
+#: Entries the reactor may queue ahead of the writer before it drops them.
+DEFAULT_QUEUE_SIZE = 100_000
+
+IN = "in"
+OUT = "out"
+
+_STOP = ("stop", 0.0, b"")
+
+
+class JournalError(SmarketsError):
+    """A journal cannot be opened or read; the message names the file."""
+
+
+def payload_line(time: float, direction: str, payload: Payload) -> dict[str, Any]:
+    """The journal entry of one payload, secrets redacted."""
+    eto = payload.eto_payload
+    try:
+        name = handler_name(payload)
+    except KeyError:
+        name = "unknown"
+    return {
+        "time": time,
+        "dir": direction,
+        "seq": eto.seq,
+        "is_replay": eto.is_replay,
+        "type": name,
+        "message": json_format.MessageToDict(redacted_copy(payload), preserving_proto_field_name=True),
+    }
+
+
+def payload_of(entry: dict[str, Any]) -> Payload:
+    """The payload a journal entry recorded (with its secrets still redacted)."""
+    return json_format.ParseDict(entry["message"], Payload())
+
+
+class Journal:
+    """Records payloads from the reactor thread; a writer thread writes them.
+
+    `received` takes one inbound frame, `sent` the bytes of whole outbound
+    frames (what one write carries), `event` a connection event.  `close`
+    writes what is queued, flushes and closes the file.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        rotated_files: int = DEFAULT_ROTATED_FILES,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        directory, name = os.path.split(os.path.abspath(path))
+        try:
+            self._file = LogFile(name, directory, rotateLength=rotate_bytes, maxRotatedFiles=rotated_files)  # type: ignore[no-untyped-call]
+        except OSError as e:
+            raise JournalError(f"cannot open journal {path}: {e.strerror}") from None
+        self.path = path
+        self._chunk_size = min(rotate_bytes, 65536)
+        self._queue: queue.Queue[tuple[str, float, bytes]] = queue.Queue(queue_size)
+        #: Entries dropped because the queue was full and not yet reported in the file.
+        self._dropped = 0
+        #: Entries dropped in all, since the journal opened.
+        self.dropped = 0
+        # Started by `start`, not here: twistd forks after building its services.
+        self._thread = threading.Thread(target=self._write_loop, name="smarkets-journal", daemon=True)
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer thread (entries recorded before wait in the queue)."""
+        if self._thread.ident is None:
+            self._thread.start()
+
+    # The reactor thread's side: never blocks.
+
+    def received(self, frame: bytes, now: float) -> None:
+        self._put((IN, now, frame))
+
+    def sent(self, data: bytes, now: float) -> None:
+        self._put((OUT, now, data))
+
+    def event(self, name: str, now: float, reason: str = "") -> None:
+        self._put((name, now, reason.encode()))
+
+    def _put(self, entry: tuple[str, float, bytes]) -> None:
+        if self._closed:
+            return
+        try:
+            if self._dropped:
+                self._queue.put_nowait(("dropped", entry[1], str(self._dropped).encode()))
+                self._dropped = 0
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            if not self.dropped:
+                self.log.warn("journal {path} cannot keep up: dropping entries (counted in the file)",
+                              path=self.path)
+            self._dropped += 1
+            self.dropped += 1
+
+    def close(self) -> None:
+        """Write everything queued, then flush and close (blocks until done)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.start()
+        if self._dropped:
+            # The writer is draining; this line may wait for room, which is fine at close.
+            self._queue.put(("dropped", 0.0, str(self._dropped).encode()))
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # The writer thread's side.
+
+    def _write_loop(self) -> None:
+        while True:
+            entries = [self._queue.get()]
+            try:
+                while len(entries) < 1000:
+                    entries.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            chunk: list[str] = []
+            size = 0
+            stop = False
+            try:
+                for entry in entries:
+                    if entry is _STOP:
+                        stop = True
+                        break
+                    for line in _lines(entry):
+                        text = json.dumps(line, separators=(",", ":")) + "\n"
+                        chunk.append(text)
+                        size += len(text)
+                    if size >= self._chunk_size:
+                        # Written in chunks, so that the file is rotated near its size.
+                        self._file.write("".join(chunk))  # type: ignore[no-untyped-call]
+                        chunk, size = [], 0
+                if chunk:
+                    self._file.write("".join(chunk))  # type: ignore[no-untyped-call]
+                if stop:
+                    self._file.close()  # type: ignore[no-untyped-call]
+                    return
+            except OSError as e:
+                self.log.error("journal {path} write failed: {error}", path=self.path, error=e.strerror)
+
+
+class JournalService(MultiService):
+    """Closes the journal once every service inside it has stopped.
+
+    The client services go inside, so that their last payloads (the logout)
+    are in the journal before it is flushed and closed.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.journal = journal
+
+    def startService(self) -> None:
+        self.journal.start()
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:
+        stopped = maybeDeferred(super().stopService)
+        stopped.addBoth(lambda _: deferToThread(self.journal.close))
+        return stopped
+
+
+def _lines(entry: tuple[str, float, bytes]) -> Iterator[dict[str, Any]]:
+    kind, time, data = entry
+    if kind == IN:
+        frames = [data]
+    elif kind == OUT:
+        deframer = Deframer(len(data) + 1)
+        frames = deframer.feed(data)
+    elif kind == "dropped":
+        yield {"time": time, "event": "dropped", "count": int(data)}
+        return
+    else:
+        line: dict[str, Any] = {"time": time, "event": kind}
+        if data:
+            line["reason"] = data.decode()
+        yield line
+        return
+    for frame in frames:
+        try:
+            payload = Payload.FromString(frame)
+        except ProtobufDecodeError:
+            yield {"time": time, "dir": kind, "error": f"undecodable payload of {len(frame)} bytes"}
+            continue
+        yield payload_line(time, kind, payload)
+
+
+# Reading
+
+
+def journal_files(path: str) -> list[str]:
+    """The files of a journal, oldest first: its rotated files, then PATH itself."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except OSError as e:
+        raise JournalError(f"cannot read journal {path}: {e.strerror}") from None
+    numbers = sorted((int(n[len(name) + 1 :]) for n in names
+                      if n.startswith(name + ".") and n[len(name) + 1 :].isdigit()), reverse=True)
+    files = [f"{path}.{n}" for n in numbers]
+    if name in names:
+        files.append(path)
+    if not files:
+        raise JournalError(f"no journal at {path}")
+    return files
+
+
+def read_journal(path: str) -> Iterator[dict[str, Any]]:
+    """Every entry of a journal and its rotated files, oldest first."""
+    for file_name in journal_files(path):
+        with open(file_name, encoding="utf-8") as f:
+            for number, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    entry = json.loads(text)
+                except ValueError:
+                    raise JournalError(f"{file_name} line {number} is not JSON") from None
+                if not isinstance(entry, dict) or "time" not in entry:
+                    raise JournalError(f"{file_name} line {number} is not a journal entry")
+                yield entry
+
+
+# Summary
+
+
+class _Seqs:
+    """The seq range of one direction of one session, and the gaps in it."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last = 0
+        self.gaps = 0
+        self.missing = 0
+
+    def see(self, seq: int, is_replay: bool) -> None:
+        if self.first is None:
+            self.first = seq
+        elif seq > self.last + 1 and not is_replay:
+            self.gaps += 1
+            self.missing += seq - self.last - 1
+        self.last = max(self.last, seq)
+
+    def __str__(self) -> str:
+        return "none" if self.first is None else f"{self.first}-{self.last}"
+
+
+def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
+    """A few lines on a journal: sessions, seqs, gaps and replays, types, orders and fills."""
+    count = 0
+    first_time = last_time = None
+    types: dict[str, dict[str, int]] = {IN: {}, OUT: {}}
+    replayed = {IN: 0, OUT: 0}
+    sessions: list[dict[str, _Seqs]] = []
+    resumes = connections = dropped = undecodable = 0
+    fills: set[tuple[int, int]] = set()
+    filled = 0
+    for entry in entries:
+        count += 1
+        time = entry["time"]
+        first_time = time if first_time is None else first_time
+        last_time = time
+        event = entry.get("event")
+        if event == "connected":
+            connections += 1
+        elif event == "dropped":
+            dropped += entry["count"]
+        if event is not None:
+            continue
+        if "error" in entry:
+            undecodable += 1
+            continue
+        direction, name = entry["dir"], entry["type"]
+        types[direction][name] = types[direction].get(name, 0) + 1
+        replayed[direction] += bool(entry["is_replay"])
+        if direction == OUT and name == "seto.login":
+            if "login" in entry["message"].get("eto_payload", {}):
+                resumes += 1
+            else:
+                sessions.append({IN: _Seqs(), OUT: _Seqs()})
+        if not sessions:
+            sessions.append({IN: _Seqs(), OUT: _Seqs()})
+        sessions[-1][direction].see(entry["seq"], entry["is_replay"])
+        fill = (len(sessions), entry["seq"])
+        if name == "seto.order_executed" and direction == IN and fill not in fills:
+            # Once each: a fill above a gap is recorded again when it is replayed.
+            fills.add(fill)
+            filled += int(entry["message"]["order_executed"].get("quantity", 0))
+    if first_time is None or last_time is None:
+        return ["empty journal"]
+    received = types[IN]
+    lines = [
+        f"{count} entries over {last_time - first_time:.1f} s; {connections} connections, "
+        f"{len(sessions)} sessions, {resumes} resumes"
+        + (f"; {dropped} payloads dropped by the recorder" if dropped else "")
+        + (f"; {undecodable} undecodable" if undecodable else ""),
+    ]
+    for number, seqs in enumerate(sessions, 1):
+        lines.append(
+            f"session {number}: in seqs {seqs[IN]} ({seqs[IN].gaps} gaps, {seqs[IN].missing} missing), "
+            f"out seqs {seqs[OUT]}"
+        )
+    for direction in (IN, OUT):
+        by_count = sorted(types[direction].items(), key=lambda t: (-t[1], t[0]))
+        counts = ", ".join(f"{name} {n}" for name, n in by_count)
+        total = sum(types[direction].values())
+        lines.append(f"{direction}: {total} payloads, {replayed[direction]} replayed: {counts}")
+    lines.append(
+        f"orders: {types[OUT].get('seto.order_create', 0)} sent, {received.get('seto.order_accepted', 0)} accepted, "
+        f"{received.get('seto.order_rejected', 0) + received.get('seto.order_invalid', 0)} refused, "
+        f"{received.get('seto.order_cancelled', 0)} cancelled; {len(fills)} fills for {filled / 10000:.2f} in payoff"
+    )
+    return lines

@@ -1,0 +1,201 @@
+"""The journal: recording every payload, reading it back, summarising it."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from smarkets_twisted import __main__ as command
+from smarkets_twisted import tap
+from smarkets_twisted.exchange.accounts import Account, Accounts
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.journal import Journal, JournalError, journal_files, payload_of, read_journal, summarize
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.testing import InMemoryExchange
+
+SECRET = "pa55-w0rd-only-here"
+
+
+def trader_market() -> InMemoryExchange:
+    """The simulated exchange with one account whose password is easy to look for."""
+    return InMemoryExchange(accounts=Accounts([Account("trader", SECRET, 7, "t@example.invalid", 10_000_000)]))
+
+
+def recorded_client(market: InMemoryExchange, journal: Journal) -> SmarketsClientFactory:
+    factory = SmarketsClientFactory(ClientSettings(username="trader", password=SECRET), market.clock)
+    factory.journal = journal
+    market.connect(factory)
+    market.flush()
+    return factory
+
+
+class RecordingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.journal = Journal(self.path)
+        self.journal.start()
+        self.market = trader_market()
+        self.factory = recorded_client(self.market, self.journal)
+
+    def test_every_payload_both_ways_secrets_redacted(self) -> None:
+        accepted = self.successResultOf(self.trade())
+        session = self.factory.state.session_id
+        assert session is not None
+        self.journal.close()
+
+        text = Path(self.path).read_text()
+        self.assertNotIn(SECRET, text)
+        self.assertNotIn(session, text)
+        entries = list(read_journal(self.path))
+        self.assertEqual(entries[0]["event"], "connected")
+        payloads = [e for e in entries if "dir" in e]
+        for entry in payloads:
+            self.assertEqual(set(entry), {"time", "dir", "seq", "is_replay", "type", "message"})
+        received = [e["seq"] for e in payloads if e["dir"] == "in"]
+        sent = [e["seq"] for e in payloads if e["dir"] == "out"]
+        self.assertEqual(received, list(range(1, self.factory.state.next_incoming_seq)))
+        self.assertEqual(sent, list(range(1, self.factory.state.next_outgoing_seq)))
+        types = [(e["dir"], e["type"]) for e in payloads]
+        self.assertEqual(types[:2], [("out", "seto.login"), ("in", "eto.login_response")])
+        self.assertIn(("out", "seto.order_create"), types)
+        self.assertIn(("in", "seto.order_accepted"), types)
+        answer = next(e for e in payloads if e["type"] == "seto.order_accepted")
+        self.assertEqual(int(answer["message"]["order_accepted"]["order_id"]), accepted.order_id)
+        # What was recorded is the payload itself, back from its dict.
+        self.assertEqual(payload_of(answer).order_accepted.order_id, accepted.order_id)
+
+    def test_replays_and_connections_are_recorded(self) -> None:
+        connection = self.market.connections[0]
+        connection.drop()
+        self.market.connect(self.factory)
+        self.market.flush()
+        self.successResultOf(self.trade())
+        self.journal.close()
+        entries = list(read_journal(self.path))
+        self.assertEqual([e["event"] for e in entries if "event" in e], ["connected", "disconnected", "connected"])
+        logins = [e["message"] for e in entries if e.get("type") == "seto.login"]
+        self.assertNotIn("login", logins[0]["eto_payload"])
+        self.assertEqual(logins[1]["eto_payload"]["login"]["session"], "<redacted>")
+
+    def trade(self) -> defer.Deferred[Any]:
+        d = self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 2500)
+        self.market.flush()
+        return d
+
+
+class WriterTests(SynchronousTestCase):
+    def test_full_queue_drops_and_counts_without_waiting(self) -> None:
+        path = self.mktemp()
+        journal = Journal(path, queue_size=2)  # writer not started: nothing drains the queue
+        for n in range(5):
+            journal.event("connected", float(n))
+        self.assertEqual(journal.dropped, 3)
+        journal.close()
+        entries = list(read_journal(path))
+        self.assertEqual([(e["event"], e.get("count")) for e in entries],
+                         [("connected", None), ("connected", None), ("dropped", 3)])
+
+    def test_rotated_by_size_and_read_back_in_order(self) -> None:
+        path = self.mktemp()
+        journal = Journal(path, rotate_bytes=1024, rotated_files=100)
+        journal.start()
+        for n in range(200):
+            journal.event("connected", float(n))
+        journal.close()
+        files = journal_files(path)
+        self.assertGreater(len(files), 3)
+        self.assertEqual(files[-1], path)
+        for name in files[:-1]:
+            self.assertLess(Path(name).stat().st_size, 2 * 1024 + 100)
+        self.assertEqual([e["time"] for e in read_journal(path)], [float(n) for n in range(200)])
+
+    def test_unreadable_journals(self) -> None:
+        self.assertRaises(JournalError, lambda: list(read_journal(self.mktemp())))
+        path = Path(self.mktemp())
+        path.write_text('{"time": 1}\nnot json\n')
+        with self.assertRaises(JournalError) as caught:
+            list(read_journal(str(path)))
+        self.assertIn("line 2", str(caught.exception))
+
+
+def entry(seq: int, type_: str, direction: str = "in", is_replay: bool = False, **message: Any) -> dict[str, Any]:
+    return {"time": float(seq), "dir": direction, "seq": seq, "is_replay": is_replay, "type": type_,
+            "message": message}
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_gaps_replays_sessions_and_fills_counted_once(self) -> None:
+        fill = {"order_executed": {"quantity": "20000"}}
+        entries = [
+            {"time": 0.0, "event": "connected"},
+            entry(1, "seto.login", "out", eto_payload={}),
+            entry(1, "eto.login_response"),
+            entry(2, "seto.order_create", "out"),
+            entry(2, "seto.order_accepted"),
+            entry(5, "seto.order_executed", **fill),  # above a gap: recorded, then replayed
+            entry(3, "eto.heartbeat", is_replay=True),
+            entry(4, "eto.heartbeat", is_replay=True),
+            entry(5, "seto.order_executed", is_replay=True, **fill),
+            {"time": 6.0, "event": "disconnected", "reason": "lost"},
+            {"time": 7.0, "event": "connected"},
+            entry(3, "seto.login", "out", eto_payload={"login": {"session": "<redacted>"}}),
+            entry(6, "eto.login_response"),
+            {"time": 7.0, "event": "dropped", "count": 4},
+        ]
+        text = "\n".join(summarize(iter(entries)))
+        self.assertIn("2 connections, 1 sessions, 1 resumes; 4 payloads dropped", text)
+        self.assertIn("session 1: in seqs 1-6 (1 gaps, 2 missing), out seqs 1-3", text)
+        self.assertIn("in: 7 payloads, 3 replayed", text)
+        self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fills for 2.00 in payoff", text)
+
+    def test_command_prints_summary_or_one_line_error(self) -> None:
+        path = self.mktemp()
+        journal = Journal(path)
+        recorded_client(trader_market(), journal)
+        journal.close()
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(command.main(["journal", "summary", path]), 0)
+        self.assertIn("1 connections, 1 sessions, 0 resumes", out.getvalue())
+        self.assertEqual(command.main(["journal", "summary", path + ".missing"]), 1)
+        self.assertEqual(err.getvalue().count("\n"), 1)
+        self.assertIn("no journal at", err.getvalue())
+
+
+class ServiceTests(TestCase):
+    """`twistd smarkets --journal`: the logout is in the journal, which is flushed on stop."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_journal_closed_after_the_client_logs_out(self) -> Any:
+        path = self.mktemp()
+        options = tap.Options()
+        options.parseOptions(["--journal", path, "--strategy", "tests.test_journal:no_strategy"])
+        service = tap.makeService(options)
+        service.startService()
+        yield _logged_in(service)
+        yield service.stopService()
+        types = [e["type"] for e in read_journal(path) if "type" in e]
+        self.assertEqual(types[:2], ["seto.login", "eto.login_response"])
+        self.assertIn("eto.logout", types[-3:])
+
+
+def no_strategy(factory: SmarketsClientFactory) -> None:
+    """A strategy that does nothing."""
+
+
+def _logged_in(service: Any) -> defer.Deferred[Any]:
+    for child in service:
+        for grandchild in getattr(child, "services", ()):
+            factory = getattr(grandchild, "factory", None)
+            if factory is not None:
+                return factory.whenLoggedIn()  # type: ignore[no-any-return]
+    raise AssertionError("no client factory in the service")
