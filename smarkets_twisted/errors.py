@@ -173,3 +173,18 @@ class ReplaceRejected(RequestRejected):
 
 class ConfigurationError(SmarketsError, ValueError):
     """A configuration file or option is invalid; the message names it."""
+
+
+# Trading
+
+
+class InvalidPrice(SmarketsError, ValueError):
+    """A price or odds that the exchange cannot take; the message names it."""
+
+
+class InvalidQuantity(SmarketsError, ValueError):
+    """A quantity or an amount of money that is negative or not a number."""
+
+
+class InvalidSide(SmarketsError, ValueError):
+    """A side that is neither SIDE_BUY nor SIDE_SELL."""
