@@ -186,5 +186,9 @@ class InvalidQuantity(SmarketsError, ValueError):
     """A quantity or an amount of money that is negative or not a number."""
 
 
+class InvalidId(SmarketsError, ValueError):
+    """A uuid, slug or id number that does not parse; the message names it."""
+
+
 class InvalidSide(SmarketsError, ValueError):
     """A side that is neither SIDE_BUY nor SIDE_SELL."""
