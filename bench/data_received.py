@@ -1,62 +1,167 @@
-"""How much dataReceived costs over protobuf parsing alone.
+"""How near the inbound path comes to protobuf parsing alone.
 
-Baseline: ``seto.Payload.FromString`` on each payload, already split.
-Measured, in the same run on the same payloads:
-  - Deframer.feed over the whole stream in 64 KiB chunks;
-  - FromString plus IsInitialized (the required-field check proto2 needs);
-  - parse_payload (FromString plus the required-field and type checks);
-  - SmarketsClientProtocol.dataReceived (deframe, parse, seq accounting,
-    dispatch to one handler) on a logged-in client.
-Prints each as a ratio to the baseline (timings here are noisy; ratios less so).
+The ceiling is ``seto.Payload.FromString`` on payloads already split.  Every
+other figure is that ceiling's time divided by the path's time on the same
+payloads in the same run (1.00 would cost nothing over parsing; higher is
+better), with the stream fed in 64 KiB and in 1400-byte chunks:
+
+  - Deframer + FromString (goal: 0.75);
+  - anchors written here, for comparison: a plain offset-walking deframer +
+    FromString; the reference client's way of framing (decode a header,
+    slice the frame off, keep the rest) + FromString; Twisted's
+    Int32StringReceiver + FromString, on the same payloads with 4-byte
+    headers; FromString + a minimal dispatch with no checks at all;
+  - the checks alone: FromString + IsInitialized, and parse_payload;
+  - SmarketsClientProtocol.dataReceived on a logged-in client: deframe,
+    parse, check, seqs, dispatch to one handler (goal: 0.30, aim 0.45).
+
+The stream is what a busy market sends: 80% contract_quotes deltas, order
+events (accepted, executed, cancelled), and a market_quotes snapshot now
+and then.
 
     python bench/data_received.py [payload count]
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet.task import Clock  # noqa: E402
+from twisted.protocols.basic import Int32StringReceiver  # noqa: E402
 
 from smarkets_twisted.framing import Deframer, encode_frame  # noqa: E402
-from smarkets_twisted.payloads import Payload, application_message, parse_payload  # noqa: E402
+from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, handler_name, parse_payload  # noqa: E402
 from smarkets_twisted.proto import seto_pb2  # noqa: E402
 from smarkets_twisted.session import Role, Session, SessionState  # noqa: E402
 from tests.scripted import ScriptedExchange, make_factory  # noqa: E402
 
-CHUNK = 65536
+CHUNK_SIZES = (65536, 1400)
+RUNS = 7
+FromString = Payload.FromString
 
 
-def quote_payloads(count: int) -> list[Payload]:
-    """contract_quotes deltas and order_executed messages, as a busy market sends."""
+def market_stream(count: int) -> list[Payload]:
+    """contract_quotes deltas, order events and now and then a market_quotes snapshot."""
     payloads = []
     for i in range(count):
-        if i % 4 == 3:
-            payload = application_message(
-                "order_executed", price=2500 + i % 50, quantity=10000, order_id=i, side=seto_pb2.SIDE_BUY,
-                market_id=100, contract_id=1001, account_sequence_64=i, total_executed_quantity=10000,
-                executed_avg_price=2500, available_quantity=0,
-            )
+        if i % 50 == 0:
+            payload = application_message("market_quotes", market_id=100)
+            for contract in range(10):
+                quotes = payload.market_quotes.contract_quotes.add(market_id=100, contract_id=1000 + contract)
+                for level in range(3):
+                    quotes.bids.add(price=2500 - level, quantity=10000 * (level + 1))
+                    quotes.offers.add(price=2510 + level, quantity=20000 * (level + 1))
+        elif i % 5 == 1:
+            event = (i // 5) % 3
+            order = dict(order_id=10_000 + i, account_sequence_64=i, market_id=100, contract_id=1001)
+            if event == 0:
+                payload = application_message("order_accepted", seq=i, price=2500, quantity=10000, **order)
+            elif event == 1:
+                payload = application_message(
+                    "order_executed", price=2500, quantity=10000, side=seto_pb2.SIDE_BUY,
+                    total_executed_quantity=10000, executed_avg_price=2500, available_quantity=0, **order,
+                )
+            else:
+                payload = application_message("order_cancelled", reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED,
+                                              **order)
         else:
             payload = application_message("contract_quotes", contract_id=1001, market_id=100)
+            quotes = payload.contract_quotes
             for level in range(3):
-                quote = payload.contract_quotes.bids.add()
-                quote.price, quote.quantity = 2500 - level, 10000 * (i % 7 + level)
+                quotes.bids.add(price=2500 - level, quantity=10000 * (i % 7 + level))
+                quotes.offers.add(price=2510 + level, quantity=10000 * (i % 5 + level))
         payloads.append(payload)
     return payloads
 
 
-def best_of(runs: int, work: object) -> float:
-    times = []
+# Anchors: other ways to frame the same stream, written here to measure against.
+
+
+class PlainDeframer:
+    """One buffer walked from an offset: a ULEB128 loop and a slice per frame."""
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self.rest + data
+        frames = []
+        pos, end = 0, len(buffer)
+        while pos < end:
+            length = shift = 0
+            header_end = pos
+            while header_end < end:
+                byte = buffer[header_end]
+                header_end += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+            else:
+                break
+            body_end = header_end + length
+            frame_end = max(body_end, pos + 4)
+            if frame_end > end:
+                break
+            frames.append(buffer[header_end:body_end])
+            pos = frame_end
+        self.rest = buffer[pos:]
+        return frames
+
+
+class IncompleteHeader(Exception):
+    pass
+
+
+def reference_uleb128(data: bytes) -> tuple[int, int]:
+    """(value, header size) of the ULEB128 at the start of ``data``."""
+    value = shift = 0
+    for size, byte in enumerate(data, start=1):
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, size
+        shift += 7
+    raise IncompleteHeader()
+
+
+def reference_decode_all(data: bytes) -> tuple[list[bytes], bytes]:
+    """The reference client's way: decode a header, slice off the frame, keep the rest."""
+    payloads = []
+    while len(data) >= 4:
+        try:
+            length, header_size = reference_uleb128(data)
+        except IncompleteHeader:
+            break
+        frame_size = max(length + header_size, 4)
+        if len(data) < frame_size:
+            break
+        frame, data = data[:frame_size], data[frame_size:]
+        payloads.append(frame[header_size : header_size + length])
+    return payloads, data
+
+
+class ParsingInt32Receiver(Int32StringReceiver):
+    MAX_LENGTH = 4 * 1024 * 1024
+
+    def stringReceived(self, string: bytes) -> None:
+        FromString(string)
+
+
+def best_times(measures: dict[str, Callable[[], None]], runs: int) -> dict[str, float]:
+    """The best of ``runs`` times of each, taken in turn so that noise hits all alike."""
+    best = dict.fromkeys(measures, float("inf"))
     for _ in range(runs):
-        start = time.perf_counter()
-        work()  # type: ignore[operator]
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, work in measures.items():
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def main(count: int) -> None:
@@ -70,56 +175,99 @@ def main(count: int) -> None:
     def delivered(message: object) -> None:
         received[0] += 1
 
-    factory.add_handler("seto.contract_quotes", delivered)
-    factory.add_handler("seto.order_executed", delivered)
+    payloads = market_stream(count)
+    for name in {handler_name(p) for p in payloads}:
+        factory.add_handler(name, delivered)
 
     # Number the payloads as the exchange would, then keep the bytes.
     sender = Session(SessionState(), Role.EXCHANGE, now=0.0)
-    sender.state.next_outgoing_seq = exchange.state.next_outgoing_seq
+    sender.state.next_outgoing_seq = first_seq = exchange.state.next_outgoing_seq
     bodies = []
-    for payload in quote_payloads(count):
-        sender.send(payload, 0.0)
-        bodies.append(sender.state.sent.get(payload.eto_payload.seq))
+    for payload in payloads:
+        bodies.append(sender.state.sent.get(sender.send(payload, 0.0)) or b"")
     stream = b"".join(encode_frame(b) for b in bodies)
-    chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
+    int32_stream = b"".join(struct.pack(">I", len(b)) + b for b in bodies)
 
-    def baseline() -> None:
+    def ceiling() -> None:
         for body in bodies:
-            Payload.FromString(body)
+            FromString(body)
 
     def checked() -> None:
         for body in bodies:
-            Payload.FromString(body).IsInitialized()
-
-    def deframe() -> None:
-        deframer = Deframer()
-        for chunk in chunks:
-            deframer.feed(chunk)
+            FromString(body).IsInitialized()
 
     def parse() -> None:
         for body in bodies:
             parse_payload(body)
 
-    first_seq = exchange.state.next_outgoing_seq
+    table = {number: (field, delivered) for number, field in SETO_FIELDS.items()}
 
-    def data_received() -> None:
-        factory.state.next_incoming_seq = first_seq
-        for chunk in chunks:
-            protocol.dataReceived(chunk)
+    def minimal_dispatch() -> None:
+        for body in bodies:
+            payload = FromString(body)
+            field, handler = table[payload.type]
+            handler(getattr(payload, field))
 
-    data_received()
-    assert received[0] == count, (received[0], count)
-    runs = 5
-    base = best_of(runs, baseline)
-    print(f"{count} payloads, {len(stream)} bytes; baseline FromString: {base * 1e6 / count:.2f} us/payload")
-    measured = (
-        ("Deframer.feed", deframe),
-        ("+IsInitialized", checked),
-        ("parse_payload", parse),
-        ("dataReceived", data_received),
-    )
-    for name, work in measured:
-        print(f"{name:>15}: {best_of(runs, work) / base:.2f} x baseline")
+    print(f"{count} payloads, {len(stream)} bytes; ceiling, FromString on split payloads:", end=" ")
+    base = best_times({"ceiling": ceiling}, RUNS)["ceiling"]
+    print(f"{count / base / 1e6:.2f}M payloads/s ({base * 1e6 / count:.2f} us each)")
+    best = best_times({"ceiling": ceiling, "FromString + IsInitialized": checked, "parse_payload": parse}, RUNS)
+    for name in ("FromString + IsInitialized", "parse_payload"):
+        print(f"  {name:<48} {best['ceiling'] / best[name]:.2f}")
+
+    def chunked(size: int) -> dict[str, Callable[[], None]]:
+        """The paths that take the stream in ``size``-byte chunks."""
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        int32_chunks = [int32_stream[i : i + size] for i in range(0, len(int32_stream), size)]
+
+        def deframer() -> None:
+            deframer = Deframer()
+            for chunk in chunks:
+                for frame in deframer.feed(chunk):
+                    FromString(frame)
+
+        def plain() -> None:
+            deframer = PlainDeframer()
+            for chunk in chunks:
+                for frame in deframer.feed(chunk):
+                    FromString(frame)
+
+        def reference() -> None:
+            rest = b""
+            for chunk in chunks:
+                frames, rest = reference_decode_all(rest + chunk)
+                for frame in frames:
+                    FromString(frame)
+
+        def int32() -> None:
+            receiver = ParsingInt32Receiver()
+            for chunk in int32_chunks:
+                receiver.dataReceived(chunk)
+
+        def data_received() -> None:
+            factory.state.next_incoming_seq = first_seq
+            for chunk in chunks:
+                protocol.dataReceived(chunk)
+
+        received[0] = 0
+        data_received()
+        assert received[0] == count and protocol.is_connected, (received[0], count)
+        return {
+            "ceiling": ceiling,
+            "Deframer + FromString (goal 0.75)": deframer,
+            "anchor: plain offset-walking deframer + FromString": plain,
+            "anchor: reference client's framing + FromString": reference,
+            "anchor: Int32StringReceiver + FromString": int32,
+            "anchor: FromString + minimal dispatch, no checks": minimal_dispatch,
+            "dataReceived, logged in (goal 0.30, aim 0.45)": data_received,
+        }
+
+    for size in CHUNK_SIZES:
+        best = best_times(chunked(size), RUNS)
+        print(f"{size}-byte chunks, as a fraction of the ceiling:")
+        for name, seconds in best.items():
+            if name != "ceiling":
+                print(f"  {name:<52} {best['ceiling'] / seconds:.2f}")
 
 
 if __name__ == "__main__":

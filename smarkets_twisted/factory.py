@@ -384,7 +384,7 @@ class SmarketsClientFactory(ClientFactory):
                     if self._pump_call is None or not self._pump_call.active():
                         self._pump_call = self.clock.callLater(self.bucket.delay(now), self._pump_later)
                     return
-                request = self.requests.unsent.popleft()
+                request = self.requests.next_unsent()
                 try:
                     seq = protocol.send_payload(request.payload)
                 except errors.SmarketsError as e:

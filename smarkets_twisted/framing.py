@@ -44,24 +44,32 @@ def encode_frame(payload: bytes) -> bytes:
 class Deframer:
     """Splits a byte stream into payloads, whatever the chunking.
 
-    Work is linear in the bytes fed: each call appends to one buffer, reads
-    every complete frame from an offset, and drops the consumed prefix once.
-    An announced length over ``max_frame_size`` fails as soon as its header
-    is read, before any of the body is buffered.  After an error the
-    deframer stays failed: the stream can no longer be trusted, but the good
-    frames before the bad header are not lost (see `_fail`).
+    Work is linear in the bytes fed.  Each call walks the bytes it has from
+    an offset, slicing out every complete payload (one copy per payload) and
+    keeping the incomplete tail.  A tail is joined with what follows only
+    once enough has arrived to complete its frame, so a large frame arriving
+    in many small chunks is copied once, not once per chunk.  An announced
+    length over ``max_frame_size`` fails as soon as its header is read,
+    before any of the body is buffered.  After an error the deframer stays
+    failed: the stream can no longer be trusted, but the good frames before
+    the bad header are not lost (see `_fail`).
     """
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.max_frame_size = max_frame_size
-        self._buffer = bytearray()
+        #: The incomplete frame's bytes, as they came, and how many they are.
+        self._held: list[bytes] = []
+        self._held_size = 0
+        #: Bytes that complete the held frame (0 while its header is incomplete).
+        self._wanted = 0
+        #: Padding bytes still to come after the last payload.
         self._skip = 0
         self._error: DecodeError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held, e.g. when the connection drops."""
-        return len(self._buffer)
+        return self._held_size
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take more stream bytes; return the payloads now complete, in order."""
@@ -71,21 +79,40 @@ class Deframer:
             skipped = min(self._skip, len(data))
             self._skip -= skipped
             data = data[skipped:]
-        buffer = self._buffer
-        buffer += data
+        held = self._held
+        if held:
+            held.append(data)
+            self._held_size += len(data)
+            if self._held_size < self._wanted:
+                return []
+            data = b"".join(held)
+            held.clear()
         frames: list[bytes] = []
-        end = len(buffer)
+        append = frames.append
+        # Lengths that take the short path: a one-byte header, no padding, under the cap.
+        short = min(0x80, self.max_frame_size + 1)
+        end = len(data)
         pos = 0
         while pos < end:
+            length = data[pos]
+            if 2 < length < short:
+                # The common case, and what the general path below does for it.
+                body_end = pos + 1 + length
+                if body_end > end:
+                    self._hold(data, pos, 1 + length)
+                    return frames
+                append(data[pos + 1 : body_end])
+                pos = body_end
+                continue
             # Read the ULEB128 header.
             length = 0
             shift = 0
             header_end = pos
             while True:
                 if header_end == end:
-                    del buffer[:pos]
+                    self._hold(data, pos, 0)
                     return frames
-                byte = buffer[header_end]
+                byte = data[header_end]
                 header_end += 1
                 length |= (byte & 0x7F) << shift
                 if not byte & 0x80:
@@ -97,16 +124,24 @@ class Deframer:
                 return self._fail(FrameTooLarge(length, self.max_frame_size), frames)
             body_end = header_end + length
             if body_end > end:
-                break
-            frames.append(bytes(buffer[header_end:body_end]))
+                self._hold(data, pos, body_end - pos)
+                return frames
+            append(data[header_end:body_end])
             padding = MIN_FRAME_SIZE - (header_end - pos) - length
             pos = body_end
             if padding > 0:
                 available = min(padding, end - pos)
                 pos += available
                 self._skip = padding - available
-        del buffer[:pos]
+        self._held_size = 0
         return frames
+
+    def _hold(self, data: bytes, pos: int, wanted: int) -> None:
+        """Keep the incomplete frame starting at ``pos`` until ``wanted`` bytes of it are here."""
+        tail = data[pos:]
+        self._held.append(tail)
+        self._held_size = len(tail)
+        self._wanted = wanted
 
     @property
     def error(self) -> DecodeError | None:
@@ -120,7 +155,8 @@ class Deframer:
         `error` (and the next `feed` raises it); with none, it is raised now.
         """
         self._error = error
-        self._buffer.clear()
+        self._held.clear()
+        self._held_size = 0
         if frames:
             return frames
         raise error

@@ -10,7 +10,7 @@ belongs to the factory, so that a reconnect does not lose it.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -89,12 +89,18 @@ class Request:
 
 
 class PendingRequests:
-    """Requests not yet sent (in order) and requests sent awaiting an answer."""
+    """Requests not yet sent (in order) and requests sent awaiting an answer.
+
+    Each table is an OrderedDict used as an ordered set, so that settling any
+    request (answered, cancelled, timed out, in any order) costs the same
+    whatever else is pending: work stays linear in the number of requests.
+    """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self.unsent: deque[Request] = deque()
-        self._awaiting: dict[Key, deque[Request]] = {}
+        #: Requests to send, oldest first (the values are unused).
+        self.unsent: OrderedDict[Request, None] = OrderedDict()
+        self._awaiting: dict[Key, OrderedDict[Request, None]] = {}
         self._sent: set[Request] = set()
 
     def __len__(self) -> int:
@@ -106,8 +112,12 @@ class PendingRequests:
         request.deferred = Deferred(lambda _: self._settle(request))
         if timeout is not None:
             request.timeout_call = self.clock.callLater(timeout, self._time_out, request)
-        self.unsent.append(request)
+        self.unsent[request] = None
         return request
+
+    def next_unsent(self) -> Request:
+        """Take the oldest request still to be sent (there must be one)."""
+        return self.unsent.popitem(last=False)[0]
 
     def sent(self, request: Request, seq: int) -> None:
         """Record that ``request`` went out at ``seq``; it now awaits its answer."""
@@ -120,7 +130,7 @@ class PendingRequests:
         request.keys = request.keys_for_seq(seq)
         self._sent.add(request)
         for key in request.keys:
-            self._awaiting.setdefault(key, deque()).append(request)
+            self._awaiting.setdefault(key, OrderedDict())[request] = None
 
     def not_sent(self, request: Request, error: Exception) -> None:
         """Fail a request taken from the queue that could not be sent."""
@@ -136,7 +146,7 @@ class PendingRequests:
         queue = self._awaiting.get(key_of(message))
         if not queue:
             return False
-        request = queue[0]
+        request = next(iter(queue))
         self._settle(request)
         if error_of is None:
             request.deferred.callback(message)
@@ -168,14 +178,13 @@ class PendingRequests:
             request.timeout_call.cancel()
         request.timeout_call = None
         if request.seq is None:
-            if request in self.unsent:
-                self.unsent.remove(request)
+            self.unsent.pop(request, None)
             return
         self._sent.discard(request)
         for key in request.keys:
             queue = self._awaiting.get(key)
-            if queue is not None and request in queue:
-                queue.remove(request)
+            if queue is not None:
+                queue.pop(request, None)
                 if not queue:
                     del self._awaiting[key]
 

@@ -12,7 +12,6 @@ over.
 from __future__ import annotations
 
 import enum
-from collections import deque
 
 from twisted.logger import Logger
 
@@ -68,13 +67,17 @@ class Role(enum.Enum):
 
 
 class SentLog:
-    """The last `limit` payloads sent, by seq, to answer replay requests."""
+    """The last `limit` payloads sent, by seq, to answer replay requests.
+
+    A dict keyed by seq: appending, dropping the oldest and looking one up
+    cost the same however many are held (a replay of the whole log is linear).
+    """
 
     def __init__(self, limit: int = DEFAULT_SENT_LOG_SIZE) -> None:
         if limit < 1:
             raise ValueError("the sent log must hold at least one payload")
         self.limit = limit
-        self._payloads: deque[bytes] = deque(maxlen=limit)
+        self._payloads: dict[int, bytes] = {}
         self._next_seq = 1
         #: Every seq from here on was really sent (held or since dropped); a jump moves it.
         self.floor = 1
@@ -90,19 +93,18 @@ class SentLog:
         return self._next_seq - len(self._payloads)
 
     def append(self, seq: int, data: bytes) -> None:
+        payloads = self._payloads
         if seq != self._next_seq:
             # A jump (a `reset` above what was sent): nothing before it can be replayed.
-            self._payloads.clear()
-            self._next_seq = seq
+            payloads.clear()
             self.floor = seq
-        self._payloads.append(data)
+        elif len(payloads) == self.limit:
+            del payloads[seq - self.limit]
+        payloads[seq] = data
         self._next_seq = seq + 1
 
     def get(self, seq: int) -> bytes | None:
-        index = seq - self.first_seq
-        if 0 <= index < len(self._payloads):
-            return self._payloads[index]
-        return None
+        return self._payloads.get(seq)
 
     def __len__(self) -> int:
         return len(self._payloads)
