@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -21,7 +22,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.python import usage
 from zope.interface import implementer
 
+from smarkets_twisted.config import read_options
 from smarkets_twisted.demo import DemoStrategy
+from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
@@ -49,6 +52,7 @@ class Options(usage.Options):
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
         ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
+        ["config", None, None, "Read options from this ini file ([smarkets] section); the command line overrides it."],
     ]
 
     def __init__(self) -> None:
@@ -56,13 +60,55 @@ class Options(usage.Options):
         self["markets"] = []
         self.password: str | None = None
         self.strategy: Callable[[SmarketsClientFactory], object] | None = None
+        self._markets_from_file = False
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Read ``--config`` first, so that every other option on the command line overrides it."""
+        argv = sys.argv[1:] if options is None else list(options)
+        path = _config_argument(argv)
+        if path is not None:
+            self._read_config(path)
+        super().parseOptions(argv)  # type: ignore[no-untyped-call]
+
+    def _read_config(self, path: str) -> None:
+        try:
+            values = read_options(path)
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from None
+        parameters = cast("list[list[Any]]", self.optParameters)
+        coerce: dict[str, Callable[[str], object] | None] = {p[0]: p[4] if len(p) > 4 else None for p in parameters}
+        for key, text in values.items():
+            if key == "password":
+                raise usage.UsageError(
+                    f"configuration {path}: the password is never read from a file's options;"
+                    f" give password-file or set {PASSWORD_VARIABLE}"
+                )
+            if key in ("market", "markets"):
+                self["markets"] = [self._market_id(item) for item in text.replace(",", " ").split()]
+                self._markets_from_file = True
+            elif key in coerce and key != "config":
+                convert = coerce[key]
+                try:
+                    self[key] = text if convert is None else convert(text)
+                except ValueError:
+                    raise usage.UsageError(f"configuration {path}: bad {key} {text!r}") from None
+            else:
+                raise usage.UsageError(f"configuration {path}: unknown option {key!r}")
 
     def opt_market(self, market_id: str) -> None:
         """Subscribe to this market (repeatable). Default with the embedded exchange: every demo market."""
+        if self._markets_from_file:
+            # The command line's markets replace the file's.
+            self["markets"] = []
+            self._markets_from_file = False
+        self["markets"].append(self._market_id(market_id))
+
+    @staticmethod
+    def _market_id(text: str) -> int:
         try:
-            self["markets"].append(int(market_id))
+            return int(text)
         except ValueError:
-            raise usage.UsageError(f"--market takes a market id, not {market_id!r}") from None
+            raise usage.UsageError(f"--market takes a market id, not {text!r}") from None
 
     opt_m = opt_market
 
@@ -88,6 +134,19 @@ class Options(usage.Options):
             self["markets"] = [market.id for market in demo_catalogue()]
         if self["strategy"] is not None:
             self.strategy = _load_strategy(self["strategy"])
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    """The value of the last ``--config`` in ``argv``, if any."""
+    path = None
+    for index, argument in enumerate(argv):
+        if argument == "--":
+            break
+        if argument == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        elif argument.startswith("--config="):
+            path = argument[len("--config=") :]
+    return path
 
 
 def _load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:

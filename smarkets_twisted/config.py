@@ -1,0 +1,110 @@
+"""Configuration files: ini files that inherit from others, as smk-python-sdk reads them.
+
+A file names the file it inherits from::
+
+    [inherit]
+    from = base.conf
+
+    [smarkets]
+    username = me
+    market = 100, 200
+
+A name is looked up in every search directory.  As the reference client's
+``ConfigurationReader`` does, the files of one name are read in the reverse
+order of the directories, after the files their ``[inherit]`` names, so that
+what is read later overrides: a file in the first directory has the last
+word.  With the directories ``(".", "/etc/smarkets")`` and ``b.conf``
+inheriting ``a.conf``, the order is ``/etc/smarkets/a.conf``, ``./a.conf``,
+``/etc/smarkets/b.conf``, ``./b.conf``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Sequence
+
+from smarkets_twisted.errors import ConfigurationError
+
+#: The section holding `twistd smarkets` options, by their command-line names.
+SECTION = "smarkets"
+
+#: Where a configuration name is looked up, the first having the last word.
+DEFAULT_DIRECTORIES = (".", "~/.config/smarkets_twisted", "/etc/smarkets_twisted")
+
+#: Inheritance deeper than this is taken for a loop.
+_MAX_DEPTH = 32
+
+
+class ConfigurationReader:
+    """Reads a configuration from a series of inheriting ini files."""
+
+    def __init__(self, directories: Sequence[str] = DEFAULT_DIRECTORIES) -> None:
+        self.directories = [os.path.expanduser(d) for d in directories]
+
+    def files(self, name: str) -> list[str]:
+        """Every file read for ``name``, in the order read (the last one wins)."""
+        return list(self._collect(name, {}, []))
+
+    def read(self, name: str) -> configparser.ConfigParser:
+        """The configuration ``name`` and the files it inherits from, merged."""
+        merged = _parser()
+        for parser in self._collect(name, {}, []).values():
+            merged.read_dict(parser)
+        merged.remove_section("inherit")
+        return merged
+
+    def _collect(
+        self, name: str, order: dict[str, configparser.ConfigParser], chain: list[str]
+    ) -> dict[str, configparser.ConfigParser]:
+        """Add the files of ``name`` to ``order`` (path → its contents), parents first."""
+        if name in chain or len(chain) > _MAX_DEPTH:
+            raise ConfigurationError(f"configuration {name} inherits from itself: {' -> '.join([*chain, name])}")
+        found = {path: _load(path) for path in (os.path.join(d, name) for d in reversed(self.directories))
+                 if os.path.isfile(path)}
+        if not found:
+            where = ", ".join(self.directories)
+            raise ConfigurationError(
+                f"configuration {name} not found in {where}" + (f" (inherited by {chain[-1]})" if chain else "")
+            )
+        parents = dict.fromkeys(p.get("inherit", "from") for p in found.values() if p.has_option("inherit", "from"))
+        for parent in parents:
+            self._collect(parent, order, [*chain, name])
+        for path, parser in found.items():
+            order.setdefault(path, parser)
+        return order
+
+
+def read_options(path: str, directories: Sequence[str] = DEFAULT_DIRECTORIES) -> dict[str, str]:
+    """The ``[smarkets]`` options of a configuration file, by command-line name.
+
+    ``path`` is a name looked up in ``directories``; one with a directory part
+    is looked up in that directory first.
+    """
+    directory, name = os.path.split(path)
+    search = [directory, *directories] if directory else list(directories)
+    parser = ConfigurationReader(search).read(name)
+    if not parser.has_section(SECTION):
+        return {}
+    return {key.replace("_", "-"): value for key, value in parser.items(SECTION)}
+
+
+def _load(path: str) -> configparser.ConfigParser:
+    parser = _parser()
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, path)
+    except OSError as e:
+        raise ConfigurationError(f"cannot read configuration {path}: {e.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"bad configuration {path}: {_one_line(e)}") from None
+    return parser
+
+
+def _parser() -> configparser.ConfigParser:
+    # No interpolation: a '%' in a value is a '%'.
+    return configparser.ConfigParser(interpolation=None)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

@@ -1,0 +1,101 @@
+"""Configuration files: inheritance across directories, and `twistd smarkets --config`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import tap
+from smarkets_twisted.config import ConfigurationReader, read_options
+from smarkets_twisted.errors import ConfigurationError
+
+
+class ReaderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.etc = self.root / "etc"
+        self.home = self.root / "home"
+        self.etc.mkdir(parents=True)
+        self.home.mkdir()
+
+    def test_order_of_the_reference_client(self) -> None:
+        # B inherits from A; files /etc/conf/B.conf, /home/conf/A.conf, /home/conf/B.conf.
+        (self.etc / "B.conf").write_text("[inherit]\nfrom = A.conf\n[smarkets]\nusername = etc-b\n")
+        (self.home / "A.conf").write_text("[smarkets]\nusername = home-a\ninterval = 2\n")
+        (self.home / "B.conf").write_text("[smarkets]\nusername = home-b\nendpoint = tcp:h:1\n")
+        reader = ConfigurationReader((str(self.etc), str(self.home)))
+        self.assertEqual(reader.files("B.conf"),
+                         [str(self.home / "A.conf"), str(self.home / "B.conf"), str(self.etc / "B.conf")])
+        merged = reader.read("B.conf")
+        self.assertEqual(dict(merged["smarkets"]), {"username": "etc-b", "interval": "2", "endpoint": "tcp:h:1"})
+        self.assertFalse(merged.has_section("inherit"))
+
+    def test_loops_missing_parents_and_bad_syntax_are_named(self) -> None:
+        (self.home / "a.conf").write_text("[inherit]\nfrom = b.conf\n")
+        (self.home / "b.conf").write_text("[inherit]\nfrom = a.conf\n")
+        (self.home / "c.conf").write_text("[inherit]\nfrom = nowhere.conf\n")
+        (self.home / "d.conf").write_text("username = no section\n")
+        reader = ConfigurationReader((str(self.home),))
+        for name, words in [("a.conf", "a.conf -> b.conf -> a.conf"), ("c.conf", "nowhere.conf not found"),
+                            ("d.conf", "bad configuration"), ("e.conf", "e.conf not found")]:
+            with self.assertRaises(ConfigurationError) as caught:
+                reader.read(name)
+            self.assertIn(words, str(caught.exception))
+
+    def test_a_path_is_looked_up_in_its_directory_first(self) -> None:
+        (self.home / "base.conf").write_text("[smarkets]\nrequest_timeout = 9\n")
+        (self.etc / "live.conf").write_text("[inherit]\nfrom = base.conf\n[smarkets]\nusername = me\n")
+        options = read_options(str(self.etc / "live.conf"), directories=(str(self.home),))
+        self.assertEqual(options, {"request-timeout": "9", "username": "me"})
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        os.environ.pop(tap.PASSWORD_VARIABLE, None)
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        (self.directory / "password").write_text("from-file\n")
+
+    def config(self, text: str, name: str = "live.conf") -> str:
+        path = self.directory / name
+        path.write_text(text)
+        return str(path)
+
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_every_option_from_the_file_and_the_command_line_overrides(self) -> None:
+        self.config("[smarkets]\nendpoint = tcp:127.0.0.1:1\nusername = base\nmarket = 1\n", "base.conf")
+        path = self.config(
+            "[inherit]\nfrom = base.conf\n"
+            f"[smarkets]\nusername = me\npassword_file = {self.directory / 'password'}\n"
+            "market = 100, 200\ninterval = 2.5\nrequest-timeout = 7\n"
+        )
+        options = self.parse("--config", path)
+        self.assertEqual((options["endpoint"], options["username"], options.password),
+                         ("tcp:127.0.0.1:1", "me", "from-file"))
+        self.assertEqual((options["markets"], options["interval"], options["request-timeout"]), ([100, 200], 2.5, 7.0))
+
+        options = self.parse("--username", "other", f"--config={path}", "--market", "300", "-i", "1")
+        self.assertEqual((options["username"], options["markets"], options["interval"]), ("other", [300], 1.0))
+
+    def test_bad_files_are_usage_errors_naming_the_problem(self) -> None:
+        cases = [
+            ("[smarkets]\npassword = hunter2\n", "never read from a file"),
+            ("[smarkets]\nfavourite_colour = blue\n", "unknown option 'favourite-colour'"),
+            ("[smarkets]\ninterval = soon\n", "bad interval 'soon'"),
+            ("[smarkets]\nmarket = 1, x\n", "not 'x'"),
+        ]
+        for text, words in cases:
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse("--config", self.config(text))
+            self.assertIn(words, str(caught.exception))
+            self.assertNotIn("hunter2", str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--config", str(self.directory / "missing.conf"))
+        self.assertIn("missing.conf not found", str(caught.exception))
