@@ -23,6 +23,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.handlers import GlobalHandler, Handler, HandlerRegistry
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
 from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.pings import Pings
 from smarkets_twisted.protocol import SmarketsClientProtocol, with_timeout
 from smarkets_twisted.requests import Key, PendingRequests
 from smarkets_twisted.session import SessionState
@@ -65,6 +66,7 @@ class SmarketsClientFactory(ClientFactory):
         self.clock = clock
         self.state = SessionState(config.sent_log_size)
         self.requests = PendingRequests(clock)
+        self.pings = Pings(clock)
         self.handlers = HandlerRegistry()
         self.bucket = TokenBucket()
         #: The highest account sequence seen, sent at a new session's login.
@@ -145,10 +147,18 @@ class SmarketsClientFactory(ClientFactory):
         return succeed(None)
 
     def ping(self, timeout: float | None = None) -> Deferred[float]:
-        """Round-trip time to the exchange on the current connection, in seconds."""
+        """Round-trip time to the exchange, in seconds, from this call to the pong.
+
+        A ping survives a reconnect, like a request (its pong may come on the
+        next connection); it fails with SessionLost when the session ends and
+        with RequestTimeout after ``timeout`` (default
+        ``ClientSettings.ping_timeout``) seconds.
+        """
         if self.current is None:
             return fail(errors.NotLoggedIn("ping needs a logged-in connection"))
-        return self.current.ping(timeout)
+        self.current.send_ping()
+        return with_timeout(self.pings.sent(), timeout if timeout is not None else self.config.ping_timeout,
+                            self.clock)
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         self.current = protocol
@@ -207,6 +217,7 @@ class SmarketsClientFactory(ClientFactory):
         if self.state.session_id is None:
             # No session to resume: nothing queued can be sent on it.
             self.requests.fail(errors.SessionLost(f"no session: {error}"))
+            self.pings.fail(errors.SessionLost(f"no session: {error}"))
         elif self._ending:
             # The logout was not confirmed: end the session here all the same.
             self._end_logged_out_session()
@@ -219,6 +230,7 @@ class SmarketsClientFactory(ClientFactory):
         self.current = None
         self.bucket = TokenBucket()
         self.requests.fail(error)
+        self.pings.fail(error)
         if final:
             waiters, self._login_waiters = self._login_waiters, []
             for waiter in waiters:

@@ -48,7 +48,6 @@ class SmarketsClientProtocol(Protocol):
         self._login_outcome: Failure | Any | None = None
         self._logout_waiters: list[Deferred[None]] = []
         self._logging_out = False
-        self._pings: list[_Ping] = []
         self._logout_confirmed = False
         self._login_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
@@ -134,10 +133,6 @@ class SmarketsClientProtocol(Protocol):
             self.factory.journal.event("disconnected", self.factory.clock.seconds(), str(error))
         if self._login_outcome is None:
             self._settle_login(Failure(error))
-        for ping in self._pings:
-            if ping.deferred is not None:
-                ping.deferred.errback(errors.SocketDisconnected("connection lost before the pong"))
-        self._pings.clear()
         waiters, self._logout_waiters = self._logout_waiters, []
         for waiter in waiters:
             if self._logout_confirmed:
@@ -183,11 +178,7 @@ class SmarketsClientProtocol(Protocol):
         elif eto.type == eto_pb2.PAYLOAD_LOGOUT:
             self._logged_out(payload)
         elif eto.type == eto_pb2.PAYLOAD_PONG:
-            # A replayed pong answers a ping of an earlier connection, already failed.
-            if self._pings and not eto.is_replay:
-                ping = self._pings.pop(0)
-                if ping.deferred is not None:
-                    ping.deferred.callback(self.factory.clock.seconds() - ping.sent_at)
+            self.factory.pings.answered()
         elif eto.type == eto_pb2.PAYLOAD_THROTTLE_EXCEEDED:
             self.log.warn("the exchange says we exceeded its throttle limits")
         self.factory.payload_received(self, payload)
@@ -277,19 +268,15 @@ class SmarketsClientProtocol(Protocol):
             self.flush()
         return deferred
 
-    def ping(self, timeout: float | None = None) -> Deferred[float]:
-        """Round-trip time to the exchange, in seconds of the factory's clock."""
-        if self.session is None or not self.session.logged_in or not self.is_connected:
-            return _failed(errors.NotLoggedIn("ping needs a logged-in connection"))
-        now = self.factory.clock.seconds()
-        ping = _Ping(now)
-        # A cancelled ping keeps its place: its pong must not be taken for the next one's.
-        deferred: Deferred[float] = Deferred(lambda d: setattr(ping, "deferred", None))
-        ping.deferred = deferred
-        self._pings.append(ping)
-        self.session.send_ping(now)
+    def send_ping(self) -> None:
+        """Send a ping now (the factory pairs it with its pong)."""
+        assert self.session is not None
+        self.session.send_ping(self.factory.clock.seconds())
         self.flush()
-        return with_timeout(deferred, timeout, self.factory.clock)
+
+    def ping(self, timeout: float | None = None) -> Deferred[float]:
+        """See `SmarketsClientFactory.ping`."""
+        return self.factory.ping(timeout)
 
     # Requests: the factory owns them, so that they outlive this connection.
 
@@ -344,16 +331,6 @@ class SmarketsClientProtocol(Protocol):
         return f"<SmarketsClientProtocol connected={self.is_connected}>"
 
 
-class _Ping:
-    """A ping awaiting its pong; ``deferred`` is None once cancelled."""
-
-    __slots__ = ("deferred", "sent_at")
-
-    def __init__(self, sent_at: float) -> None:
-        self.sent_at = sent_at
-        self.deferred: Deferred[float] | None = None
-
-
 def with_timeout(deferred: Deferred[Any], timeout: float | None, clock: IReactorTime) -> Deferred[Any]:
     """Fail ``deferred`` with RequestTimeout if it has not fired in ``timeout`` seconds."""
     if timeout is None:
@@ -363,10 +340,4 @@ def with_timeout(deferred: Deferred[Any], timeout: float | None, clock: IReactor
         raise errors.RequestTimeout(f"no answer in {after} seconds")
 
     return deferred.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
-
-
-def _failed(error: Exception) -> Deferred[Any]:
-    deferred: Deferred[Any] = Deferred()
-    deferred.errback(error)
-    return deferred
 

@@ -1,0 +1,61 @@
+"""Pings awaiting their pong, for the whole session.
+
+A pong names no ping.  But the exchange answers each ping once, in the order
+of their seqs, and the session delivers the exchange's payloads once, in seq
+order, whatever path they took (live, resent on resume, replayed to fill a
+gap).  So the n-th pong of a session answers its n-th ping, across any
+number of reconnects, and a ping cancelled or timed out keeps its place, so
+that its pong is not taken for the next one's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+
+class _Ping:
+    """A ping awaiting its pong; ``deferred`` is None once nobody waits for it."""
+
+    __slots__ = ("deferred", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.deferred: Deferred[float] | None = None
+
+
+class Pings:
+    """Pings in the order they were sent; each pong settles the oldest."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._waiting: deque[_Ping] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def sent(self) -> Deferred[float]:
+        """A ping just went out: its Deferred fires with the round-trip time in seconds."""
+        ping = _Ping(self.clock.seconds())
+        ping.deferred = Deferred(lambda d: setattr(ping, "deferred", None))
+        self._waiting.append(ping)
+        return ping.deferred
+
+    def answered(self) -> None:
+        """A pong arrived: it answers the oldest ping."""
+        if not self._waiting:
+            return
+        ping = self._waiting.popleft()
+        if ping.deferred is not None:
+            deferred, ping.deferred = ping.deferred, None
+            deferred.callback(self.clock.seconds() - ping.sent_at)
+
+    def fail(self, error: Exception) -> None:
+        """The session ended: no pong can come for any ping of it."""
+        waiting, self._waiting = self._waiting, deque()
+        for ping in waiting:
+            if ping.deferred is not None:
+                deferred, ping.deferred = ping.deferred, None
+                deferred.errback(error)
