@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from smarkets_twisted import errors
 from smarkets_twisted.handlers import GlobalHandler, Handler, HandlerRegistry
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
-from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.pings import Pings
+from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.protocol import SmarketsClientProtocol, with_timeout
 from smarkets_twisted.requests import Key, PendingRequests
 from smarkets_twisted.session import SessionState

@@ -54,6 +54,7 @@ class PongPairingTests(ClientTestCase):
             self.assertEqual(rtt, [0.25])
 
     def test_ping_has_a_default_timeout_and_a_late_pong_keeps_the_pairing(self) -> None:
+        self.factory = make_factory(self.clock, peer_timeout=60.0)
         self.connect_and_login()
         late = result_of(self.factory.ping())
         self.clock.advance(30.0)
@@ -100,8 +101,9 @@ class SettingsTests(SynchronousTestCase):
         self.assertRaises(ValueError, ClientSettings, username="u", cookie=b"a", token=b"b")
 
     def test_a_str_cookie_or_token_is_sent_as_bytes(self) -> None:
-        from tests.scripted import ScriptedExchange
         from twisted.internet.task import Clock
+
+        from tests.scripted import ScriptedExchange
 
         for settings in ({"cookie": "tok-1"}, {"token": "tok-1"}, {"token": b"tok-1"}):
             clock = Clock()
