@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from smarkets_twisted import errors
 from smarkets_twisted.book import MarketBook
-from smarkets_twisted.exchange import engine
+from smarkets_twisted.exchange import events
 from smarkets_twisted.exchange.server import ConnectionSettings
 from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
@@ -247,7 +247,7 @@ def _run(seed, steps, collector):
         if n > 1:
             findings.append(f"account event {seq} delivered {n} times")
     hist = [e.account_sequence for e in ex.account("alice").events_after(0).events
-            if not isinstance(e, engine.BalanceChanged)]
+            if not isinstance(e, events.BalanceChanged)]
     missing = sorted(set(hist) - set(delivered))
     if missing and connected:
         findings.append(f"account events never delivered: {missing[:10]} ({len(missing)})")

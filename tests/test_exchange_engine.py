@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.exchange.accounts import Account, Accounts
 from smarkets_twisted.exchange.catalogue import Catalogue, Contract, Market
-from smarkets_twisted.exchange.engine import (
+from smarkets_twisted.exchange.engine import MarketStateError, MatchingEngine
+from smarkets_twisted.exchange.events import (
     AccountEvent,
     BalanceChanged,
     BookChanged,
@@ -25,8 +26,6 @@ from smarkets_twisted.exchange.engine import (
     Level,
     MarketBook,
     MarketStateChanged,
-    MarketStateError,
-    MatchingEngine,
     OrderAccepted,
     OrderCancelled,
     OrderExecuted,
@@ -906,11 +905,16 @@ class InvariantTests(SynchronousTestCase):
     """Whatever the order flow: books never crossed, fills conserved, money never negative."""
 
     @settings(max_examples=150, deadline=None)
-    @given(operations=st.lists(_OPERATION, min_size=10, max_size=60), winner=st.sampled_from([HOME, AWAY, None]))
-    def test_random_flow(self, operations: list[tuple[Any, ...]], winner: int | None) -> None:
+    @given(
+        operations=st.lists(_OPERATION, min_size=10, max_size=60),
+        winner=st.sampled_from([HOME, AWAY, None]),
+        # Levels shown: the deltas must keep a copy of the visible book either way.
+        depth=st.sampled_from([3, None]),
+    )
+    def test_random_flow(self, operations: list[tuple[Any, ...]], winner: int | None, depth: int | None) -> None:
         accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
         catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
-        engine = MatchingEngine(Accounts(accounts), catalogue, depth=3)
+        engine = MatchingEngine(Accounts(accounts), catalogue, depth=depth)
         mirror: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
         fills: dict[tuple[int, int], int] = defaultdict(int)
         last_sequence = {account.username: 0 for account in accounts}

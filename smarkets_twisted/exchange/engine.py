@@ -1,11 +1,8 @@
 """The matching engine of the simulated exchange, with its account bookkeeping.
 
 Sans-io: every public method takes plain values, changes the exchange's state
-and returns the list of domain events that the change produced, in causal
-order.  Account events carry the username they go to and the account
-sequence assigned to them; market events carry the market id and go to that
-market's subscribers.  Reasons are the seto enum values, ready to be copied
-into protobuf messages.
+and returns the list of domain events (`smarkets_twisted.exchange.events`)
+that the change produced, in causal order.
 
 Units follow PROTOCOL.md section 7: prices are percent odds in basis points
 (1..9999) and quantities are payoffs in 1/10000 of the currency, as are
@@ -14,35 +11,59 @@ balances and exposures.
 Money model
 -----------
 Cash moves only at settlement.  Until then, each account's *exposure* in a
-market is the most it could lose over every choice of winning contract,
-counting matched positions and, for each open order, whichever of "filled" or
-"not filled" is worse in that outcome; sums are exact (in 1/10000 of a unit)
-and the loss is rounded up to a whole unit once per market, so the exchange
-never under-reserves.  A buy and a sell that hedge each other therefore
-reserve less than their two liabilities.  The account's exposure is the sum
-over markets; an order is rejected for insufficient funds when the exposure
-with the order would exceed the balance.  At settlement the account's net
-result in the market is added to its balance, rounded down (so a winner gets
-at most what it won and a loser pays at most its exposure).
+market is its worst-case loss there, as `smarkets_twisted.trading.positions`
+computes it from the account's fills and open orders (the client uses the
+same module); the account's exposure is the sum over markets, and an order
+is rejected for insufficient funds when the exposure with the order would
+exceed the balance.  At settlement the account's net result in the market is
+added to its balance, rounded down (so a winner gets at most what it won and
+a loser pays at most its exposure).
 """
 
 from __future__ import annotations
 
-from bisect import insort
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.exchange.accounts import Account, Accounts
+from smarkets_twisted.exchange.book import Book
 from smarkets_twisted.exchange.catalogue import Catalogue, Market, state_name
+from smarkets_twisted.exchange.events import (
+    AccountEvent,
+    BalanceChanged,
+    BookChanged,
+    CancelAllAccepted,
+    CancelAllRejected,
+    CancelRejected,
+    ContractBook,
+    EngineEvent,
+    Execution,
+    ExecutionVoided,
+    Level,
+    MarketBook,
+    MarketStateChanged,
+    OpenOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderInvalid,
+    OrderRejected,
+    PendingReplace,
+    QuantityReduced,
+    ReduceRejected,
+    ReplaceAccepted,
+    ReplaceRejected,
+    account_event,
+)
+from smarkets_twisted.exchange.orders import Order, order_event
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.trading.positions import MarketPosition
 
 MIN_PRICE = 1
 MAX_PRICE = 9999
-#: A contract that wins pays out its whole quantity: price 10000 is certainty.
-PRICE_SCALE = 10_000
 #: How many price levels per side market data shows by default.
 DEFAULT_DEPTH = 10
 #: How many finished orders are remembered, to answer TOO_LATE instead of NOT_FOUND.
@@ -85,522 +106,26 @@ class MarketStateError(SmarketsError, ValueError):
     """A market state change that cannot be made (unknown market, bad transition or winner)."""
 
 
-# Domain events
+class _Stake:
+    """One account's position in one market, and the exposure last reserved for it."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class EngineEvent:
-    """Anything the engine reports."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class AccountEvent(EngineEvent):
-    """An event for one account, numbered by that account's sequence and kept for replay."""
-
-    username: str
-    account_sequence: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class MarketEvent(EngineEvent):
-    """An event for the subscribers of one market."""
-
-    market_id: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderInvalid(EngineEvent):
-    """order_invalid: the order was malformed; every problem is listed.
-
-    Not an account event: nothing changed on the account, and the message has
-    no account sequence.
-    """
-
-    username: str
-    reasons: tuple[seto_pb2.OrderInvalidReason, ...]
-    request_seq: int | None
-    reference: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderAccepted(AccountEvent):
-    """order_accepted: the order was taken; fills, if any, follow."""
-
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    price: int
-    quantity: int
-    tif: seto_pb2.TimeInForceType
-    request_seq: int | None
-    reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderRejected(AccountEvent):
-    """order_rejected: the order was refused."""
-
-    reason: seto_pb2.OrderRejectedReason
-    request_seq: int | None
-    reference: int | None
-    label: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderExecuted(AccountEvent):
-    """order_executed: one fill of one order, sent to each of the two parties.
-
-    ``price`` and ``quantity`` are the fill's; ``orig_price`` is the order's limit.
-    """
-
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    price: int
-    quantity: int
-    orig_price: int
-    total_executed_quantity: int
-    executed_avg_price: int
-    available_quantity: int
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderCancelled(AccountEvent):
-    """order_cancelled: what was left of an order is gone.
-
-    ``cancelled_quantity`` is the quantity that was still available.
-    ``reference`` is the order_cancel request's when it gave one, else the order's own.
-    """
-
-    order_id: int
-    reason: seto_pb2.OrderCancelledReason
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    orig_price: int
-    cancelled_quantity: int
-    executed_quantity: int
-    executed_avg_price: int
-    reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class CancelRejected(AccountEvent):
-    """order_cancel_rejected."""
-
-    order_id: int
-    reason: seto_pb2.OrderCancelRejectedReason
-    reference: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class CancelAllAccepted(AccountEvent):
-    """order_cancel_all_accepted; an order_cancelled follows for each order."""
-
-    market_id: int | None
-    reference: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class CancelAllRejected(AccountEvent):
-    """order_cancel_all_rejected (the market named does not exist)."""
-
-    market_id: int | None
-    reason: seto_pb2.OrderCancelAllRejectedReason
-    reference: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantityReduced(AccountEvent):
-    """order_quantity_reduced: the order's available quantity is now ``new_quantity``."""
-
-    order_id: int
-    new_quantity: int
-    reason: seto_pb2.OrderQuantityReducedReason
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    orig_price: int
-    executed_quantity: int
-    executed_avg_price: int
-    reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReduceRejected(AccountEvent):
-    """order_quantity_reduce_rejected."""
-
-    order_id: int
-    new_quantity: int
-    reason: seto_pb2.OrderQuantityReduceRejectedReason
-    reference: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class PendingReplace(AccountEvent):
-    """order_pending_replace: a replace is under way; ``order_id`` is the new order's."""
-
-    order_id: int
-    orig_order_id: int
-    price: int
-    quantity: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    reference: int | None
-    label: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReplaceAccepted(AccountEvent):
-    """order_cancel_replace_accepted: the original is gone, the new order is live.
-
-    ``quantity_left`` is what was still available on the original order.
-    """
-
-    order_id: int
-    orig_order_id: int
-    price: int
-    quantity: int
-    quantity_left: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReplaceRejected(AccountEvent):
-    """order_cancel_replace_rejected: the original order is unchanged.
-
-    ``order_id`` and the market fields are None when the original order was
-    not found.  ``detail`` says in words why, which matters where the schema
-    has no fitting reason (invalid price or quantity, insufficient funds: these
-    are sent as SERVICE_TEMPORARILY_UNAVAILABLE).
-    """
-
-    order_id: int | None
-    orig_order_id: int
-    reason: seto_pb2.OrderCancelReplaceRejectedReason
-    detail: str
-    market_id: int | None
-    contract_id: int | None
-    side: seto_pb2.Side | None
-    reference: int | None
-    label: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExecutionVoided(AccountEvent):
-    """order_execute_voided: a fill was undone because its market was voided."""
-
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    price: int
-    quantity: int
-    orig_price: int
-    label: str | None
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class BalanceChanged(AccountEvent):
-    """balance_changed: the account's balance or exposure moved."""
-
-    reason: str
-    balance: int
-    available_balance: int
-    exposure: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class MarketStateChanged(MarketEvent):
-    """market_state: the market entered ``state``; ``winner`` is set when settled."""
-
-    state: seto_pb2.MarketStateType
-    winner: int | None
-
-
-@dataclass(frozen=True)
-class Level:
-    """A price level: its price and the total available quantity there (0: gone)."""
-
-    price: int
-    quantity: int
-
-
-@dataclass(frozen=True)
-class Execution:
-    """A trade: its price, quantity, and the side of the incoming order that caused it."""
-
-    price: int
-    quantity: int
-    aggressor_side: seto_pb2.Side
-
-
-@dataclass(frozen=True, kw_only=True)
-class BookChanged(MarketEvent):
-    """contract_quotes: the visible levels that changed, best first, and the trades.
-
-    A level that left the visible depth is reported with quantity 0, a level
-    that entered it with its total, so that applying the deltas to the
-    snapshot keeps an exact copy of the visible book.
-    """
-
-    contract_id: int
-    bids: tuple[Level, ...]
-    offers: tuple[Level, ...]
-    executions: tuple[Execution, ...]
-
-
-# Views
-
-
-@dataclass(frozen=True)
-class ContractBook:
-    """One contract's visible book: bids best (highest) first, offers best (lowest) first."""
-
-    contract_id: int
-    bids: tuple[Level, ...]
-    offers: tuple[Level, ...]
-
-
-@dataclass(frozen=True)
-class MarketBook:
-    """A market_quotes snapshot: every contract's visible book and the volume traded."""
-
-    market_id: int
-    contracts: tuple[ContractBook, ...]
-    executed_volume: int
-
-
-@dataclass(frozen=True)
-class OpenOrder:
-    """A copy of one open order's state."""
-
-    order_id: int
-    username: str
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
-    price: int
-    quantity: int
-    available_quantity: int
-    executed_quantity: int
-    tif: seto_pb2.TimeInForceType
-    reference: int | None
-    label: str | None
-
-
-# Internal state
-
-
-class _Order:
-    """An order as the engine keeps it."""
-
-    __slots__ = (
-        "account",
-        "available",
-        "contract_id",
-        "executed",
-        "executed_value",
-        "label",
-        "market_id",
-        "order_id",
-        "price",
-        "quantity",
-        "reference",
-        "side",
-        "tif",
-    )
-
-    def __init__(
-        self,
-        order_id: int,
-        account: Account,
-        market_id: int,
-        contract_id: int,
-        side: seto_pb2.Side,
-        price: int,
-        quantity: int,
-        tif: seto_pb2.TimeInForceType,
-        reference: int | None,
-        label: str | None,
-    ) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.market_id = market_id
-        self.contract_id = contract_id
-        self.side = side
-        self.price = price
-        self.quantity = quantity
-        self.available = quantity
-        self.executed = 0
-        self.executed_value = 0
-        self.tif = tif
-        self.reference = reference
-        self.label = label
-
-    @property
-    def executed_avg_price(self) -> int:
-        """The quantity-weighted average fill price, rounded half up (0 before any fill)."""
-        if not self.executed:
-            return 0
-        return (2 * self.executed_value + self.executed) // (2 * self.executed)
-
-    def view(self) -> OpenOrder:
-        return OpenOrder(
-            self.order_id,
-            self.account.username,
-            self.market_id,
-            self.contract_id,
-            self.side,
-            self.price,
-            self.quantity,
-            self.available,
-            self.executed,
-            self.tif,
-            self.reference,
-            self.label,
-        )
-
-
-class _Position:
-    """One account's stake in one market, as profit per winning contract.
-
-    Profit if contract ``c`` wins is ``base + wins.get(c, 0)``, in 1/10000 of
-    a unit, counting matched trades and, for open orders, their worse case.
-    """
-
-    __slots__ = ("account", "base", "exposure", "wins")
+    __slots__ = ("account", "exposure", "position")
 
     def __init__(self, account: Account) -> None:
         self.account = account
-        self.base = 0
-        self.wins: dict[int, int] = {}
+        self.position = MarketPosition()
         self.exposure = 0
 
-    def add_open(self, order: _Order, quantity: int) -> None:
-        """Reserve (or, with a negative quantity, release) open quantity of an order."""
-        if order.side == BUY:
-            # Loses quantity*price unless its contract wins; then, unfilled is worst.
-            self.base -= quantity * order.price
-            self._win(order.contract_id, quantity * order.price)
-        else:
-            # Loses quantity*(1-price) if its contract wins; else unfilled is worst.
-            self._win(order.contract_id, -quantity * (PRICE_SCALE - order.price))
-
-    def add_trade(self, side: seto_pb2.Side, contract_id: int, price: int, quantity: int) -> None:
-        """Count a matched trade: pays ``quantity`` to the buyer if the contract wins."""
-        sign = 1 if side == BUY else -1
-        self.base -= sign * quantity * price
-        self._win(contract_id, sign * quantity * PRICE_SCALE)
-
-    def worst_loss(self, market: Market) -> int:
-        """The most this position can lose, in whole units, rounded up."""
-        worst = min(self.base + self.wins.get(contract.id, 0) for contract in market.contracts)
-        return max(0, -(worst // PRICE_SCALE))
-
-    def result(self, winner: int) -> int:
-        """The net result in whole units if ``winner`` wins, rounded down."""
-        return (self.base + self.wins.get(winner, 0)) // PRICE_SCALE
-
-    def _win(self, contract_id: int, amount: int) -> None:
-        self.wins[contract_id] = self.wins.get(contract_id, 0) + amount
-
-
-class _BookSide:
-    """The resting orders of one side of one contract, by price then arrival."""
-
-    def __init__(self, best_is_highest: bool) -> None:
-        self.best_is_highest = best_is_highest
-        self._levels: dict[int, dict[int, _Order]] = {}
-        self._prices: list[int] = []
-
-    def add(self, order: _Order) -> None:
-        level = self._levels.get(order.price)
-        if level is None:
-            level = self._levels[order.price] = {}
-            insort(self._prices, order.price)
-        level[order.order_id] = order
-
-    def remove(self, order: _Order) -> None:
-        level = self._levels[order.price]
-        del level[order.order_id]
-        if not level:
-            del self._levels[order.price]
-            self._prices.remove(order.price)
-
-    def best(self) -> _Order | None:
-        """The order first in line: best price, earliest arrival."""
-        if not self._prices:
-            return None
-        price = self._prices[-1] if self.best_is_highest else self._prices[0]
-        return next(iter(self._levels[price].values()))
-
-    def prices(self) -> Iterator[int]:
-        """Prices best first."""
-        return reversed(self._prices) if self.best_is_highest else iter(self._prices)
-
-    def in_priority(self) -> Iterator[_Order]:
-        """Every order in the order they would be matched."""
-        for price in self.prices():
-            yield from self._levels[price].values()
-
-    def visible(self, depth: int | None) -> dict[int, int]:
-        """Total available quantity per price, for the best ``depth`` prices."""
-        result: dict[int, int] = {}
-        for price in self.prices():
-            if depth is not None and len(result) >= depth:
-                break
-            result[price] = sum(order.available for order in self._levels[price].values())
-        return result
-
-    def crosses(self, price: int, limit: int) -> bool:
-        """Whether a resting order at ``price`` matches an incoming order at ``limit``."""
-        return price >= limit if self.best_is_highest else price <= limit
-
-
-class _ContractBook:
-    """Bids and offers of one contract."""
-
-    def __init__(self) -> None:
-        self.bids = _BookSide(best_is_highest=True)
-        self.offers = _BookSide(best_is_highest=False)
-
-    def side(self, side: seto_pb2.Side) -> _BookSide:
-        return self.bids if side == BUY else self.offers
-
-    def opposite(self, side: seto_pb2.Side) -> _BookSide:
-        return self.offers if side == BUY else self.bids
+    def add_open(self, order: Order, quantity: int) -> None:
+        self.position.add_open(order.side, order.contract_id, order.price, quantity)
 
 
 @dataclass
 class _Fill:
     """A trade kept until its market settles, so that voiding can undo it."""
 
-    buy: _Order
-    sell: _Order
+    buy: Order
+    sell: Order
     price: int
     quantity: int
 
@@ -611,7 +136,8 @@ class _Batch:
     def __init__(self, balance_reason: str) -> None:
         self.balance_reason = balance_reason
         self.events: list[EngineEvent] = []
-        self.books: dict[int, tuple[int, dict[int, int], dict[int, int]]] = {}
+        #: Contract id -> market id, for every book the call changed.
+        self.books: dict[int, int] = {}
         self.executions: dict[int, list[Execution]] = {}
         self.accounts: dict[str, tuple[Account, int, int]] = {}
 
@@ -648,23 +174,25 @@ class MatchingEngine:
         self.depth = depth
         self._order_ids = count(first_order_id)
         self._finished_order_memory = finished_order_memory
-        self._books: dict[int, _ContractBook] = {}
+        self._books: dict[int, Book] = {}
         self._market_of_contract: dict[int, int] = {}
-        self._orders: dict[int, _Order] = {}
-        self._orders_by_market: dict[int, dict[int, _Order]] = {}
-        self._orders_by_account: dict[str, dict[int, _Order]] = {}
+        self._orders: dict[int, Order] = {}
+        self._orders_by_market: dict[int, dict[int, Order]] = {}
+        self._orders_by_account: dict[str, dict[int, Order]] = {}
         self._finished: OrderedDict[int, str] = OrderedDict()
-        self._positions: dict[int, dict[str, _Position]] = {}
+        self._positions: dict[int, dict[str, _Stake]] = {}
+        self._contract_ids: dict[int, tuple[int, ...]] = {}
         self._fills: dict[int, list[_Fill]] = {}
         self._volume: dict[int, int] = {}
         self._in_play: set[int] = set()
         for market in catalogue:
             self._positions[market.id] = {}
+            self._contract_ids[market.id] = tuple(contract.id for contract in market.contracts)
             self._orders_by_market[market.id] = {}
             self._fills[market.id] = []
             self._volume[market.id] = 0
             for contract in market.contracts:
-                self._books[contract.id] = _ContractBook()
+                self._books[contract.id] = Book(depth)
                 self._market_of_contract[contract.id] = market.id
             if market.state == seto_pb2.MARKET_STATE_LIVE:
                 self._in_play.add(market.id)
@@ -714,17 +242,22 @@ class MatchingEngine:
         elif self._would_cross_self(account, contract_id, side, price, quantity):
             reason = seto_pb2.ORDER_REJECTED_CROSSED_SELF
         else:
-            order = _Order(
+            order = Order(
                 next(self._order_ids), account, market_id, contract_id, side, price, quantity, tif, reference, label
             )
             if self._reserve(batch, market, order, None):
-                batch.record(account, _accepted(order, request_seq))
+                batch.record(account, order_event(OrderAccepted, order, request_seq=request_seq))
                 self._touch_book(batch, contract_id)
                 self._match(batch, market, order)
                 self._rest_or_expire(batch, market, order)
                 return self._finish(batch)
             reason = seto_pb2.ORDER_REJECTED_INSUFFICIENT_FUNDS
-        batch.record(account, _rejected(account, reason, request_seq, reference, label))
+        batch.record(
+            account,
+            account_event(
+                OrderRejected, account, reason=reason, request_seq=request_seq, reference=reference, label=label
+            ),
+        )
         return self._finish(batch)
 
     def cancel(self, account: Account, order_id: int, reference: int | None = None) -> list[EngineEvent]:
@@ -737,7 +270,9 @@ class MatchingEngine:
                 if self._finished.get(order_id) == account.username
                 else seto_pb2.ORDER_CANCEL_REJECTED_NOT_FOUND
             )
-            batch.record(account, _cancel_rejected(account, order_id, reason, reference))
+            batch.record(
+                account, account_event(CancelRejected, account, order_id=order_id, reason=reason, reference=reference)
+            )
             return self._finish(batch)
         market = self._market_of(order)
         self._cancel_order(batch, market, order, seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED, reference)
@@ -749,9 +284,13 @@ class MatchingEngine:
         """Cancel every open order of the account, in one market or in all."""
         batch = _Batch("cancel")
         if market_id is not None and self.catalogue.market(market_id) is None:
-            batch.record(account, _cancel_all_rejected(account, market_id, reference))
+            unknown = seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR
+            batch.record(
+                account,
+                account_event(CancelAllRejected, account, market_id=market_id, reason=unknown, reference=reference),
+            )
             return self._finish(batch)
-        batch.record(account, _cancel_all_accepted(account, market_id, reference))
+        batch.record(account, account_event(CancelAllAccepted, account, market_id=market_id, reference=reference))
         orders = [
             order
             for order in self._orders_by_account.get(account.username, {}).values()
@@ -773,10 +312,14 @@ class MatchingEngine:
         if order is not None and 0 < new_quantity < order.available:
             market = self._market_of(order)
             self._touch_book(batch, order.contract_id)
-            self._position(market, account).add_open(order, new_quantity - order.available)
-            order.available = new_quantity
+            self._stake(market, account).add_open(order, new_quantity - order.available)
+            self._books[order.contract_id].side(order.side).take(order, order.available - new_quantity)
             self._refresh_exposure(batch, market, account)
-            batch.record(account, _reduced(order, reference))
+            reduced = seto_pb2.ORDER_QUANTITY_REDUCED_MEMBER_REQUESTED
+            batch.record(
+                account,
+                order_event(QuantityReduced, order, new_quantity=new_quantity, reason=reduced, reference=reference),
+            )
         else:
             if order is not None:
                 reason = seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_INVALID_NEW_QUANTITY
@@ -784,7 +327,17 @@ class MatchingEngine:
                 reason = seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_NOT_LIVE
             else:
                 reason = seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_NOT_FOUND
-            batch.record(account, _reduce_rejected(account, order_id, new_quantity, reason, reference))
+            batch.record(
+                account,
+                account_event(
+                    ReduceRejected,
+                    account,
+                    order_id=order_id,
+                    new_quantity=new_quantity,
+                    reason=reason,
+                    reference=reference,
+                ),
+            )
         return self._finish(batch)
 
     def replace(
@@ -810,10 +363,23 @@ class MatchingEngine:
             label = None
         orig = self._own_open_order(account, order_id)
         if orig is None:
-            batch.record(account, _replace_not_found(account, order_id, reference, label))
+            not_found = account_event(
+                ReplaceRejected,
+                account,
+                order_id=None,
+                orig_order_id=order_id,
+                reason=seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE,
+                detail="order not found or no longer open",
+                market_id=None,
+                contract_id=None,
+                side=None,
+                reference=reference,
+                label=label,
+            )
+            batch.record(account, not_found)
             return self._finish(batch)
         market = self._market_of(orig)
-        new = _Order(
+        new = Order(
             next(self._order_ids),
             account,
             orig.market_id,
@@ -825,7 +391,7 @@ class MatchingEngine:
             reference if reference is not None else orig.reference,
             label if label is not None else orig.label,
         )
-        batch.record(account, _pending_replace(new, orig, reference))
+        batch.record(account, order_event(PendingReplace, new, orig_order_id=orig.order_id, reference=reference))
         invalid = _invalid_reasons(price, quantity)
         unavailable = seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE
         if not label_fits:
@@ -843,11 +409,17 @@ class MatchingEngine:
             quantity_left = orig.available
             self._unrest(orig)
             orig.available = 0
-            batch.record(account, _replace_accepted(new, orig, quantity_left, reference))
+            accepted = order_event(
+                ReplaceAccepted, new, orig_order_id=orig.order_id, quantity_left=quantity_left, reference=reference
+            )
+            batch.record(account, accepted)
             self._match(batch, market, new)
             self._rest_or_expire(batch, market, new)
             return self._finish(batch)
-        batch.record(account, _replace_rejected(new, orig, reason, detail, reference))
+        rejected = order_event(
+            ReplaceRejected, new, orig_order_id=orig.order_id, reason=reason, detail=detail, reference=reference
+        )
+        batch.record(account, rejected)
         return self._finish(batch)
 
     # Markets
@@ -932,7 +504,7 @@ class MatchingEngine:
 
     # Matching
 
-    def _own_open_order(self, account: Account, order_id: int) -> _Order | None:
+    def _own_open_order(self, account: Account, order_id: int) -> Order | None:
         order = self._orders.get(order_id)
         return order if order is not None and order.account is account else None
 
@@ -950,7 +522,7 @@ class MatchingEngine:
             remaining -= resting.available
         return False
 
-    def _match(self, batch: _Batch, market: Market, order: _Order) -> None:
+    def _match(self, batch: _Batch, market: Market, order: Order) -> None:
         opposite = self._books[order.contract_id].opposite(order.side)
         while order.available:
             resting = opposite.best()
@@ -960,25 +532,26 @@ class MatchingEngine:
             if not resting.available:
                 self._unrest(resting)
 
-    def _fill(self, batch: _Batch, market: Market, incoming: _Order, resting: _Order, quantity: int) -> None:
+    def _fill(self, batch: _Batch, market: Market, incoming: Order, resting: Order, quantity: int) -> None:
         """Trade ``quantity`` between an incoming and a resting order, at the resting price."""
         price = resting.price
+        self._books[resting.contract_id].side(resting.side).take(resting, quantity)
+        incoming.available -= quantity
         for order in (incoming, resting):
-            position = self._position(market, order.account)
-            position.add_open(order, -quantity)
-            position.add_trade(order.side, order.contract_id, price, quantity)
-            order.available -= quantity
+            stake = self._stake(market, order.account)
+            stake.add_open(order, -quantity)
+            stake.position.add_trade(order.side, order.contract_id, price, quantity)
             order.executed += quantity
             order.executed_value += quantity * price
             self._refresh_exposure(batch, market, order.account)
         for order in (incoming, resting):
-            batch.record(order.account, _executed(order, price, quantity))
+            batch.record(order.account, order_event(OrderExecuted, order, price=price, quantity=quantity))
         buy, sell = (incoming, resting) if incoming.side == BUY else (resting, incoming)
         self._fills[market.id].append(_Fill(buy, sell, price, quantity))
         self._volume[market.id] += quantity
         batch.executions.setdefault(incoming.contract_id, []).append(Execution(price, quantity, incoming.side))
 
-    def _rest_or_expire(self, batch: _Batch, market: Market, order: _Order) -> None:
+    def _rest_or_expire(self, batch: _Batch, market: Market, order: Order) -> None:
         """Rest what is left of a new order, or cancel it at once if it is IOC."""
         if not order.available:
             self._remember_finished(order)
@@ -995,7 +568,7 @@ class MatchingEngine:
         self,
         batch: _Batch,
         market: Market,
-        orders: list[_Order],
+        orders: list[Order],
         tifs: set[seto_pb2.TimeInForceType],
         reason: seto_pb2.OrderCancelledReason,
     ) -> None:
@@ -1007,7 +580,7 @@ class MatchingEngine:
         self,
         batch: _Batch,
         market: Market,
-        order: _Order,
+        order: Order,
         reason: seto_pb2.OrderCancelledReason,
         reference: int | None,
     ) -> None:
@@ -1020,18 +593,23 @@ class MatchingEngine:
         self,
         batch: _Batch,
         market: Market,
-        order: _Order,
+        order: Order,
         reason: seto_pb2.OrderCancelledReason,
         reference: int | None,
     ) -> None:
         """Cancel the available quantity of an order that is not (or no longer) resting."""
         cancelled = order.available
-        self._position(market, order.account).add_open(order, -cancelled)
+        self._stake(market, order.account).add_open(order, -cancelled)
         order.available = 0
         self._refresh_exposure(batch, market, order.account)
-        batch.record(order.account, _cancelled(order, reason, cancelled, reference))
+        if reference is None:
+            reference = order.reference
+        batch.record(
+            order.account,
+            order_event(OrderCancelled, order, reason=reason, cancelled_quantity=cancelled, reference=reference),
+        )
 
-    def _unrest(self, order: _Order) -> None:
+    def _unrest(self, order: Order) -> None:
         """Take a resting order off its book and out of the indexes; remember it finished."""
         self._books[order.contract_id].side(order.side).remove(order)
         del self._orders[order.order_id]
@@ -1039,72 +617,70 @@ class MatchingEngine:
         del self._orders_by_account[order.account.username][order.order_id]
         self._remember_finished(order)
 
-    def _remember_finished(self, order: _Order) -> None:
+    def _remember_finished(self, order: Order) -> None:
         self._finished[order.order_id] = order.account.username
         while len(self._finished) > self._finished_order_memory:
             self._finished.popitem(last=False)
 
     # Money
 
-    def _position(self, market: Market, account: Account) -> _Position:
-        positions = self._positions[market.id]
-        position = positions.get(account.username)
-        if position is None:
-            position = positions[account.username] = _Position(account)
-        return position
+    def _stake(self, market: Market, account: Account) -> _Stake:
+        stakes = self._positions[market.id]
+        stake = stakes.get(account.username)
+        if stake is None:
+            stake = stakes[account.username] = _Stake(account)
+        return stake
 
     def _refresh_exposure(self, batch: _Batch, market: Market, account: Account) -> None:
         """Recompute the account's exposure in one market, after its position changed."""
         batch.touch_account(account)
-        position = self._position(market, account)
-        exposure = position.worst_loss(market)
-        account.exposure += exposure - position.exposure
-        position.exposure = exposure
+        stake = self._stake(market, account)
+        exposure = stake.position.worst_loss(self._contract_ids[market.id])
+        account.exposure += exposure - stake.exposure
+        stake.exposure = exposure
 
-    def _reserve(self, batch: _Batch, market: Market, order: _Order, replacing: _Order | None) -> bool:
+    def _reserve(self, batch: _Batch, market: Market, order: Order, replacing: Order | None) -> bool:
         """Reserve a new order's open quantity (releasing ``replacing``'s); False if unaffordable."""
-        position = self._position(market, order.account)
-        position.add_open(order, order.quantity)
+        stake = self._stake(market, order.account)
+        stake.add_open(order, order.quantity)
         if replacing is not None:
-            position.add_open(replacing, -replacing.available)
+            stake.add_open(replacing, -replacing.available)
         self._refresh_exposure(batch, market, order.account)
         if order.account.exposure <= order.account.balance:
             return True
-        position.add_open(order, -order.quantity)
+        stake.add_open(order, -order.quantity)
         if replacing is not None:
-            position.add_open(replacing, replacing.available)
+            stake.add_open(replacing, replacing.available)
         self._refresh_exposure(batch, market, order.account)
         return False
 
     def _close(self, batch: _Batch, market: Market, winner: int | None) -> None:
         """Settle (with a winner) or void (without) a market whose orders are all cancelled."""
-        positions = self._positions[market.id]
-        for position in positions.values():
-            batch.touch_account(position.account)
+        stakes = self._positions[market.id]
+        for stake in stakes.values():
+            batch.touch_account(stake.account)
             if winner is not None:
-                position.account.balance += position.result(winner)
-            position.account.exposure -= position.exposure
+                stake.account.balance += stake.position.result(winner)
+            stake.account.exposure -= stake.exposure
         if winner is None:
             for fill in self._fills[market.id]:
                 for order in (fill.buy, fill.sell):
-                    batch.record(order.account, _execution_voided(order, fill))
-        positions.clear()
+                    voided = order_event(ExecutionVoided, order, price=fill.price, quantity=fill.quantity)
+                    batch.record(order.account, voided)
+        stakes.clear()
         self._fills[market.id].clear()
 
     # Market data and the end of a call
 
     def _touch_book(self, batch: _Batch, contract_id: int) -> None:
-        if contract_id not in batch.books:
-            book = self._books[contract_id]
-            market_id = self._market_of_contract[contract_id]
-            batch.books[contract_id] = (market_id, book.bids.visible(self.depth), book.offers.visible(self.depth))
+        batch.books[contract_id] = self._market_of_contract[contract_id]
 
     def _finish(self, batch: _Batch) -> list[EngineEvent]:
         """Add the market data deltas and balance changes to a call's events."""
-        for contract_id, (market_id, bids_before, offers_before) in batch.books.items():
+        for contract_id, market_id in batch.books.items():
             book = self._books[contract_id]
-            bids = _changed_levels(bids_before, book.bids.visible(self.depth), best_is_highest=True)
-            offers = _changed_levels(offers_before, book.offers.visible(self.depth), best_is_highest=False)
+            bids = book.bids.changes()
+            offers = book.offers.changes()
             executions = tuple(batch.executions.get(contract_id, ()))
             if bids or offers or executions:
                 batch.events.append(
@@ -1118,10 +694,10 @@ class MatchingEngine:
                 )
         for account, balance, exposure in batch.accounts.values():
             if (account.balance, account.exposure) != (balance, exposure):
-                batch.events.append(account.record(_balance_changed(account, batch.balance_reason)))
+                batch.events.append(account.record(account_event(BalanceChanged, account, reason=batch.balance_reason)))
         return batch.events
 
-    def _market_of(self, order: _Order) -> Market:
+    def _market_of(self, order: Order) -> Market:
         market = self.catalogue.market(order.market_id)
         assert market is not None, "orders only exist in markets of the catalogue"
         return market
@@ -1140,7 +716,6 @@ _REPLACE_REJECTED_FOR_STATE: dict[int, seto_pb2.OrderCancelReplaceRejectedReason
     seto_pb2.MARKET_STATE_SETTLED: seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_MARKET_SETTLED,
     seto_pb2.MARKET_STATE_VOIDED: seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_MARKET_SETTLED,
 }
-
 _INVALID_DETAIL = {
     seto_pb2.ORDER_INVALID_INVALID_PRICE: "invalid price",
     seto_pb2.ORDER_INVALID_INVALID_QUANTITY: "invalid quantity",
@@ -1166,262 +741,3 @@ def _invalid_reasons(price: int, quantity: int) -> tuple[seto_pb2.OrderInvalidRe
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_QUANTITY)
     return tuple(reasons)
 
-
-def _changed_levels(before: dict[int, int], after: dict[int, int], best_is_highest: bool) -> tuple[Level, ...]:
-    prices = sorted(set(before) | set(after), reverse=best_is_highest)
-    return tuple(Level(price, after.get(price, 0)) for price in prices if before.get(price, 0) != after.get(price, 0))
-
-
-# Event builders: each returns a function of the account sequence.
-
-
-def _accepted(order: _Order, request_seq: int | None) -> Callable[[int], AccountEvent]:
-    account = order.account
-    return lambda sequence: OrderAccepted(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order.order_id,
-        market_id=order.market_id,
-        contract_id=order.contract_id,
-        side=order.side,
-        price=order.price,
-        quantity=order.quantity,
-        tif=order.tif,
-        request_seq=request_seq,
-        reference=order.reference,
-        label=order.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _rejected(
-    account: Account,
-    reason: seto_pb2.OrderRejectedReason,
-    request_seq: int | None,
-    reference: int | None,
-    label: str | None,
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: OrderRejected(
-        username=account.username,
-        account_sequence=sequence,
-        reason=reason,
-        request_seq=request_seq,
-        reference=reference,
-        label=label,
-    )
-
-
-def _executed(order: _Order, price: int, quantity: int) -> Callable[[int], AccountEvent]:
-    account = order.account
-    return lambda sequence: OrderExecuted(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order.order_id,
-        market_id=order.market_id,
-        contract_id=order.contract_id,
-        side=order.side,
-        price=price,
-        quantity=quantity,
-        orig_price=order.price,
-        total_executed_quantity=order.executed,
-        executed_avg_price=order.executed_avg_price,
-        available_quantity=order.available,
-        label=order.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _cancelled(
-    order: _Order, reason: seto_pb2.OrderCancelledReason, cancelled: int, reference: int | None
-) -> Callable[[int], AccountEvent]:
-    account = order.account
-    return lambda sequence: OrderCancelled(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order.order_id,
-        reason=reason,
-        market_id=order.market_id,
-        contract_id=order.contract_id,
-        side=order.side,
-        orig_price=order.price,
-        cancelled_quantity=cancelled,
-        executed_quantity=order.executed,
-        executed_avg_price=order.executed_avg_price,
-        reference=reference if reference is not None else order.reference,
-        label=order.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _cancel_rejected(
-    account: Account, order_id: int, reason: seto_pb2.OrderCancelRejectedReason, reference: int | None
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: CancelRejected(
-        username=account.username, account_sequence=sequence, order_id=order_id, reason=reason, reference=reference
-    )
-
-
-def _cancel_all_accepted(
-    account: Account, market_id: int | None, reference: int | None
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: CancelAllAccepted(
-        username=account.username, account_sequence=sequence, market_id=market_id, reference=reference
-    )
-
-
-def _cancel_all_rejected(account: Account, market_id: int, reference: int | None) -> Callable[[int], AccountEvent]:
-    return lambda sequence: CancelAllRejected(
-        username=account.username,
-        account_sequence=sequence,
-        market_id=market_id,
-        reason=seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR,
-        reference=reference,
-    )
-
-
-def _reduced(order: _Order, reference: int | None) -> Callable[[int], AccountEvent]:
-    account = order.account
-    return lambda sequence: QuantityReduced(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order.order_id,
-        new_quantity=order.available,
-        reason=seto_pb2.ORDER_QUANTITY_REDUCED_MEMBER_REQUESTED,
-        market_id=order.market_id,
-        contract_id=order.contract_id,
-        side=order.side,
-        orig_price=order.price,
-        executed_quantity=order.executed,
-        executed_avg_price=order.executed_avg_price,
-        reference=reference,
-        label=order.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _reduce_rejected(
-    account: Account,
-    order_id: int,
-    new_quantity: int,
-    reason: seto_pb2.OrderQuantityReduceRejectedReason,
-    reference: int | None,
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: ReduceRejected(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order_id,
-        new_quantity=new_quantity,
-        reason=reason,
-        reference=reference,
-    )
-
-
-def _pending_replace(new: _Order, orig: _Order, reference: int | None) -> Callable[[int], AccountEvent]:
-    return lambda sequence: PendingReplace(
-        username=new.account.username,
-        account_sequence=sequence,
-        order_id=new.order_id,
-        orig_order_id=orig.order_id,
-        price=new.price,
-        quantity=new.quantity,
-        market_id=new.market_id,
-        contract_id=new.contract_id,
-        side=new.side,
-        reference=reference,
-        label=new.label,
-    )
-
-
-def _replace_accepted(
-    new: _Order, orig: _Order, quantity_left: int, reference: int | None
-) -> Callable[[int], AccountEvent]:
-    account = new.account
-    return lambda sequence: ReplaceAccepted(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=new.order_id,
-        orig_order_id=orig.order_id,
-        price=new.price,
-        quantity=new.quantity,
-        quantity_left=quantity_left,
-        market_id=new.market_id,
-        contract_id=new.contract_id,
-        side=new.side,
-        reference=reference,
-        label=new.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _replace_rejected(
-    new: _Order,
-    orig: _Order,
-    reason: seto_pb2.OrderCancelReplaceRejectedReason,
-    detail: str,
-    reference: int | None,
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: ReplaceRejected(
-        username=new.account.username,
-        account_sequence=sequence,
-        order_id=new.order_id,
-        orig_order_id=orig.order_id,
-        reason=reason,
-        detail=detail,
-        market_id=new.market_id,
-        contract_id=new.contract_id,
-        side=new.side,
-        reference=reference,
-        label=new.label,
-    )
-
-
-def _replace_not_found(
-    account: Account, orig_order_id: int, reference: int | None, label: str | None
-) -> Callable[[int], AccountEvent]:
-    return lambda sequence: ReplaceRejected(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=None,
-        orig_order_id=orig_order_id,
-        reason=seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE,
-        detail="order not found or no longer open",
-        market_id=None,
-        contract_id=None,
-        side=None,
-        reference=reference,
-        label=label,
-    )
-
-
-def _execution_voided(order: _Order, fill: _Fill) -> Callable[[int], AccountEvent]:
-    account = order.account
-    return lambda sequence: ExecutionVoided(
-        username=account.username,
-        account_sequence=sequence,
-        order_id=order.order_id,
-        market_id=order.market_id,
-        contract_id=order.contract_id,
-        side=order.side,
-        price=fill.price,
-        quantity=fill.quantity,
-        orig_price=order.price,
-        label=order.label,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )
-
-
-def _balance_changed(account: Account, reason: str) -> Callable[[int], AccountEvent]:
-    return lambda sequence: BalanceChanged(
-        username=account.username,
-        account_sequence=sequence,
-        reason=reason,
-        balance=account.balance,
-        available_balance=account.available_balance,
-        exposure=account.exposure,
-    )

@@ -18,8 +18,10 @@ from twisted.logger import Logger
 
 from smarkets_twisted.exchange import engine
 from smarkets_twisted.exchange.accounts import Account, Accounts, parse_amount
+from smarkets_twisted.exchange.events import OrderAccepted
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.trading.positions import PRICE_SCALE
 
 #: The bot's username; nobody can log in as it (its password is random).
 BOT_USERNAME = "liquidity"
@@ -98,7 +100,7 @@ class LiquiditySimulator(Service):
                     self._quote(market.id, contract.id, seto_pb2.SIDE_SELL, fair + offset)
 
     def _move(self, contract_id: int, contracts: int) -> int:
-        fair = self.fair.get(contract_id, engine.PRICE_SCALE // max(contracts, 1))
+        fair = self.fair.get(contract_id, PRICE_SCALE // max(contracts, 1))
         fair += self.random.choice((-self.step, 0, self.step))
         low = self.spread // 2 + (self.levels - 1) * self.step + engine.MIN_PRICE
         fair = min(max(fair, low), engine.MAX_PRICE + 1 - low)
@@ -107,6 +109,6 @@ class LiquiditySimulator(Service):
 
     def _quote(self, market_id: int, contract_id: int, side: seto_pb2.Side, price: int) -> None:
         events = self.exchange.place_order(BOT_USERNAME, market_id, contract_id, side, self.quantity, price)
-        if not any(isinstance(event, engine.OrderAccepted) for event in events):
+        if not any(isinstance(event, OrderAccepted) for event in events):
             self.log.debug("liquidity order at {price} on contract {contract_id} not accepted",
                            price=price, contract_id=contract_id)

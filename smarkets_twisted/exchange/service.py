@@ -31,7 +31,26 @@ from twisted.logger import Logger
 from smarkets_twisted.exchange import engine, messages
 from smarkets_twisted.exchange.accounts import Account, Accounts, default_accounts
 from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue
-from smarkets_twisted.exchange.engine import EngineEvent, MarketBook, MatchingEngine, OpenOrder
+from smarkets_twisted.exchange.engine import MatchingEngine
+from smarkets_twisted.exchange.events import (
+    AccountEvent,
+    BookChanged,
+    CancelAllAccepted,
+    CancelAllRejected,
+    CancelRejected,
+    EngineEvent,
+    MarketBook,
+    MarketEvent,
+    OpenOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderInvalid,
+    OrderRejected,
+    ReduceRejected,
+    ReplaceAccepted,
+    ReplaceRejected,
+)
 from smarkets_twisted.exchange.sessions import (
     DEFAULT_RETENTION,
     DEFAULT_SENT_LOG_SIZE,
@@ -63,16 +82,16 @@ class ExchangeSettings:
 
 
 #: Events that answer one order_create: only the session that sent it can correlate them.
-_ORDER_ANSWERS = (engine.OrderInvalid, engine.OrderAccepted, engine.OrderRejected)
+_ORDER_ANSWERS = (OrderInvalid, OrderAccepted, OrderRejected)
 
 #: Answers to one request, sent to the session that made it (when there is one).
 _REQUEST_ANSWERS = (
     *_ORDER_ANSWERS,
-    engine.CancelRejected,
-    engine.CancelAllAccepted,
-    engine.CancelAllRejected,
-    engine.ReduceRejected,
-    engine.ReplaceRejected,
+    CancelRejected,
+    CancelAllAccepted,
+    CancelAllRejected,
+    ReduceRejected,
+    ReplaceRejected,
 )
 
 
@@ -202,7 +221,7 @@ class Exchange:
         if field == "order_create":
             order = payload.order_create
             rejected = account.record(
-                lambda sequence: engine.OrderRejected(
+                lambda sequence: OrderRejected(
                     username=account.username,
                     account_sequence=sequence,
                     reason=reason,
@@ -215,7 +234,7 @@ class Exchange:
         elif field == "order_cancel":
             cancel = payload.order_cancel
             cancel_rejected = account.record(
-                lambda sequence: engine.CancelRejected(
+                lambda sequence: CancelRejected(
                     username=account.username,
                     account_sequence=sequence,
                     order_id=cancel.order_id,
@@ -227,7 +246,7 @@ class Exchange:
         elif field == "order_quantity_reduce":
             reduce = payload.order_quantity_reduce
             reduce_rejected = account.record(
-                lambda sequence: engine.ReduceRejected(
+                lambda sequence: ReduceRejected(
                     username=account.username,
                     account_sequence=sequence,
                     order_id=reduce.order_id,
@@ -241,7 +260,7 @@ class Exchange:
             # The schema's only reason: UNKNOWN_ERROR.
             cancel_all = payload.order_cancel_all
             cancel_all_rejected = account.record(
-                lambda sequence: engine.CancelAllRejected(
+                lambda sequence: CancelAllRejected(
                     username=account.username,
                     account_sequence=sequence,
                     market_id=_number(cancel_all, "market_id"),
@@ -265,7 +284,7 @@ class Exchange:
         order = self.engine.open_order(account, replace.orig_order_id)
         label = _text(replace, "label")
         return account.record(
-            lambda sequence: engine.ReplaceRejected(
+            lambda sequence: ReplaceRejected(
                 username=account.username,
                 account_sequence=sequence,
                 order_id=None,
@@ -357,7 +376,7 @@ class Exchange:
         microseconds = int(now * 1_000_000)
         for event in events:
             self._track(event, requester)
-            if isinstance(event, engine.BookChanged):
+            if isinstance(event, BookChanged):
                 payload = messages.contract_quotes(event, microseconds)
             else:
                 payload = messages.event_payload(event)
@@ -365,9 +384,9 @@ class Exchange:
                 target.send(payload, now)
 
     def _audience(self, event: EngineEvent, requester: ExchangeSession | None) -> list[ExchangeSession]:
-        if isinstance(event, engine.MarketEvent):
+        if isinstance(event, MarketEvent):
             # Deltas only to connected sessions: a detached one gets a snapshot on resume.
-            live_only = isinstance(event, engine.BookChanged)
+            live_only = isinstance(event, BookChanged)
             return [
                 session
                 for session in self.registry
@@ -375,22 +394,22 @@ class Exchange:
             ]
         if isinstance(event, _REQUEST_ANSWERS) and requester is not None:
             return [requester]
-        assert isinstance(event, (engine.AccountEvent, engine.OrderInvalid))
+        assert isinstance(event, (AccountEvent, OrderInvalid))
         account = self.accounts.get(event.username)
         return self.registry.of_account(account) if account is not None else []
 
     def _track(self, event: EngineEvent, requester: ExchangeSession | None) -> None:
         """Keep `_placed_by` to the open orders, for cancel_all_on_failure."""
         placed_by = self._placed_by
-        if isinstance(event, engine.OrderAccepted):
+        if isinstance(event, OrderAccepted):
             if requester is not None:
                 placed_by[event.order_id] = requester
-        elif isinstance(event, engine.ReplaceAccepted):
+        elif isinstance(event, ReplaceAccepted):
             placer = placed_by.pop(event.orig_order_id, requester)
             if placer is not None:
                 placed_by[event.order_id] = placer
-        elif isinstance(event, engine.OrderCancelled) or (
-            isinstance(event, engine.OrderExecuted) and not event.available_quantity
+        elif isinstance(event, OrderCancelled) or (
+            isinstance(event, OrderExecuted) and not event.available_quantity
         ):
             placed_by.pop(event.order_id, None)
 

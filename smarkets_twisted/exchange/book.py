@@ -1,0 +1,177 @@
+"""The resting orders of one contract, by price then arrival, with market data.
+
+Each price level keeps a running total of its available quantity, so that
+the visible book costs one step per level shown, however many orders rest at
+a price.  A level is a queue: orders join at the back and are matched from
+the front; an order leaving from the middle (cancelled) is only marked, and
+skipped, and the queue is compacted once marked orders outnumber the others,
+so that every operation is amortised constant time.
+
+Market data deltas are kept as the book changes: the first change to a price
+since the last `BookSide.changes` remembers that price's total before it,
+and `BookSide.changes` reports only those prices, plus those that entered or
+left the visible depth.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterator
+
+from smarkets_twisted.exchange.events import Level
+from smarkets_twisted.exchange.orders import Order
+from smarkets_twisted.proto import seto_pb2
+
+
+class _Level:
+    """The orders resting at one price, oldest first, and their total."""
+
+    __slots__ = ("dead", "orders", "total")
+
+    def __init__(self) -> None:
+        self.orders: deque[Order] = deque()
+        self.total = 0
+        #: Orders in the queue that have left the book.
+        self.dead = 0
+
+    def front(self) -> Order | None:
+        orders = self.orders
+        while orders and not orders[0].resting:
+            orders.popleft()
+            self.dead -= 1
+        return orders[0] if orders else None
+
+    def compact(self) -> None:
+        if self.dead * 2 > len(self.orders):
+            self.orders = deque(order for order in self.orders if order.resting)
+            self.dead = 0
+
+
+class BookSide:
+    """One side (bids or offers) of one contract.
+
+    :param best_is_highest: True for bids, False for offers.
+    :param depth: levels shown in market data (None: all).
+    """
+
+    def __init__(self, best_is_highest: bool, depth: int | None) -> None:
+        self.best_is_highest = best_is_highest
+        self.depth = depth
+        self._levels: dict[int, _Level] = {}
+        self._prices: list[int] = []
+        # Since the last changes(): total before the first change, per price,
+        # and the visible book before that first change (bounded depth only).
+        self._before: dict[int, int] = {}
+        self._visible_before: dict[int, int] | None = None
+
+    def add(self, order: Order) -> None:
+        """Rest an order at the back of its price's queue."""
+        self._touch(order.price)
+        level = self._levels.get(order.price)
+        if level is None:
+            level = self._levels[order.price] = _Level()
+            insort(self._prices, order.price)
+        level.orders.append(order)
+        level.total += order.available
+        order.resting = True
+
+    def remove(self, order: Order) -> None:
+        """Take a resting order off the book, with whatever it has available."""
+        self._touch(order.price)
+        level = self._levels[order.price]
+        level.total -= order.available
+        order.resting = False
+        if level.orders[0] is order:
+            level.orders.popleft()
+        else:
+            level.dead += 1
+        if level.front() is None:
+            del self._levels[order.price]
+            del self._prices[bisect_left(self._prices, order.price)]
+        else:
+            level.compact()
+
+    def take(self, order: Order, quantity: int) -> None:
+        """Lower a resting order's available quantity by ``quantity`` (filled or reduced)."""
+        self._touch(order.price)
+        self._levels[order.price].total -= quantity
+        order.available -= quantity
+
+    def best(self) -> Order | None:
+        """The order first in line: best price, earliest arrival."""
+        if not self._prices:
+            return None
+        price = self._prices[-1] if self.best_is_highest else self._prices[0]
+        return self._levels[price].front()
+
+    def prices(self) -> Iterator[int]:
+        """Prices best first."""
+        return reversed(self._prices) if self.best_is_highest else iter(self._prices)
+
+    def in_priority(self) -> Iterator[Order]:
+        """Every order in the order they would be matched."""
+        for price in self.prices():
+            yield from (order for order in self._levels[price].orders if order.resting)
+
+    def visible(self, depth: int | None) -> dict[int, int]:
+        """Total available quantity per price, best first, for the best ``depth`` prices."""
+        result: dict[int, int] = {}
+        for price in self.prices():
+            if depth is not None and len(result) >= depth:
+                break
+            result[price] = self._levels[price].total
+        return result
+
+    def total(self, price: int) -> int:
+        """The available quantity at ``price`` (0 when nothing rests there)."""
+        level = self._levels.get(price)
+        return level.total if level is not None else 0
+
+    def crosses(self, price: int, limit: int) -> bool:
+        """Whether a resting order at ``price`` matches an incoming order at ``limit``."""
+        return price >= limit if self.best_is_highest else price <= limit
+
+    def changes(self) -> tuple[Level, ...]:
+        """The visible levels changed since the last call, best first (quantity 0: gone).
+
+        A level that left the visible depth is reported with quantity 0, one
+        that entered it with its total, so that applying the deltas to the
+        snapshot keeps an exact copy of the visible book.
+        """
+        if not self._before:
+            return ()
+        if self._visible_before is None:
+            before = self._before
+            after = {price: self.total(price) for price in before}
+        else:
+            # Touched prices outside the visible depth, before and after, show no change.
+            before = self._visible_before
+            after = self.visible(self.depth)
+        self._before = {}
+        self._visible_before = None
+        prices = sorted(set(before) | set(after), reverse=self.best_is_highest)
+        return tuple(
+            Level(price, after.get(price, 0)) for price in prices if before.get(price, 0) != after.get(price, 0)
+        )
+
+    def _touch(self, price: int) -> None:
+        if price in self._before:
+            return
+        if not self._before and self.depth is not None:
+            self._visible_before = self.visible(self.depth)
+        self._before[price] = self.total(price)
+
+
+class Book:
+    """Bids and offers of one contract."""
+
+    def __init__(self, depth: int | None) -> None:
+        self.bids = BookSide(best_is_highest=True, depth=depth)
+        self.offers = BookSide(best_is_highest=False, depth=depth)
+
+    def side(self, side: seto_pb2.Side) -> BookSide:
+        return self.bids if side == seto_pb2.SIDE_BUY else self.offers
+
+    def opposite(self, side: seto_pb2.Side) -> BookSide:
+        return self.offers if side == seto_pb2.SIDE_BUY else self.bids

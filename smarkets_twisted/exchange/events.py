@@ -1,0 +1,378 @@
+"""The matching engine's domain events, and the views it gives of its state.
+
+Every engine call returns a list of these events, in causal order.  Account
+events carry the username they go to and the account sequence assigned to
+them; market events carry the market id and go to that market's subscribers.
+Reasons are the seto enum values, ready to be copied into protobuf messages.
+Units follow PROTOCOL.md section 7 (see `smarkets_twisted.trading.positions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import TypeVar
+
+from smarkets_twisted.exchange.accounts import Account
+from smarkets_twisted.proto import seto_pb2
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineEvent:
+    """Anything the engine reports."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountEvent(EngineEvent):
+    """An event for one account, numbered by that account's sequence and kept for replay."""
+
+    username: str
+    account_sequence: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketEvent(EngineEvent):
+    """An event for the subscribers of one market."""
+
+    market_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderInvalid(EngineEvent):
+    """order_invalid: the order was malformed; every problem is listed.
+
+    Not an account event: nothing changed on the account, and the message has
+    no account sequence.
+    """
+
+    username: str
+    reasons: tuple[seto_pb2.OrderInvalidReason, ...]
+    request_seq: int | None
+    reference: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderAccepted(AccountEvent):
+    """order_accepted: the order was taken; fills, if any, follow."""
+
+    order_id: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    price: int
+    quantity: int
+    tif: seto_pb2.TimeInForceType
+    request_seq: int | None
+    reference: int | None
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRejected(AccountEvent):
+    """order_rejected: the order was refused."""
+
+    reason: seto_pb2.OrderRejectedReason
+    request_seq: int | None
+    reference: int | None
+    label: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderExecuted(AccountEvent):
+    """order_executed: one fill of one order, sent to each of the two parties.
+
+    ``price`` and ``quantity`` are the fill's; ``orig_price`` is the order's limit.
+    """
+
+    order_id: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    price: int
+    quantity: int
+    orig_price: int
+    total_executed_quantity: int
+    executed_avg_price: int
+    available_quantity: int
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCancelled(AccountEvent):
+    """order_cancelled: what was left of an order is gone.
+
+    ``cancelled_quantity`` is the quantity that was still available.
+    ``reference`` is the order_cancel request's when it gave one, else the order's own.
+    """
+
+    order_id: int
+    reason: seto_pb2.OrderCancelledReason
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    orig_price: int
+    cancelled_quantity: int
+    executed_quantity: int
+    executed_avg_price: int
+    reference: int | None
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRejected(AccountEvent):
+    """order_cancel_rejected."""
+
+    order_id: int
+    reason: seto_pb2.OrderCancelRejectedReason
+    reference: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelAllAccepted(AccountEvent):
+    """order_cancel_all_accepted; an order_cancelled follows for each order."""
+
+    market_id: int | None
+    reference: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelAllRejected(AccountEvent):
+    """order_cancel_all_rejected (the market named does not exist)."""
+
+    market_id: int | None
+    reason: seto_pb2.OrderCancelAllRejectedReason
+    reference: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantityReduced(AccountEvent):
+    """order_quantity_reduced: the order's available quantity is now ``new_quantity``."""
+
+    order_id: int
+    new_quantity: int
+    reason: seto_pb2.OrderQuantityReducedReason
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    orig_price: int
+    executed_quantity: int
+    executed_avg_price: int
+    reference: int | None
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReduceRejected(AccountEvent):
+    """order_quantity_reduce_rejected."""
+
+    order_id: int
+    new_quantity: int
+    reason: seto_pb2.OrderQuantityReduceRejectedReason
+    reference: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingReplace(AccountEvent):
+    """order_pending_replace: a replace is under way; ``order_id`` is the new order's."""
+
+    order_id: int
+    orig_order_id: int
+    price: int
+    quantity: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    reference: int | None
+    label: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaceAccepted(AccountEvent):
+    """order_cancel_replace_accepted: the original is gone, the new order is live.
+
+    ``quantity_left`` is what was still available on the original order.
+    """
+
+    order_id: int
+    orig_order_id: int
+    price: int
+    quantity: int
+    quantity_left: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    reference: int | None
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaceRejected(AccountEvent):
+    """order_cancel_replace_rejected: the original order is unchanged.
+
+    ``order_id`` and the market fields are None when the original order was
+    not found.  ``detail`` says in words why, which matters where the schema
+    has no fitting reason (invalid price or quantity, insufficient funds: these
+    are sent as SERVICE_TEMPORARILY_UNAVAILABLE).
+    """
+
+    order_id: int | None
+    orig_order_id: int
+    reason: seto_pb2.OrderCancelReplaceRejectedReason
+    detail: str
+    market_id: int | None
+    contract_id: int | None
+    side: seto_pb2.Side | None
+    reference: int | None
+    label: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionVoided(AccountEvent):
+    """order_execute_voided: a fill was undone because its market was voided."""
+
+    order_id: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    price: int
+    quantity: int
+    orig_price: int
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceChanged(AccountEvent):
+    """balance_changed: the account's balance or exposure moved."""
+
+    reason: str
+    balance: int
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketStateChanged(MarketEvent):
+    """market_state: the market entered ``state``; ``winner`` is set when settled."""
+
+    state: seto_pb2.MarketStateType
+    winner: int | None
+
+
+@dataclass(frozen=True)
+class Level:
+    """A price level: its price and the total available quantity there (0: gone)."""
+
+    price: int
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A trade: its price, quantity, and the side of the incoming order that caused it."""
+
+    price: int
+    quantity: int
+    aggressor_side: seto_pb2.Side
+
+
+@dataclass(frozen=True, kw_only=True)
+class BookChanged(MarketEvent):
+    """contract_quotes: the visible levels that changed, best first, and the trades.
+
+    A level that left the visible depth is reported with quantity 0, a level
+    that entered it with its total, so that applying the deltas to the
+    snapshot keeps an exact copy of the visible book.
+    """
+
+    contract_id: int
+    bids: tuple[Level, ...]
+    offers: tuple[Level, ...]
+    executions: tuple[Execution, ...]
+
+
+# Views
+
+
+@dataclass(frozen=True)
+class ContractBook:
+    """One contract's visible book: bids best (highest) first, offers best (lowest) first."""
+
+    contract_id: int
+    bids: tuple[Level, ...]
+    offers: tuple[Level, ...]
+
+
+@dataclass(frozen=True)
+class MarketBook:
+    """A market_quotes snapshot: every contract's visible book and the volume traded."""
+
+    market_id: int
+    contracts: tuple[ContractBook, ...]
+    executed_volume: int
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    """A copy of one open order's state."""
+
+    order_id: int
+    username: str
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    price: int
+    quantity: int
+    available_quantity: int
+    executed_quantity: int
+    tif: seto_pb2.TimeInForceType
+    reference: int | None
+    label: str | None
+
+
+
+# Building account events
+
+_A = TypeVar("_A", bound=AccountEvent)
+
+#: Event fields that are the account's money at the time of the event.
+_FROM_ACCOUNT: dict[str, Callable[[Account], int]] = {
+    "balance": attrgetter("balance"),
+    "available_balance": attrgetter("available_balance"),
+    "exposure": attrgetter("exposure"),
+}
+
+
+_FIELD_NAMES: dict[type[EngineEvent], frozenset[str]] = {}
+
+
+def field_names(event_type: type[EngineEvent]) -> frozenset[str]:
+    """The names of an event type's fields."""
+    names = _FIELD_NAMES.get(event_type)
+    if names is None:
+        names = _FIELD_NAMES[event_type] = frozenset(field.name for field in fields(event_type))
+    return names
+
+
+def account_event(event_type: type[_A], account: Account, **values: object) -> Callable[[int], _A]:
+    """A builder for `Account.record`: the event with ``values``, the account's
+    username and sequence, and its money for the money fields not given."""
+    names = field_names(event_type)
+
+    def build(sequence: int) -> _A:
+        money = {name: get(account) for name, get in _FROM_ACCOUNT.items() if name in names and name not in values}
+        return event_type(username=account.username, account_sequence=sequence, **money, **values)
+
+    return build

@@ -1,0 +1,124 @@
+"""An order as the matching engine keeps it, and the account events made from one.
+
+The events about an order (accepted, executed, cancelled, reduced,
+replaced...) share most of their fields with it; `order_event` fills them in
+from one table, so that each event is built by naming only what is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import TypeVar
+
+from smarkets_twisted.exchange.accounts import Account
+from smarkets_twisted.exchange.events import AccountEvent, OpenOrder, account_event, field_names
+from smarkets_twisted.proto import seto_pb2
+
+
+class Order:
+    """An order as the engine keeps it."""
+
+    __slots__ = (
+        "account",
+        "available",
+        "contract_id",
+        "executed",
+        "executed_value",
+        "label",
+        "market_id",
+        "order_id",
+        "price",
+        "quantity",
+        "reference",
+        "resting",
+        "side",
+        "tif",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: Account,
+        market_id: int,
+        contract_id: int,
+        side: seto_pb2.Side,
+        price: int,
+        quantity: int,
+        tif: seto_pb2.TimeInForceType,
+        reference: int | None,
+        label: str | None,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.market_id = market_id
+        self.contract_id = contract_id
+        self.side = side
+        self.price = price
+        self.quantity = quantity
+        self.available = quantity
+        self.executed = 0
+        self.executed_value = 0
+        self.tif = tif
+        self.reference = reference
+        self.label = label
+        #: True while the order is on its book (the book skips the others).
+        self.resting = False
+
+    @property
+    def executed_avg_price(self) -> int:
+        """The quantity-weighted average fill price, rounded half up (0 before any fill)."""
+        if not self.executed:
+            return 0
+        return (2 * self.executed_value + self.executed) // (2 * self.executed)
+
+    def view(self) -> OpenOrder:
+        return OpenOrder(
+            self.order_id,
+            self.account.username,
+            self.market_id,
+            self.contract_id,
+            self.side,
+            self.price,
+            self.quantity,
+            self.available,
+            self.executed,
+            self.tif,
+            self.reference,
+            self.label,
+        )
+
+
+
+_A = TypeVar("_A", bound=AccountEvent)
+
+#: Event field -> where an order's event finds it, when the event does not give it.
+_FROM_ORDER: dict[str, Callable[[Order], object]] = {
+    "order_id": attrgetter("order_id"),
+    "market_id": attrgetter("market_id"),
+    "contract_id": attrgetter("contract_id"),
+    "side": attrgetter("side"),
+    "price": attrgetter("price"),
+    "orig_price": attrgetter("price"),
+    "quantity": attrgetter("quantity"),
+    "tif": attrgetter("tif"),
+    "reference": attrgetter("reference"),
+    "label": attrgetter("label"),
+    "executed_quantity": attrgetter("executed"),
+    "total_executed_quantity": attrgetter("executed"),
+    "executed_avg_price": attrgetter("executed_avg_price"),
+    "available_quantity": attrgetter("available"),
+}
+
+
+def order_event(event_type: type[_A], order: Order, **values: object) -> Callable[[int], _A]:
+    """A builder for `Account.record`: an event about ``order``, for its account.
+
+    Fields not in ``values`` are taken from the order (see `_FROM_ORDER`) and
+    the account's money.
+    """
+    names = field_names(event_type)
+    for name, get in _FROM_ORDER.items():
+        if name in names and name not in values:
+            values[name] = get(order)
+    return account_event(event_type, order.account, **values)
