@@ -70,7 +70,7 @@ class SmarketsClientFactory(ClientFactory):
         self.handlers = HandlerRegistry()
         self.bucket = TokenBucket()
         #: The highest account sequence seen, sent at a new session's login.
-        self.account_sequence: int | None = None
+        self.account_sequence: int | None = config.account_sequence
         #: Markets subscribed to, renewed when a new session has to be started.
         self.subscriptions: set[int] = set()
         #: The logged-in protocol, if any.

@@ -51,6 +51,9 @@ class ClientSettings:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     #: How many sent payloads are kept to answer the exchange's replay requests.
     sent_log_size: int = DEFAULT_SENT_LOG_SIZE
+    #: The last account sequence already processed (from a state file): a new
+    #: session's login asks the exchange for the account events after it.
+    account_sequence: int | None = None
     token: InitVar[str | bytes | None] = None
 
     def __post_init__(self, token: str | bytes | None) -> None:
