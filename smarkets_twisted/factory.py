@@ -92,6 +92,8 @@ class SmarketsClientFactory(ClientFactory):
         self.journal: Journal | None = None
         #: Called with the error when a login is refused for good (bad credentials).
         self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
+        #: Called with the account sequence of each account event, once its handlers ran.
+        self.on_account_event: Callable[[int], object] | None = None
 
     def __repr__(self) -> str:
         return f"<SmarketsClientFactory user={self.config.username!r} {self.state!r}>"
@@ -245,10 +247,11 @@ class SmarketsClientFactory(ClientFactory):
 
     def payload_received(self, protocol: SmarketsClientProtocol, payload: Payload) -> None:
         name, message = name_and_body(payload)
+        processed = None
         if payload.type in _ACCOUNT_SEQUENCED_TYPES:
             sequence = message.account_sequence_64
             if sequence and (self.account_sequence is None or sequence > self.account_sequence):
-                self.account_sequence = sequence
+                self.account_sequence = processed = sequence
         elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             limits = payload.throttle_limits_changed
             now = self.clock.seconds()
@@ -259,6 +262,8 @@ class SmarketsClientFactory(ClientFactory):
             self._limits_known()
         self.handlers.dispatch(name, message)
         self.requests.answer(name, message)
+        if processed is not None and self.on_account_event is not None:
+            self.on_account_event(processed)
 
     def _limits_known(self) -> None:
         if self._limits_wait is not None and self._limits_wait.active():

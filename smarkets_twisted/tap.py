@@ -18,7 +18,7 @@ from typing import Any, cast
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.python import usage
 from zope.interface import implementer
 
@@ -34,6 +34,7 @@ from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
 from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.state import StateFile, StateFileError
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
@@ -52,6 +53,7 @@ class Options(usage.Options):
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
         ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
+        ["state-file", None, None, "Keep the last account sequence here, so that a restart misses no fill."],
         ["config", None, None, "Read options from this ini file ([smarkets] section); the command line overrides it."],
     ]
 
@@ -241,6 +243,28 @@ class StrategyService(Service):
             self.demo.stop()
 
 
+def build_client(options: Options, clock: IReactorTime) -> SmarketsClientFactory:
+    """The client factory the options describe, its state file read and attached."""
+    state = None
+    account_sequence = None
+    if options["state-file"] is not None:
+        state = StateFile(options["state-file"], options["username"])
+        try:
+            account_sequence = state.load()
+        except StateFileError as e:
+            raise usage.UsageError(str(e)) from None
+    settings = ClientSettings(
+        username=options["username"],
+        password=options.password,
+        request_timeout=options["request-timeout"],
+        account_sequence=account_sequence,
+    )
+    factory = SmarketsClientFactory(settings, clock)
+    if state is not None:
+        state.attach(factory)
+    return factory
+
+
 def makeService(options: Options) -> IService:
     """The client service, its strategy and, with no endpoint, an embedded exchange."""
     from twisted.internet import reactor
@@ -256,10 +280,7 @@ def makeService(options: Options) -> IService:
             endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(f"bad --endpoint {options['endpoint']!r}: {e}") from None
-    settings = ClientSettings(
-        username=options["username"], password=options.password, request_timeout=options["request-timeout"]
-    )
-    factory = SmarketsClientFactory(settings, reactor)
+    factory = build_client(options, reactor)
     client: MultiService = top
     if options["journal"] is not None:
         try:
