@@ -155,6 +155,9 @@ def _load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise usage.UsageError(f"--strategy takes module:callable, not {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        # As `python -m` does: mystrat.py in the current directory is importable.
+        sys.path.insert(0, os.getcwd())
     try:
         strategy = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as e:

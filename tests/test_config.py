@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from twisted.python import usage
@@ -99,3 +100,19 @@ class OptionsTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             self.parse("--config", str(self.directory / "missing.conf"))
         self.assertIn("missing.conf not found", str(caught.exception))
+
+
+class StrategyFromTheCurrentDirectoryTests(SynchronousTestCase):
+    def test_mystrat_py_next_to_the_user(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "mystrat_for_test.py").write_text("def start(factory):\n    return 'started'\n")
+        # As under twistd: the current directory is not on sys.path.
+        self.patch(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+        self.addCleanup(sys.modules.pop, "mystrat_for_test", None)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(directory)
+        options = tap.Options()
+        options.parseOptions(["--strategy", "mystrat_for_test:start"])
+        assert options.strategy is not None
+        self.assertEqual(options.strategy(None), "started")  # type: ignore[arg-type]
