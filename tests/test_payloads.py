@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.errors import ParseError, UnknownMessageType
 from smarkets_twisted.payloads import (
+    ETO_NAMES,
     HANDLER_NAMES,
+    SETO_FIELDS,
+    Payload,
     Redacted,
     application_message,
     body,
@@ -109,6 +116,108 @@ class ParsePayloadTests(SynchronousTestCase):
             except ParseError as e:
                 self.assertNotIn("hunter2", str(e))
                 self.assertNotIn("hunter2", repr(e))
+
+
+Path = tuple[tuple[str, int | None], ...]
+
+_SCALARS = {
+    FieldDescriptor.CPPTYPE_STRING: "x",
+    FieldDescriptor.CPPTYPE_BOOL: True,
+    FieldDescriptor.CPPTYPE_DOUBLE: 1.5,
+    FieldDescriptor.CPPTYPE_FLOAT: 1.5,
+}
+
+
+def _fill(message: Message, seen: frozenset[str] = frozenset()) -> list[Path]:
+    """Set every required field, and every message field (two elements when
+    repeated), all the way down; return the path of each required field set."""
+    required: list[Path] = []
+    descriptor = message.DESCRIPTOR
+    for field in descriptor.fields:
+        is_required = field.label == FieldDescriptor.LABEL_REQUIRED
+        if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+            if field.message_type.full_name in seen:
+                continue
+            inner = seen | {descriptor.full_name}
+            if field.label == FieldDescriptor.LABEL_REPEATED:
+                container = getattr(message, field.name)
+                _fill(container.add(), inner)
+                # The second element's fields are the ones taken away: every element is checked.
+                required += [((field.name, 1), *path) for path in _fill(container.add(), inner)]
+            else:
+                sub = getattr(message, field.name)
+                sub.SetInParent()
+                required += [((field.name, None), *path) for path in _fill(sub, inner)]
+            if is_required:
+                required.append(((field.name, None),))
+        elif is_required:
+            if field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
+                value: object = field.enum_type.values[0].number
+            elif field.type == FieldDescriptor.TYPE_BYTES:
+                value = b"x"
+            else:
+                value = _SCALARS.get(field.cpp_type, 1)
+            setattr(message, field.name, value)
+            required.append(((field.name, None),))
+    return required
+
+
+def _without(payload: Payload, path: Path) -> bytes:
+    """The payload serialized with the field at ``path`` taken away."""
+    copy = Payload()
+    copy.CopyFrom(payload)
+    message: Any = copy
+    for name, index in path[:-1]:
+        message = getattr(message, name) if index is None else getattr(message, name)[index]
+    message.ClearField(path[-1][0])
+    return copy.SerializePartialToString()
+
+
+def _complete_payloads() -> list[tuple[str, Payload, list[Path]]]:
+    """One payload of each seto type, and one of each eto type, with every field
+    that can carry a required one present; and the paths of its required fields."""
+    cases = []
+    for number, field in SETO_FIELDS.items():
+        payload = Payload(type=number)  # type: ignore[arg-type]
+        required = [(("type", None),), (("eto_payload", None),)]
+        required += [(("eto_payload", None), *path) for path in _fill(payload.eto_payload)]
+        body = getattr(payload, field)
+        body.SetInParent()
+        required += [((field, None), *path) for path in _fill(body)]
+        cases.append((f"seto.{field}", payload, required))
+    for number, name in ETO_NAMES.items():
+        if number == eto_pb2.PAYLOAD_NONE:
+            continue
+        payload = session_message(number)
+        required = [(("type", None),), (("eto_payload", None),)]
+        required += [(("eto_payload", None), *path) for path in _fill(payload.eto_payload)]
+        cases.append((f"eto.{name}", payload, required))
+    return cases
+
+
+class RequiredFieldTests(SynchronousTestCase):
+    """The required-field check is sound: whatever required field a payload
+    lacks, at any depth, in any element, parse_payload says ParseError."""
+
+    def test_each_required_field_taken_away_is_a_parse_error(self) -> None:
+        checked = 0
+        for name, payload, required in _complete_payloads():
+            parse_payload(payload.SerializeToString())
+            for path in required:
+                data = _without(payload, path)
+                with self.subTest(payload=name, path=path):
+                    self.assertRaises(ParseError, parse_payload, data)
+                checked += 1
+        # Every seto and eto type, and the required fields nested in their bodies.
+        self.assertGreater(checked, 300)
+
+    def test_quote_without_its_quantity_is_named(self) -> None:
+        payload = application_message("contract_quotes", market_id=1, contract_id=2)
+        payload.eto_payload.seq = 1
+        payload.contract_quotes.bids.add(price=2500, quantity=1)
+        payload.contract_quotes.bids.add(price=2500)
+        error = self.assertRaises(ParseError, parse_payload, payload.SerializePartialToString())
+        self.assertIn("contract_quotes.bids[1].quantity", str(error))
 
 
 class NamingTests(SynchronousTestCase):
