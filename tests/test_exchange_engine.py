@@ -547,6 +547,30 @@ class ExposureTests(EngineTestCase):
         for account in (self.alice, self.bob):
             self.assertEqual((account.balance, account.exposure), (1000 * POUND, 0))
 
+    def test_void_reports_each_account_side_once(self) -> None:
+        # Trades are not kept one by one until settlement: voiding reports the
+        # total per account, contract and side, at the average price.
+        last_sell = 0
+        for price in (2500, 2600, 2700):
+            last_sell = self.place(self.alice, SELL, 10 * POUND, price)
+        last_buy = 0
+        for _ in range(3):
+            last_buy = one(OrderAccepted, self.order(self.bob, BUY, 10 * POUND, 3000)).order_id
+        self.place(self.carol, SELL, 5 * POUND, 5000, contract=AWAY)
+        self.place(self.bob, BUY, 5 * POUND, 5000, contract=AWAY)
+        voided = of(ExecutionVoided, self.engine.set_market_state(100, VOIDED))
+        self.assertEqual(
+            [(v.username, v.order_id, v.contract_id, v.side, v.price, v.quantity) for v in voided],
+            [
+                ("bob", last_buy, HOME, BUY, 2600, 30 * POUND),
+                ("alice", last_sell, HOME, SELL, 2600, 30 * POUND),
+                ("bob", last_buy + 2, AWAY, BUY, 5000, 5 * POUND),
+                ("carol", last_buy + 1, AWAY, SELL, 5000, 5 * POUND),
+            ],
+        )
+        for account in (self.alice, self.bob, self.carol):
+            self.assertEqual((account.balance, account.exposure), (1000 * POUND, 0))
+
 
 class CancelTests(EngineTestCase):
     """order_cancel and order_cancel_all."""

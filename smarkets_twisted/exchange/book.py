@@ -7,10 +7,13 @@ the front; an order leaving from the middle (cancelled) is only marked, and
 skipped, and the queue is compacted once marked orders outnumber the others,
 so that every operation is amortised constant time.
 
-Market data deltas are kept as the book changes: the first change to a price
-since the last `BookSide.changes` remembers that price's total before it,
-and `BookSide.changes` reports only those prices, plus those that entered or
-left the visible depth.
+Market data deltas are kept as the book changes: the first change to a
+shown price since the last `BookSide.changes` remembers that price's total
+before it, and `BookSide.changes` reports only those prices.  Changes below
+the visible depth are not even noted, since they cannot change what is
+shown; only a level appearing or vanishing within the visible depth can push
+another level in or out of view, and then (once per call) the visible levels
+are noted too, to compare with what is shown afterwards.
 """
 
 from __future__ import annotations
@@ -60,15 +63,16 @@ class BookSide:
         self.depth = depth
         self._levels: dict[int, _Level] = {}
         self._prices: list[int] = []
-        # Since the last changes(): total before the first change, per price,
-        # and the visible book before that first change (bounded depth only).
+        # Since the last changes(): the total before the first change, per
+        # shown price; and, once a shown level appeared or vanished (with a
+        # bounded depth), the visible levels before that.
         self._before: dict[int, int] = {}
         self._visible_before: dict[int, int] | None = None
 
     def add(self, order: Order) -> None:
         """Rest an order at the back of its price's queue."""
-        self._touch(order.price)
         level = self._levels.get(order.price)
+        self._touch(order.price, structural=level is None)
         if level is None:
             level = self._levels[order.price] = _Level()
             insort(self._prices, order.price)
@@ -78,8 +82,8 @@ class BookSide:
 
     def remove(self, order: Order) -> None:
         """Take a resting order off the book, with whatever it has available."""
-        self._touch(order.price)
         level = self._levels[order.price]
+        self._touch(order.price, structural=len(level.orders) - level.dead == 1)
         level.total -= order.available
         order.resting = False
         if level.orders[0] is order:
@@ -142,10 +146,10 @@ class BookSide:
         if not self._before:
             return ()
         if self._visible_before is None:
+            # The same levels are shown as before: only the touched ones can differ.
             before = self._before
             after = {price: self.total(price) for price in before}
         else:
-            # Touched prices outside the visible depth, before and after, show no change.
             before = self._visible_before
             after = self.visible(self.depth)
         self._before = {}
@@ -155,12 +159,31 @@ class BookSide:
             Level(price, after.get(price, 0)) for price in prices if before.get(price, 0) != after.get(price, 0)
         )
 
-    def _touch(self, price: int) -> None:
-        if price in self._before:
+    def _touch(self, price: int, structural: bool = False) -> None:
+        """Note what is shown before the level at ``price`` changes.
+
+        :param structural: the level appears or vanishes.
+        """
+        depth = self.depth
+        if depth is not None and not self._within_depth(price):
             return
-        if not self._before and self.depth is not None:
-            self._visible_before = self.visible(self.depth)
-        self._before[price] = self.total(price)
+        before = self._before
+        if price not in before:
+            before[price] = self.total(price)
+        if structural and depth is not None and self._visible_before is None:
+            shown = self.visible(depth)
+            for shown_price in shown:
+                # Changes so far kept the same levels shown, with these totals before them.
+                shown[shown_price] = before.get(shown_price, shown[shown_price])
+            self._visible_before = shown
+
+    def _within_depth(self, price: int) -> bool:
+        """Whether ``price`` is, or as a new level would be, among the levels shown."""
+        prices = self._prices
+        depth = self.depth
+        if depth is None or len(prices) < depth:
+            return True
+        return price >= prices[-depth] if self.best_is_highest else price <= prices[depth - 1]
 
 
 class Book:

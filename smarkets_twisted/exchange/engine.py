@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import count
 
 from smarkets_twisted.errors import SmarketsError
@@ -120,14 +119,26 @@ class _Stake:
         self.position.add_open(order.side, order.contract_id, order.price, quantity)
 
 
-@dataclass
-class _Fill:
-    """A trade kept until its market settles, so that voiding can undo it."""
+class _Traded:
+    """What one account traded on one side of one contract, kept until the market settles.
 
-    buy: Order
-    sell: Order
-    price: int
-    quantity: int
+    Voiding undoes it in one order_execute_voided, so that the memory kept per
+    market grows with its accounts and contracts, not with its trades.
+    """
+
+    __slots__ = ("last_order", "quantity", "value")
+
+    def __init__(self, order: Order) -> None:
+        #: The latest order that traded: the voided execution is reported against it.
+        self.last_order = order
+        self.quantity = 0
+        #: Sum of quantity x price.
+        self.value = 0
+
+    @property
+    def avg_price(self) -> int:
+        """The quantity-weighted average price, rounded half up."""
+        return (2 * self.value + self.quantity) // (2 * self.quantity)
 
 
 class _Batch:
@@ -182,14 +193,15 @@ class MatchingEngine:
         self._finished: OrderedDict[int, str] = OrderedDict()
         self._positions: dict[int, dict[str, _Stake]] = {}
         self._contract_ids: dict[int, tuple[int, ...]] = {}
-        self._fills: dict[int, list[_Fill]] = {}
+        #: Market id -> (username, contract id, side) -> what was traded, in the order first traded.
+        self._traded: dict[int, dict[tuple[str, int, int], _Traded]] = {}
         self._volume: dict[int, int] = {}
         self._in_play: set[int] = set()
         for market in catalogue:
             self._positions[market.id] = {}
             self._contract_ids[market.id] = tuple(contract.id for contract in market.contracts)
             self._orders_by_market[market.id] = {}
-            self._fills[market.id] = []
+            self._traded[market.id] = {}
             self._volume[market.id] = 0
             for contract in market.contracts:
                 self._books[contract.id] = Book(depth)
@@ -433,7 +445,10 @@ class MatchingEngine:
         - live, the first time: every order but KEEP_IN_PLAY ones is cancelled.
         - settled (``winner`` names the winning contract): open orders are
           cancelled, each account's result is paid and its exposure released.
-        - voided: open orders are cancelled, every trade is voided, exposure released.
+        - voided: open orders are cancelled, every trade is voided, exposure
+          released: each account gets one order_execute_voided per contract
+          and side it traded, for the total quantity at the average price,
+          against the last of its orders that traded there.
 
         :raises MarketStateError: unknown market, a transition that is not
             allowed, or a missing or foreign winner.
@@ -546,8 +561,15 @@ class MatchingEngine:
             self._refresh_exposure(batch, market, order.account)
         for order in (incoming, resting):
             batch.record(order.account, order_event(OrderExecuted, order, price=price, quantity=quantity))
-        buy, sell = (incoming, resting) if incoming.side == BUY else (resting, incoming)
-        self._fills[market.id].append(_Fill(buy, sell, price, quantity))
+        traded = self._traded[market.id]
+        for order in (incoming, resting) if incoming.side == BUY else (resting, incoming):
+            key = (order.account.username, order.contract_id, order.side)
+            kept = traded.get(key)
+            if kept is None:
+                kept = traded[key] = _Traded(order)
+            kept.last_order = order
+            kept.quantity += quantity
+            kept.value += quantity * price
         self._volume[market.id] += quantity
         batch.executions.setdefault(incoming.contract_id, []).append(Execution(price, quantity, incoming.side))
 
@@ -663,12 +685,12 @@ class MatchingEngine:
                 stake.account.balance += stake.position.result(winner)
             stake.account.exposure -= stake.exposure
         if winner is None:
-            for fill in self._fills[market.id]:
-                for order in (fill.buy, fill.sell):
-                    voided = order_event(ExecutionVoided, order, price=fill.price, quantity=fill.quantity)
-                    batch.record(order.account, voided)
+            for kept in self._traded[market.id].values():
+                order = kept.last_order
+                voided = order_event(ExecutionVoided, order, price=kept.avg_price, quantity=kept.quantity)
+                batch.record(order.account, voided)
         stakes.clear()
-        self._fills[market.id].clear()
+        self._traded[market.id].clear()
 
     # Market data and the end of a call
 
@@ -722,10 +744,13 @@ _INVALID_DETAIL = {
 }
 
 
+_TIFS = frozenset(seto_pb2.TimeInForceType.values())
+
+
 def _check_side_and_tif(side: seto_pb2.Side, tif: seto_pb2.TimeInForceType) -> None:
     if side not in (BUY, SELL):
         raise ValueError(f"unknown side {side}")
-    if tif not in seto_pb2.TimeInForceType.values():
+    if tif not in _TIFS:
         raise ValueError(f"unknown time in force {tif}")
 
 

@@ -366,13 +366,21 @@ def field_names(event_type: type[EngineEvent]) -> frozenset[str]:
     return names
 
 
+_MONEY_FIELDS: dict[type[EngineEvent], tuple[tuple[str, Callable[[Account], int]], ...]] = {}
+
+
 def account_event(event_type: type[_A], account: Account, **values: object) -> Callable[[int], _A]:
     """A builder for `Account.record`: the event with ``values``, the account's
     username and sequence, and its money for the money fields not given."""
-    names = field_names(event_type)
+    money = _MONEY_FIELDS.get(event_type)
+    if money is None:
+        names = field_names(event_type)
+        money = _MONEY_FIELDS[event_type] = tuple((n, get) for n, get in _FROM_ACCOUNT.items() if n in names)
 
     def build(sequence: int) -> _A:
-        money = {name: get(account) for name, get in _FROM_ACCOUNT.items() if name in names and name not in values}
-        return event_type(username=account.username, account_sequence=sequence, **money, **values)
+        for name, get in money:
+            if name not in values:
+                values[name] = get(account)
+        return event_type(username=account.username, account_sequence=sequence, **values)
 
     return build

@@ -111,14 +111,20 @@ _FROM_ORDER: dict[str, Callable[[Order], object]] = {
 }
 
 
+_ORDER_FIELDS: dict[type[AccountEvent], tuple[tuple[str, Callable[[Order], object]], ...]] = {}
+
+
 def order_event(event_type: type[_A], order: Order, **values: object) -> Callable[[int], _A]:
     """A builder for `Account.record`: an event about ``order``, for its account.
 
     Fields not in ``values`` are taken from the order (see `_FROM_ORDER`) and
     the account's money.
     """
-    names = field_names(event_type)
-    for name, get in _FROM_ORDER.items():
-        if name in names and name not in values:
+    from_order = _ORDER_FIELDS.get(event_type)
+    if from_order is None:
+        names = field_names(event_type)
+        from_order = _ORDER_FIELDS[event_type] = tuple((n, get) for n, get in _FROM_ORDER.items() if n in names)
+    for name, get in from_order:
+        if name not in values:
             values[name] = get(order)
     return account_event(event_type, order.account, **values)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 from twisted.internet.interfaces import IReactorTime
@@ -50,6 +51,7 @@ from smarkets_twisted.exchange.events import (
     ReduceRejected,
     ReplaceAccepted,
     ReplaceRejected,
+    account_event,
 )
 from smarkets_twisted.exchange.sessions import (
     DEFAULT_RETENTION,
@@ -217,87 +219,22 @@ class Exchange:
     def _throttled(self, session: ExchangeSession, payload: Payload, field: str) -> None:
         account = session.account
         self.log.info("{username} exceeded the throttle: {field} refused", username=account.username, field=field)
-        reason = seto_pb2.ORDER_REJECTED_THROTTLE_EXCEEDED
-        if field == "order_create":
-            order = payload.order_create
-            rejected = account.record(
-                lambda sequence: OrderRejected(
-                    username=account.username,
-                    account_sequence=sequence,
-                    reason=reason,
-                    request_seq=payload.eto_payload.seq,
-                    reference=_number(order, "reference"),
-                    label=_text(order, "label"),
-                )
-            )
-            self._publish([rejected], session)
-        elif field == "order_cancel":
-            cancel = payload.order_cancel
-            cancel_rejected = account.record(
-                lambda sequence: CancelRejected(
-                    username=account.username,
-                    account_sequence=sequence,
-                    order_id=cancel.order_id,
-                    reason=seto_pb2.ORDER_CANCEL_REJECTED_THROTTLE_EXCEEDED,
-                    reference=_number(cancel, "reference"),
-                )
-            )
-            self._publish([cancel_rejected], session)
-        elif field == "order_quantity_reduce":
-            reduce = payload.order_quantity_reduce
-            reduce_rejected = account.record(
-                lambda sequence: ReduceRejected(
-                    username=account.username,
-                    account_sequence=sequence,
-                    order_id=reduce.order_id,
-                    new_quantity=reduce.new_quantity,
-                    reason=seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_THROTTLE_EXCEEDED,
-                    reference=_number(reduce, "reference"),
-                )
-            )
-            self._publish([reduce_rejected], session)
-        elif field == "order_cancel_all":
-            # The schema's only reason: UNKNOWN_ERROR.
-            cancel_all = payload.order_cancel_all
-            cancel_all_rejected = account.record(
-                lambda sequence: CancelAllRejected(
-                    username=account.username,
-                    account_sequence=sequence,
-                    market_id=_number(cancel_all, "market_id"),
-                    reason=seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR,
-                    reference=_number(cancel_all, "reference"),
-                )
-            )
-            self._publish([cancel_all_rejected], session)
-        elif field == "order_cancel_replace":
-            self._publish([self._replace_throttled(session, payload.order_cancel_replace)], session)
-        else:
+        refusal = _THROTTLED.get(field)
+        if refusal is None:
             session.send(session_message(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED), self.clock.seconds())
-
-    def _replace_throttled(self, session: ExchangeSession, replace: seto_pb2.OrderCancelReplace) -> EngineEvent:
-        """order_cancel_replace_rejected for a throttled replace.
-
-        The schema has no throttle reason for it: SERVICE_TEMPORARILY_UNAVAILABLE
-        is the closest.  The order's fields are filled in when it is open.
-        """
-        account = session.account
-        order = self.engine.open_order(account, replace.orig_order_id)
-        label = _text(replace, "label")
-        return account.record(
-            lambda sequence: ReplaceRejected(
-                username=account.username,
-                account_sequence=sequence,
-                order_id=None,
-                orig_order_id=replace.orig_order_id,
-                reason=seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE,
-                detail="throttle exceeded",
+            return
+        event_type, values = refusal
+        request = getattr(payload, field)
+        fields = values(request, payload.eto_payload.seq)
+        if event_type is ReplaceRejected:
+            # The order's fields are filled in when it is open.
+            order = self.engine.open_order(account, request.orig_order_id)
+            fields.update(
                 market_id=order.market_id if order is not None else None,
                 contract_id=order.contract_id if order is not None else None,
                 side=order.side if order is not None else None,
-                reference=_number(replace, "reference"),
-                label=label if label is not None and len(label) <= engine.MAX_LABEL_LENGTH else None,
             )
-        )
+        self._publish([account.record(account_event(event_type, account, **fields))], session)
 
     # Application payloads
 
@@ -494,6 +431,64 @@ class Exchange:
     def void(self, market_id: int) -> list[EngineEvent]:
         """Void a market: every trade in it is undone."""
         return self.set_market_state(market_id, seto_pb2.MARKET_STATE_VOIDED)
+
+
+def _label(message: Message) -> str | None:
+    """The request's label, if the exchange would echo it."""
+    label = _text(message, "label")
+    return label if label is not None and len(label) <= engine.MAX_LABEL_LENGTH else None
+
+
+#: Request field -> the refusal of a throttled request: its event type, and its
+#: fields from the request and the request's seq.  The schema has no throttle
+#: reason for cancel-all (UNKNOWN_ERROR) or replace (SERVICE_TEMPORARILY_UNAVAILABLE).
+_THROTTLED: dict[str, tuple[type[AccountEvent], Callable[[Any, int], dict[str, object]]]] = {
+    "order_create": (
+        OrderRejected,
+        lambda request, seq: {
+            "reason": seto_pb2.ORDER_REJECTED_THROTTLE_EXCEEDED,
+            "request_seq": seq,
+            "reference": _number(request, "reference"),
+            "label": _label(request),
+        },
+    ),
+    "order_cancel": (
+        CancelRejected,
+        lambda request, seq: {
+            "order_id": request.order_id,
+            "reason": seto_pb2.ORDER_CANCEL_REJECTED_THROTTLE_EXCEEDED,
+            "reference": _number(request, "reference"),
+        },
+    ),
+    "order_quantity_reduce": (
+        ReduceRejected,
+        lambda request, seq: {
+            "order_id": request.order_id,
+            "new_quantity": request.new_quantity,
+            "reason": seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_THROTTLE_EXCEEDED,
+            "reference": _number(request, "reference"),
+        },
+    ),
+    "order_cancel_all": (
+        CancelAllRejected,
+        lambda request, seq: {
+            "market_id": _number(request, "market_id"),
+            "reason": seto_pb2.ORDER_CANCEL_ALL_REJECTED_UNKNOWN_ERROR,
+            "reference": _number(request, "reference"),
+        },
+    ),
+    "order_cancel_replace": (
+        ReplaceRejected,
+        lambda request, seq: {
+            "order_id": None,
+            "orig_order_id": request.orig_order_id,
+            "reason": seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE,
+            "detail": "throttle exceeded",
+            "reference": _number(request, "reference"),
+            "label": _label(request),
+        },
+    ),
+}
 
 
 def _number(message: Message, name: str) -> int | None:
