@@ -15,9 +15,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
-from smarkets_twisted.book import MarketBook
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.trading.books import MarketBook
 
 #: The payoff of each demo order: £2.00, in 1/10000 of the currency.
 DEMO_QUANTITY = 20000

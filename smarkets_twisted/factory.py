@@ -20,7 +20,7 @@ from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 
 from smarkets_twisted import errors
-from smarkets_twisted.handlers import GlobalHandler, Handler, HandlerRegistry
+from smarkets_twisted.handlers import ClientListener, GlobalHandler, Handler, HandlerRegistry
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
 from smarkets_twisted.pings import Pings
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -29,6 +29,8 @@ from smarkets_twisted.requests import Key, PendingRequests
 from smarkets_twisted.session import SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
+from smarkets_twisted.trading.books import Books
+from smarkets_twisted.trading.orders import Order, Orders
 
 if TYPE_CHECKING:
     from smarkets_twisted.journal import Journal
@@ -94,23 +96,35 @@ class SmarketsClientFactory(ClientFactory):
         self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
         #: Called with the account sequence of each account event, once its handlers ran.
         self.on_account_event: Callable[[int], object] | None = None
+        #: The trading layer, kept from what the exchange says (`smarkets_twisted.trading`).
+        self.books = Books(self.handlers)
+        self.orders = Orders(self.handlers)
+        self.orders.account_sequence = config.account_sequence
 
     def __repr__(self) -> str:
         return f"<SmarketsClientFactory user={self.config.username!r} {self.state!r}>"
 
     # Handlers (the reference client's API)
 
-    def add_handler(self, name: str, handler: Handler) -> None:
-        self.handlers.add_handler(name, handler)
+    def add_handler(self, name: str, handler: Handler, whole_payload: bool = False) -> None:
+        """Call ``handler(message)`` for each message ``name``; ``whole_payload``: the reference client's shape."""
+        self.handlers.add_handler(name, handler, whole_payload)
 
     def del_handler(self, name: str, handler: Handler) -> None:
         self.handlers.del_handler(name, handler)
 
-    def add_global_handler(self, handler: GlobalHandler) -> None:
-        self.handlers.add_global_handler(handler)
+    def add_global_handler(self, handler: GlobalHandler, whole_payload: bool = False) -> None:
+        self.handlers.add_global_handler(handler, whole_payload)
 
     def del_global_handler(self, handler: GlobalHandler) -> None:
         self.handlers.del_global_handler(handler)
+
+    def add_listener(self, listener: ClientListener) -> None:
+        """Hear of logins, lost connections and ended sessions (`handlers.ClientListener`)."""
+        self.handlers.add_listener(listener)
+
+    def del_listener(self, listener: ClientListener) -> None:
+        self.handlers.del_listener(listener)
 
     # Session lifecycle
 
@@ -170,6 +184,7 @@ class SmarketsClientFactory(ClientFactory):
         # a full bucket at each login, less what we resend to it meanwhile.
         self._spent_since_login = 0
         self._limits_wait = self.clock.callLater(LIMITS_WAIT, self._limits_known)
+        self.handlers.notify("logged_in", protocol.resuming)
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
@@ -226,6 +241,7 @@ class SmarketsClientFactory(ClientFactory):
         else:
             self.log.info("connection lost; the session will resume on the next connection ({pending} pending)",
                           pending=len(self.requests))
+        self.handlers.notify("connection_lost", error)
 
     def _end_session(self, error: Exception, final: bool = False) -> None:
         self.state.reset()
@@ -233,6 +249,7 @@ class SmarketsClientFactory(ClientFactory):
         self.bucket = TokenBucket()
         self.requests.fail(error)
         self.pings.fail(error)
+        self.handlers.notify("session_ended", error)
         if final:
             waiters, self._login_waiters = self._login_waiters, []
             for waiter in waiters:
@@ -260,7 +277,7 @@ class SmarketsClientFactory(ClientFactory):
             self.bucket.spend(self._spent_since_login or 0, now)
             self._spent_since_login = None
             self._limits_known()
-        self.handlers.dispatch(name, message)
+        self.handlers.dispatch(name, payload, message)
         self.requests.answer(name, message)
         if processed is not None and self.on_account_event is not None:
             self.on_account_event(processed)
@@ -295,8 +312,16 @@ class SmarketsClientFactory(ClientFactory):
         reference: int | None = None,
         label: str | None = None,
         timeout: float | None = None,
+        maq: int | None = None,
     ) -> Deferred[Any]:
-        """Place a limit order: fires with OrderAccepted, or fails with OrderRejected / OrderInvalid."""
+        """Place a limit order: fires with OrderAccepted, or fails with OrderRejected / OrderInvalid.
+
+        ``maq`` is the minimum acceptable quantity.  The order is tracked in
+        ``self.orders`` under its client ``reference`` (one of the library's
+        when none is given).
+        """
+        if reference is None:
+            reference = next(self._references)
         payload = application_message(
             "order_create",
             market_id=market_id,
@@ -304,29 +329,44 @@ class SmarketsClientFactory(ClientFactory):
             side=side,
             quantity=quantity,
             price=price,
+            maq=maq,
             tif=tif,
             reference=reference,
             label=label,
         )
-        return self._request(payload, lambda seq: (("order", seq),), timeout)
+        tracked = self.session_available
+        deferred = self._request(payload, lambda seq: (("order", seq),), timeout)
+        if tracked:
+            self.orders.placed(Order(market_id, contract_id, side, price, quantity, reference, label, tif), deferred)
+        return deferred
 
-    def cancel(self, order_id: int, timeout: float | None = None) -> Deferred[Any]:
+    def cancel(self, order_id: int, timeout: float | None = None, reference: int | None = None) -> Deferred[Any]:
         """Cancel an order: fires with OrderCancelled, or fails with CancelRejected."""
-        return self._referenced("order_cancel", ("cancel", order_id), timeout, order_id=order_id)
+        return self._referenced("order_cancel", ("cancel", order_id), timeout, reference, order_id=order_id)
 
     def cancel_all(self, market_id: int | None = None, timeout: float | None = None) -> Deferred[Any]:
         """Cancel every order (in one market): fires with OrderCancelAllAccepted."""
-        return self._referenced("order_cancel_all", ("cancel_all",), timeout, market_id=market_id)
+        return self._referenced("order_cancel_all", ("cancel_all",), timeout, None, market_id=market_id)
 
-    def reduce(self, order_id: int, new_quantity: int, timeout: float | None = None) -> Deferred[Any]:
+    def reduce(
+        self, order_id: int, new_quantity: int, timeout: float | None = None, reference: int | None = None
+    ) -> Deferred[Any]:
         """Reduce an order's quantity: fires with OrderQuantityReduced, or fails with ReduceRejected."""
-        return self._referenced("order_quantity_reduce", ("reduce", order_id), timeout, order_id=order_id,
+        return self._referenced("order_quantity_reduce", ("reduce", order_id), timeout, reference, order_id=order_id,
                                 new_quantity=new_quantity)
 
-    def replace(self, order_id: int, price: int, quantity: int, timeout: float | None = None) -> Deferred[Any]:
+    def replace(
+        self,
+        order_id: int,
+        price: int,
+        quantity: int,
+        timeout: float | None = None,
+        reference: int | None = None,
+        label: str | None = None,
+    ) -> Deferred[Any]:
         """Cancel-replace an order: fires with OrderCancelReplaceAccepted, or fails with ReplaceRejected."""
-        return self._referenced("order_cancel_replace", ("replace", order_id), timeout, orig_order_id=order_id,
-                                price=price, quantity=quantity)
+        return self._referenced("order_cancel_replace", ("replace", order_id), timeout, reference,
+                                orig_order_id=order_id, price=price, quantity=quantity, label=label)
 
     def subscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Subscribe to a market's quotes: fires with the MarketQuotes snapshot."""
@@ -339,6 +379,7 @@ class SmarketsClientFactory(ClientFactory):
     def unsubscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Stop a market's quotes: fires with None once the request is sent (it has no answer)."""
         self.subscriptions.discard(market_id)
+        self.books.forget(market_id)
         return self._request(application_message("market_unsubscribe", market_id=market_id), None, timeout)
 
     def settings(self, cancel_all_on_failure: bool, timeout: float | None = None) -> Deferred[Any]:
@@ -354,9 +395,12 @@ class SmarketsClientFactory(ClientFactory):
         """Whether a request made now can be sent: a session is held or being logged in."""
         return self.state.session_id is not None or self._connection is not None
 
-    def _referenced(self, field: str, fallback: Key, timeout: float | None, **fields: Any) -> Deferred[Any]:
-        """A request tagged with a fresh client reference, which its answer echoes."""
-        reference = next(self._references)
+    def _referenced(
+        self, field: str, fallback: Key, timeout: float | None, reference: int | None, **fields: Any
+    ) -> Deferred[Any]:
+        """A request tagged with a client reference (the caller's, or a fresh one), which its answer echoes."""
+        if reference is None:
+            reference = next(self._references)
         payload = application_message(field, reference=reference, **fields)
         keys = (("reference", reference), fallback)
         return self._request(payload, lambda seq: keys, timeout)

@@ -1,67 +1,135 @@
-"""Handlers by message name, as in the reference client.
+"""Handlers by message name, as in the reference client, and listeners of the client's life.
 
-``add_handler('seto.order_accepted', f)`` calls ``f(message)`` for each such
-message; a global handler is called as ``f(name, message)`` for every one.  A
-handler that raises is logged and disturbs neither the connection nor the
-other handlers.
+``add_handler('seto.order_accepted', f)`` calls ``f(message)`` with the
+message's body (``message.order_id``); a global handler is called as
+``f(name, message)`` for every one.  Code written for the reference client
+expects its shape instead: a named handler called with ``message=`` the whole
+``seto.Payload`` (``message.order_accepted.order_id``,
+``message.eto_payload.seq``, ``message.eto_payload.is_replay``), and a global
+one with ``name=`` and ``message=`` a `Frame` of the payload's bytes and
+protobuf.  ``whole_payload=True`` opts a handler into that shape.
+
+A `ClientListener` hears what no message says: logged in, connection lost,
+session ended.  The trading layer listens through both.
+
+A handler or listener that raises is logged and disturbs neither the
+connection nor the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 
 from smarkets_twisted.errors import InvalidCallbackError
 from smarkets_twisted.payloads import HANDLER_NAMES
 
-Handler = Callable[[object], object]
-GlobalHandler = Callable[[str, object], object]
+Handler = Callable[..., object]
+GlobalHandler = Callable[..., object]
+
+
+class Frame(NamedTuple):
+    """What the reference client gives a global handler: the payload's bytes and the payload."""
+
+    bytes: bytes
+    protobuf: Any
+
+
+class ClientListener:
+    """Hooks for the client's life; override the ones you need."""
+
+    def logged_in(self, resumed: bool) -> None:
+        """A connection logged in: ``resumed`` when it carried on the same session."""
+
+    def connection_lost(self, reason: Exception) -> None:
+        """The connection dropped; the session may still resume on the next one."""
+
+    def session_ended(self, reason: Exception) -> None:
+        """The session is over (logout, refusal, or it could not resume)."""
 
 
 class HandlerRegistry:
-    """Named and global handlers, called in the order they were added."""
+    """Named and global handlers, called in the order they were added, and listeners."""
 
     log = Logger()
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[Handler]] = {}
-        self._global: list[GlobalHandler] = []
+        self._handlers: dict[str, list[tuple[Handler, bool]]] = {}
+        self._global: list[tuple[GlobalHandler, bool]] = []
+        self._listeners: list[ClientListener] = []
 
-    def add_handler(self, name: str, handler: Handler) -> None:
+    def add_handler(self, name: str, handler: Handler, whole_payload: bool = False) -> None:
         if name not in HANDLER_NAMES:
             raise InvalidCallbackError(f"no message is named {name!r}")
         if not callable(handler):
             raise InvalidCallbackError(f"handler for {name!r} is not callable")
-        self._handlers.setdefault(name, []).append(handler)
+        self._handlers.setdefault(name, []).append((handler, whole_payload))
 
     def del_handler(self, name: str, handler: Handler) -> None:
         if name not in HANDLER_NAMES:
             raise InvalidCallbackError(f"no message is named {name!r}")
-        handlers = self._handlers.get(name, [])
-        if handler not in handlers:
-            raise InvalidCallbackError(f"handler not registered for {name!r}")
-        handlers.remove(handler)
+        self._handlers[name] = _without(self._handlers.get(name, []), handler, f"handler not registered for {name!r}")
 
-    def add_global_handler(self, handler: GlobalHandler) -> None:
+    def add_global_handler(self, handler: GlobalHandler, whole_payload: bool = False) -> None:
         if not callable(handler):
             raise InvalidCallbackError("global handler is not callable")
-        self._global.append(handler)
+        self._global.append((handler, whole_payload))
 
     def del_global_handler(self, handler: GlobalHandler) -> None:
-        if handler not in self._global:
-            raise InvalidCallbackError("global handler not registered")
-        self._global.remove(handler)
+        self._global = _without(self._global, handler, "global handler not registered")
 
-    def dispatch(self, name: str, message: object) -> None:
-        """Call every handler for ``name``, then every global handler."""
-        for handler in tuple(self._handlers.get(name, ())):
+    def add_listener(self, listener: ClientListener) -> None:
+        self._listeners.append(listener)
+
+    def del_listener(self, listener: ClientListener) -> None:
+        if listener not in self._listeners:
+            raise InvalidCallbackError("listener not registered")
+        self._listeners.remove(listener)
+
+    def dispatch(self, name: str, payload: Any, message: Any) -> None:
+        """Call every handler for ``name``, then every global handler.
+
+        ``message`` is the body of ``payload`` (see `payloads.name_and_body`).
+        """
+        for handler, whole in tuple(self._handlers.get(name, ())):
             try:
-                handler(message)
+                if whole:
+                    handler(message=payload)
+                else:
+                    handler(message)
             except Exception:
                 self.log.failure("handler {handler!r} for {name} raised", handler=handler, name=name)
-        for global_handler in tuple(self._global):
+        frame = None
+        for global_handler, whole in tuple(self._global):
             try:
-                global_handler(name, message)
+                if whole:
+                    if frame is None:
+                        frame = Frame(payload.SerializeToString(), payload)
+                    global_handler(name=name, message=frame)
+                else:
+                    global_handler(name, message)
             except Exception:
                 self.log.failure("global handler {handler!r} raised on {name}", handler=global_handler, name=name)
+
+    def notify(self, hook: str, *args: object) -> None:
+        """Call ``hook`` (a `ClientListener` method name) on every listener."""
+        notify(self._listeners, hook, *args)
+
+
+def notify(listeners: Iterable[object], hook: str, *args: object) -> None:
+    """Call the method ``hook`` of each listener; one that raises is logged."""
+    for listener in tuple(listeners):
+        try:
+            getattr(listener, hook)(*args)
+        except Exception:
+            HandlerRegistry.log.failure("listener {listener!r} raised in {hook}", listener=listener, hook=hook)
+
+
+def _without(entries: list[tuple[Any, bool]], handler: object, missing: str) -> list[tuple[Any, bool]]:
+    """``entries`` less the first one for ``handler``; InvalidCallbackError if there is none."""
+    for index, (registered, _) in enumerate(entries):
+        if registered == handler:
+            return entries[:index] + entries[index + 1 :]
+    raise InvalidCallbackError(missing)

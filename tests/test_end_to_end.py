@@ -28,7 +28,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from smarkets_twisted import errors
-from smarkets_twisted.book import MarketBook
 from smarkets_twisted.exchange import events
 from smarkets_twisted.exchange.server import ConnectionSettings
 from smarkets_twisted.exchange.service import ExchangeSettings
@@ -37,6 +36,7 @@ from smarkets_twisted.payloads import SETO_FIELDS
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
+from smarkets_twisted.trading.books import MarketBook
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 
 BUY, SELL = seto_pb2.SIDE_BUY, seto_pb2.SIDE_SELL

@@ -7,11 +7,11 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
-from smarkets_twisted.book import MarketBook
 from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
+from smarkets_twisted.trading.books import MarketBook
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 
 BUY = seto_pb2.SIDE_BUY

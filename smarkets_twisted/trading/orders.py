@@ -1,0 +1,478 @@
+"""Orders as the account sees them: one `Order` per order_create, moved by every event.
+
+``factory.order(...)`` creates the Order when the request is queued; the
+answer (accepted, rejected, invalid, matched by the order's client
+reference, which the library always sets) and then the account events
+(executed, cancelled, reduced, replace pending/accepted/rejected, execution
+voided), matched by order id, move it.  A replacement is an Order of its own
+that ``replaces`` the original.
+
+Nothing is applied twice: account events carry an increasing account
+sequence, and one at or below the last applied (an account-sequence replay
+after a new session, or a restart from a saved sequence) is skipped.  An
+event that does not fit the order's state is logged, not applied.  An order
+whose session was lost after it was sent is UNKNOWN until an event settles it.
+
+Closed orders are kept up to ``max_closed`` (oldest forgotten first), so the
+memory held is bounded however long the client runs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smarkets_twisted import errors
+from smarkets_twisted.handlers import HandlerRegistry, notify
+from smarkets_twisted.proto import seto_pb2
+
+#: Closed orders kept for queries by default.
+MAX_CLOSED = 10_000
+
+
+class OrderState(enum.Enum):
+    PENDING = "pending"  # queued or sent; no answer yet
+    UNKNOWN = "unknown"  # sent, then the session was lost: the exchange may have it
+    LIVE = "live"  # accepted, with quantity left to match
+    FILLED = "filled"
+    CANCELLED = "cancelled"  # by request, reduction, halt, or an IOC's unmatched rest
+    REPLACED = "replaced"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    NOT_SENT = "not sent"  # failed before it left this process
+
+    @property
+    def closed(self) -> bool:
+        return self not in _OPEN_STATES
+
+
+_OPEN_STATES = frozenset({OrderState.PENDING, OrderState.UNKNOWN, OrderState.LIVE})
+
+
+class OrderEvent(NamedTuple):
+    """One entry of an order's history."""
+
+    name: str
+    account_sequence: int | None
+    state: OrderState
+
+
+class Order:
+    """One order and everything the exchange said about it."""
+
+    def __init__(
+        self,
+        market_id: int,
+        contract_id: int,
+        side: int,
+        price: int,
+        quantity: int,
+        reference: int | None = None,
+        label: str | None = None,
+        tif: int = seto_pb2.GOOD_TIL_CANCELLED,
+    ) -> None:
+        self.market_id = market_id
+        self.contract_id = contract_id
+        self.side = side
+        #: The limit price and the quantity asked for.
+        self.price = price
+        self.quantity = quantity
+        self.reference = reference
+        self.label = label
+        self.tif = tif
+        self.order_id: int | None = None
+        self.state = OrderState.PENDING
+        self.executed_quantity = 0
+        #: Sum of price x quantity over the fills, for an exact average.
+        self.executed_value = 0
+        #: Open on the book (or, before an answer, asked for); 0 once closed.
+        self.remaining_quantity = quantity
+        #: The reason enum value of a rejection or cancellation, and its name.
+        self.reason: int | None = None
+        self.reason_name: str | None = None
+        #: The order this one replaces, and the order that replaced this one.
+        self.replaces: int | None = None
+        self.replaced_by: int | None = None
+        self.replace_pending = False
+        self.history: list[OrderEvent] = []
+
+    def __repr__(self) -> str:
+        side = "buy" if self.side == seto_pb2.SIDE_BUY else "sell"
+        return (f"<Order {self.order_id} {self.state.value} {side} {self.quantity} at {self.price}"
+                f" executed={self.executed_quantity} remaining={self.remaining_quantity}>")
+
+    @property
+    def closed(self) -> bool:
+        return self.state.closed
+
+    @property
+    def average_price(self) -> Decimal | None:
+        """The exact average executed price, in wire units; None before a fill."""
+        if not self.executed_quantity:
+            return None
+        return Decimal(self.executed_value) / Decimal(self.executed_quantity)
+
+    def _move(self, name: str, sequence: int | None, state: OrderState | None = None) -> None:
+        if state is not None:
+            self.state = state
+        if self.state.closed:
+            self.remaining_quantity = 0
+        self.history.append(OrderEvent(name, sequence, self.state))
+
+
+class OrderListener:
+    """Hooks for order events; override the ones you need."""
+
+    def order_changed(self, order: Order) -> None:
+        """The order moved (any event, fills included)."""
+
+    def order_filled(self, order: Order, price: int, quantity: int) -> None:
+        """A fill of ``quantity`` at ``price``; a voided fill comes with a negative quantity."""
+
+
+def _enum_name(enum_type: Any, value: int) -> str:
+    try:
+        return str(enum_type.Name(value))
+    except ValueError:
+        return str(value)
+
+
+class Orders:
+    """Every order of the account this client has seen: ``factory.orders``."""
+
+    log = Logger()
+
+    def __init__(self, handlers: HandlerRegistry, max_closed: int = MAX_CLOSED) -> None:
+        self.max_closed = max_closed
+        #: The last account sequence applied.
+        self.account_sequence: int | None = None
+        self._by_id: dict[int, Order] = {}
+        self._by_reference: dict[int, Order] = {}
+        self._awaiting: dict[int, deque[Order]] = {}  # answers not yet in, by reference
+        # Ordered sets, oldest first.
+        self._open: dict[Order, None] = {}
+        self._closed: OrderedDict[Order, None] = OrderedDict()
+        self._listeners: list[OrderListener] = []
+        for name, method in self._events().items():
+            handlers.add_handler(name, method)
+
+    def _events(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "seto.order_accepted": self._accepted,
+            "seto.order_rejected": self._rejected,
+            "seto.order_invalid": self._invalid,
+            "seto.order_executed": self._executed,
+            "seto.order_cancelled": self._cancelled,
+            "seto.order_quantity_reduced": self._quantity_reduced,
+            "seto.order_reduced": self._reduced,
+            "seto.order_pending_replace": self._pending_replace,
+            "seto.order_cancel_replace_accepted": self._replace_accepted,
+            "seto.order_cancel_replace_rejected": self._replace_rejected,
+            "seto.order_execute_voided": self._execute_voided,
+        }
+
+    # Queries
+
+    def __len__(self) -> int:
+        return len(self._open) + len(self._closed)
+
+    def __iter__(self) -> Iterator[Order]:
+        yield from self._closed
+        yield from self._open
+
+    def get(self, order_id: int) -> Order | None:
+        """The order with this exchange id."""
+        return self._by_id.get(order_id)
+
+    def by_reference(self, reference: int) -> Order | None:
+        """The latest order placed with this client reference."""
+        return self._by_reference.get(reference)
+
+    def open(self, market_id: int | None = None, contract_id: int | None = None) -> list[Order]:
+        """Orders not closed (pending, unknown or live), oldest first, in a market or contract."""
+        return [order for order in self._open
+                if (market_id is None or order.market_id == market_id)
+                and (contract_id is None or order.contract_id == contract_id)]
+
+    def add_listener(self, listener: OrderListener) -> None:
+        self._listeners.append(listener)
+
+    def del_listener(self, listener: OrderListener) -> None:
+        self._listeners.remove(listener)
+
+    # Orders placed by this client
+
+    def placed(self, order: Order, answer: Any) -> Order:
+        """Track an order just queued; ``answer`` is its request Deferred.
+
+        The Deferred is observed, never changed: a failure still reaches the caller.
+        """
+        self._add(order)
+        if order.reference is not None:
+            self._awaiting.setdefault(order.reference, deque()).append(order)
+        answer.addCallbacks(self._answered, self._failed, callbackArgs=(order,), errbackArgs=(order,))
+        return order
+
+    def _answered(self, accepted: Any, order: Order) -> Any:
+        # The handler has matched the answer by reference unless the exchange echoed none.
+        if order.order_id is None and order.state in _OPEN_STATES:
+            self._apply_accepted(order, accepted)
+        return accepted
+
+    def _failed(self, failure: Failure, order: Order) -> Failure:
+        if order.state not in (OrderState.PENDING, OrderState.UNKNOWN):
+            return failure
+        error = failure.value
+        if isinstance(error, errors.SessionLost) and error.sent is False:
+            self._unawait(order)
+            self._set(order, "not sent: " + str(error), None, OrderState.NOT_SENT)
+        elif isinstance(error, errors.SessionLost | CancelledError):
+            self._set(order, "fate unknown: " + (str(error) or "cancelled"), None, OrderState.UNKNOWN)
+        return failure
+
+    # Answers
+
+    def _answer_for(self, message: Any) -> Order | None:
+        if not message.HasField("reference"):
+            return None
+        queue = self._awaiting.get(message.reference)
+        if not queue:
+            return None
+        order = queue.popleft()
+        if not queue:
+            del self._awaiting[message.reference]
+        return order
+
+    def _unawait(self, order: Order) -> None:
+        if order.reference is None:
+            return
+        queue = self._awaiting.get(order.reference)
+        if queue is not None and order in queue:
+            queue.remove(order)
+            if not queue:
+                del self._awaiting[order.reference]
+
+    def _accepted(self, message: Any) -> None:
+        if self._seen(message):
+            return
+        order = self._by_id.get(message.order_id) or self._answer_for(message)
+        if order is None:
+            # Placed by another session of this account, or before a restart.
+            order = self._add(Order(message.market_id, message.contract_id, message.side, message.price,
+                                    message.quantity, message.reference if message.HasField("reference") else None,
+                                    message.label if message.HasField("label") else None))
+        if order.order_id is not None:
+            self._misfit(order, "order_accepted")
+            return
+        self._apply_accepted(order, message)
+
+    def _apply_accepted(self, order: Order, message: Any) -> None:
+        self._unawait(order)
+        order.order_id = message.order_id
+        self._by_id[message.order_id] = order
+        if message.HasField("price"):
+            order.price = message.price
+        if message.HasField("quantity"):
+            order.quantity = order.remaining_quantity = message.quantity
+        self._set(order, "accepted", _sequence(message), OrderState.LIVE)
+
+    def _rejected(self, message: Any) -> None:
+        self._refused(message, OrderState.REJECTED, message.reason,
+                      _enum_name(seto_pb2.OrderRejectedReason, message.reason))
+
+    def _invalid(self, message: Any) -> None:
+        reasons = [_enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
+        self._refused(message, OrderState.INVALID, message.reasons[0] if message.reasons else None,
+                      ", ".join(reasons))
+
+    def _refused(self, message: Any, state: OrderState, reason: int | None, reason_name: str) -> None:
+        if self._seen(message):
+            return
+        order = self._answer_for(message)
+        if order is None:
+            self.log.debug("{state} answer for no order of ours", state=state.value)
+            return
+        order.reason, order.reason_name = reason, reason_name
+        self._set(order, f"{state.value}: {reason_name}", _sequence(message), state)
+
+    # Account events of accepted orders
+
+    def _executed(self, message: Any) -> None:
+        if self._seen(message):
+            return
+        order = self._by_id.get(message.order_id)
+        if order is None:
+            order = self._adopt(message)
+        if order.state is not OrderState.LIVE:
+            self._misfit(order, "order_executed")
+            return
+        order.executed_quantity += message.quantity
+        order.executed_value += message.price * message.quantity
+        if message.HasField("available_quantity"):
+            order.remaining_quantity = message.available_quantity
+        else:
+            order.remaining_quantity = max(0, order.remaining_quantity - message.quantity)
+        if message.HasField("total_executed_quantity") and message.total_executed_quantity != order.executed_quantity:
+            self.log.warn("order {order}: the exchange counts {theirs} executed, we count {ours}",
+                          order=order.order_id, theirs=message.total_executed_quantity, ours=order.executed_quantity)
+        state = OrderState.FILLED if order.remaining_quantity == 0 else None
+        self._set(order, f"executed {message.quantity} at {message.price}", _sequence(message), state,
+                  fill=(message.price, message.quantity))
+
+    def _adopt(self, executed: Any) -> Order:
+        """An order this client did not see accepted: rebuilt from its first fill."""
+        order = Order(executed.market_id, executed.contract_id, executed.side,
+                      executed.orig_price if executed.HasField("orig_price") else executed.price,
+                      executed.total_executed_quantity + executed.available_quantity,
+                      label=executed.label if executed.HasField("label") else None)
+        order.order_id = executed.order_id
+        # Fills before this one are known only through the exchange's rounded average.
+        order.executed_quantity = executed.total_executed_quantity - executed.quantity
+        if order.executed_quantity:
+            order.executed_value = (executed.executed_avg_price * executed.total_executed_quantity
+                                    - executed.price * executed.quantity)
+        order.state = OrderState.LIVE
+        self._add(order)
+        self._by_id[executed.order_id] = order
+        order.history.append(OrderEvent("adopted", _sequence(executed), order.state))
+        return order
+
+    def _cancelled(self, message: Any) -> None:
+        self._live_event(message, "cancelled: " + _enum_name(seto_pb2.OrderCancelledReason, message.reason),
+                         OrderState.CANCELLED, reason=message.reason)
+
+    def _quantity_reduced(self, message: Any) -> None:
+        order = self._live_event(message, f"reduced to {message.new_quantity}", None)
+        if order is not None:
+            order.remaining_quantity = message.new_quantity
+
+    def _reduced(self, message: Any) -> None:
+        order = self._live_event(message, f"reduced by the exchange to {message.available_quantity}", None)
+        if order is not None and message.HasField("available_quantity"):
+            order.remaining_quantity = message.available_quantity
+
+    def _pending_replace(self, message: Any) -> None:
+        orig = self._live_event(message, f"replace pending: order {message.order_id}", None,
+                                order_id=message.orig_order_id)
+        if orig is None:
+            return
+        orig.replace_pending = True
+        new = self._add(Order(message.market_id, message.contract_id, message.side, message.price, message.quantity,
+                              message.reference if message.HasField("reference") else orig.reference,
+                              message.label if message.HasField("label") else orig.label, orig.tif))
+        new.order_id = message.order_id
+        new.replaces = orig.order_id
+        self._by_id[message.order_id] = new
+        self._set(new, f"replacing order {orig.order_id}", _sequence(message), None)
+
+    def _replace_accepted(self, message: Any) -> None:
+        orig = self._live_event(message, f"replaced by order {message.order_id}", OrderState.REPLACED,
+                                order_id=message.orig_order_id)
+        if orig is None:
+            return
+        orig.replace_pending = False
+        orig.replaced_by = message.order_id
+        new = self._by_id.get(message.order_id)
+        if new is not None and new.state is OrderState.PENDING:
+            new.quantity = new.remaining_quantity = message.quantity
+            self._set(new, "accepted", _sequence(message), OrderState.LIVE)
+
+    def _replace_rejected(self, message: Any) -> None:
+        name = _enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
+        orig = self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id)
+        if orig is not None:
+            orig.replace_pending = False
+        new = self._by_id.get(message.order_id)
+        if new is not None and new.state is OrderState.PENDING:
+            new.reason, new.reason_name = message.reason, name
+            self._set(new, f"rejected: {name}", _sequence(message), OrderState.REJECTED)
+
+    def _execute_voided(self, message: Any) -> None:
+        if self._seen(message):
+            return
+        order = self._by_id.get(message.order_id)
+        if order is None or order.state in (OrderState.PENDING, OrderState.UNKNOWN):
+            self.log.warn("execution void for order {order}, which has no fills here", order=message.order_id)
+            return
+        order.executed_quantity -= message.quantity
+        order.executed_value -= message.price * message.quantity
+        self._set(order, f"execution of {message.quantity} at {message.price} voided", _sequence(message), None,
+                  fill=(message.price, -message.quantity))
+
+    def _live_event(
+        self, message: Any, name: str, state: OrderState | None, reason: int | None = None,
+        order_id: int | None = None,
+    ) -> Order | None:
+        """Apply an event that only a live order can take; the order, or None if it was not applied."""
+        if self._seen(message):
+            return None
+        order = self._by_id.get(message.order_id if order_id is None else order_id)
+        if order is None:
+            self.log.debug("{event} for an order this client does not know", event=name)
+            return None
+        if order.state is not OrderState.LIVE:
+            self._misfit(order, name)
+            return None
+        if reason is not None:
+            order.reason, order.reason_name = reason, name.split(": ", 1)[-1]
+        self._set(order, name, _sequence(message), state)
+        return order
+
+    # Bookkeeping
+
+    def _seen(self, message: Any) -> bool:
+        """Whether this account event was applied already; records its sequence if not."""
+        sequence = _sequence(message)
+        if sequence is None:
+            return False
+        if self.account_sequence is not None and sequence <= self.account_sequence:
+            self.log.debug("account event {sequence} applied already", sequence=sequence)
+            return True
+        self.account_sequence = sequence
+        return False
+
+    def _misfit(self, order: Order, event: str) -> None:
+        self.log.warn("{event} does not fit order {order} in state {state}: not applied",
+                      event=event, order=order.order_id, state=order.state.value)
+
+    def _add(self, order: Order) -> Order:
+        self._open[order] = None
+        if order.reference is not None:
+            self._by_reference[order.reference] = order
+        return order
+
+    def _set(
+        self, order: Order, name: str, sequence: int | None, state: OrderState | None,
+        fill: tuple[int, int] | None = None,
+    ) -> None:
+        order._move(name, sequence, state)
+        if order.closed:
+            self._close(order)
+        if fill is not None:
+            notify(self._listeners, "order_filled", order, *fill)
+        notify(self._listeners, "order_changed", order)
+
+    def _close(self, order: Order) -> None:
+        if order not in self._open:
+            return
+        del self._open[order]
+        self._closed[order] = None
+        while len(self._closed) > self.max_closed:
+            old, _ = self._closed.popitem(last=False)
+            if old.order_id is not None and self._by_id.get(old.order_id) is old:
+                del self._by_id[old.order_id]
+            if old.reference is not None and self._by_reference.get(old.reference) is old:
+                del self._by_reference[old.reference]
+
+
+def _sequence(message: Any) -> int | None:
+    if "account_sequence_64" in message.DESCRIPTOR.fields_by_name and message.HasField("account_sequence_64"):
+        return int(message.account_sequence_64)
+    return None

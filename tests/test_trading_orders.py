@@ -1,0 +1,265 @@
+"""factory.orders: one Order per order_create, moved by answers and account events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import errors
+from smarkets_twisted.exchange.service import ExchangeSettings
+from smarkets_twisted.handlers import HandlerRegistry
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.testing import InMemoryExchange
+from smarkets_twisted.trading.orders import Order, OrderListener, Orders, OrderState
+from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
+from tests.trading_helpers import TradingTestCase
+
+BUY = seto_pb2.SIDE_BUY
+SELL = seto_pb2.SIDE_SELL
+
+
+class Recorder(OrderListener):
+    def __init__(self) -> None:
+        self.fills: list[tuple[int | None, int, int]] = []
+        self.changes: list[tuple[int | None, OrderState]] = []
+
+    def order_changed(self, order: Order) -> None:
+        self.changes.append((order.order_id, order.state))
+
+    def order_filled(self, order: Order, price: int, quantity: int) -> None:
+        self.fills.append((order.order_id, price, quantity))
+
+
+class OrderLifeTests(TradingTestCase):
+    def test_placed_accepted_filled(self) -> None:
+        recorder = Recorder()
+        self.alice.orders.add_listener(recorder)
+        placed = self.alice.order(MARKET, HOME, SELL, 30_000, 4000, label="mm")
+        (order,) = self.alice.orders.open()
+        self.assertEqual((order.state, order.order_id, order.remaining_quantity), (OrderState.PENDING, None, 30_000))
+        accepted = self.settle(placed)
+        self.assertIs(self.alice.orders.get(accepted.order_id), order)
+        self.assertIs(self.alice.orders.by_reference(accepted.reference), order)
+        self.assertEqual((order.state, order.label, order.side), (OrderState.LIVE, "mm", SELL))
+        self.settle(self.bob.order(MARKET, HOME, BUY, 10_000, 4500))
+        self.assertEqual((order.executed_quantity, order.remaining_quantity), (10_000, 20_000))
+        self.assertEqual(order.average_price, Decimal(4000))
+        self.assertOrdersMatchExchange(self.alice, "alice")
+        self.assertOrdersMatchExchange(self.bob, "bob")
+        self.settle(self.bob.order(MARKET, HOME, BUY, 20_000, 4000))
+        self.assertEqual((order.state, order.remaining_quantity, order.executed_quantity),
+                         (OrderState.FILLED, 0, 30_000))
+        self.assertEqual(self.alice.orders.open(), [])
+        self.assertEqual(recorder.fills, [(order.order_id, 4000, 10_000), (order.order_id, 4000, 20_000)])
+        self.assertEqual([state for _, state in recorder.changes],
+                         [OrderState.LIVE, OrderState.LIVE, OrderState.FILLED])
+        self.assertEqual([event.name for event in order.history],
+                         ["accepted", "executed 10000 at 4000", "executed 20000 at 4000"])
+
+    def test_average_price_over_several_fills(self) -> None:
+        for price in (4000, 4100):
+            self.settle(self.bob.order(MARKET, HOME, SELL, 10_000, price))
+        accepted = self.settle(self.alice.order(MARKET, HOME, BUY, 30_000, 4100))
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual(order.average_price, Decimal(4050))
+        self.assertEqual((order.executed_quantity, order.remaining_quantity), (20_000, 10_000))
+        self.assertOrdersMatchExchange(self.alice, "alice")
+
+    def test_reduce_replace_cancel(self) -> None:
+        accepted = self.settle(self.alice.order(MARKET, HOME, SELL, 30_000, 4000, label="a"))
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.settle(self.alice.reduce(accepted.order_id, 15_000, reference=77))
+        self.assertEqual((order.state, order.remaining_quantity), (OrderState.LIVE, 15_000))
+        replaced = self.settle(self.alice.replace(accepted.order_id, 4100, 12_000, label="b", reference=78))
+        self.assertEqual((replaced.reference, replaced.label), (78, "b"))
+        self.assertEqual((order.state, order.remaining_quantity, order.replaced_by),
+                         (OrderState.REPLACED, 0, replaced.order_id))
+        new = self.alice.orders.get(replaced.order_id)
+        assert new is not None
+        self.assertEqual((new.state, new.price, new.remaining_quantity, new.label, new.replaces),
+                         (OrderState.LIVE, 4100, 12_000, "b", order.order_id))
+        self.assertOrdersMatchExchange(self.alice, "alice")
+        cancelled = self.settle(self.alice.cancel(new.order_id, reference=79))
+        self.assertEqual(cancelled.reference, 79)
+        self.assertEqual((new.state, new.remaining_quantity, new.reason_name),
+                         (OrderState.CANCELLED, 0, "ORDER_CANCELLED_MEMBER_REQUESTED"))
+        self.assertEqual(self.alice.orders.open(), [])
+
+    def test_a_refused_replace_leaves_the_original_live(self) -> None:
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 3000))
+        accepted = self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4000))
+        refused = self.alice.replace(accepted.order_id, 3000, 10_000)  # would cross alice's own bid
+        self.market.flush()
+        self.failureResultOf(refused, errors.ReplaceRejected)
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.replace_pending, order.remaining_quantity),
+                         (OrderState.LIVE, False, 10_000))
+        rejected = [o for o in self.alice.orders if o.replaces == accepted.order_id]
+        self.assertEqual([o.state for o in rejected], [OrderState.REJECTED])
+        self.assertOrdersMatchExchange(self.alice, "alice")
+
+    def test_refusals_close_the_order(self) -> None:
+        for market_id, price, error, state in ((999, 5000, errors.OrderRejected, OrderState.REJECTED),
+                                               (MARKET, 0, errors.OrderInvalid, OrderState.INVALID)):
+            placed = self.alice.order(market_id, HOME, BUY, 10_000, price)
+            self.market.flush()
+            self.failureResultOf(placed, error)
+            order = list(self.alice.orders)[-1]
+            self.assertEqual((order.state, order.remaining_quantity, order.order_id), (state, 0, None))
+        self.assertEqual(list(self.alice.orders)[0].reason_name, "ORDER_REJECTED_MARKET_NOT_FOUND")
+
+    def test_immediate_or_cancel_rest_is_cancelled(self) -> None:
+        self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4000))
+        accepted = self.settle(self.bob.order(MARKET, HOME, BUY, 30_000, 4000, tif=seto_pb2.IMMEDIATE_OR_CANCEL))
+        order = self.bob.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.CANCELLED, 10_000, 0))
+        self.assertEqual(order.reason_name, "ORDER_CANCELLED_INSUFFICIENT_LIQUIDITY")
+
+    def test_queries_by_market_and_contract(self) -> None:
+        for market_id, contract_id in ((MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)):
+            self.settle(self.alice.order(market_id, contract_id, BUY, 10_000, 1000))
+        self.assertEqual(len(self.alice.orders.open(MARKET)), 2)
+        self.assertEqual([o.contract_id for o in self.alice.orders.open(contract_id=AWAY)], [AWAY])
+        self.assertEqual(len(self.alice.orders), 3)
+
+    def test_orders_of_another_session_are_adopted_at_their_first_fill(self) -> None:
+        other, _ = self.client("alice")
+        accepted = self.settle(other.order(MARKET, HOME, SELL, 30_000, 4000))
+        self.assertIsNone(self.alice.orders.get(accepted.order_id))  # answers go to the requester only
+        self.settle(self.bob.order(MARKET, HOME, BUY, 10_000, 4000))
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.price, order.quantity, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.LIVE, 4000, 30_000, 10_000, 20_000))
+        self.assertOrdersMatchExchange(self.alice, "alice")
+        self.assertOrdersMatchExchange(other, "alice")
+
+
+class DropsAndSessionsTests(TradingTestCase):
+    def test_answer_lost_in_a_drop_arrives_on_resume(self) -> None:
+        placed = self.alice.order(MARKET, HOME, SELL, 20_000, 4000)
+        pump = self.alice_connection.pump
+        pump.serverIO.bufferReceived(pump.clientIO.getOutBuffer())
+        pump.serverIO.getOutBuffer()  # the exchange's answer is lost
+        self.alice_connection.drop()
+        (order,) = self.alice.orders.open()
+        self.assertEqual(order.state, OrderState.PENDING)
+        self.settle(self.bob.order(MARKET, HOME, BUY, 5_000, 4000))
+        self.market.connect(self.alice)
+        self.settle(placed)
+        self.assertEqual(order.state, OrderState.LIVE)
+        self.assertOrdersMatchExchange(self.alice, "alice")
+
+    def test_fate_unknown_until_the_account_replay_settles_it(self) -> None:
+        """The order reaches the exchange, its answer dies with the connection, the resume is
+        refused: UNKNOWN; the next session's account replay brings the acceptance and a fill."""
+        market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
+                                  settings=ExchangeSettings(sent_log_size=10))
+        alice, connection = market.client("alice", "alice-pw")
+        market.flush()
+        alice.order(HALTABLE, OVER, BUY, 1000, 1000)  # an account sequence to ask from
+        market.flush()
+        placed = alice.order(MARKET, HOME, SELL, 20_000, 4000)
+        connection.pump.serverIO.bufferReceived(connection.pump.clientIO.getOutBuffer())
+        connection.pump.serverIO.getOutBuffer()
+        connection.drop()  # the exchange has the order; its answer is lost
+        self.assertEqual(len(market.exchange.open_orders("alice", MARKET)), 1)
+        market.exchange.place_order("bob", MARKET, HOME, BUY, 5_000, 4000)
+        for price in range(2000, 2010):  # more account events than the exchange keeps for a resume
+            market.exchange.place_order("alice", HALTABLE, OVER, BUY, 1000, price)
+        market.connect(alice)  # refused: a new session is needed
+        market.flush()
+        lost = self.failureResultOf(placed, errors.SessionLost).value
+        self.assertTrue(lost.sent)
+        order = alice.orders.open()[-1]
+        self.assertEqual((order.state, order.order_id), (OrderState.UNKNOWN, None))
+        market.connect(alice)
+        market.flush()
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.LIVE, 5_000, 15_000))
+        ours = {o.order_id: (o.price, o.remaining_quantity) for o in alice.orders.open()}
+        theirs = {o.order_id: (o.price, o.available_quantity) for o in market.exchange.open_orders("alice")}
+        self.assertEqual(ours, theirs)
+
+    def test_sent_unknown_queued_not_sent(self) -> None:
+        written = self.alice.order(MARKET, HOME, SELL, 20_000, 4000)
+        self.alice_connection.pump.clientIO.getOutBuffer()  # written, never delivered
+        self.alice_connection.drop()
+        queued = self.alice.order(MARKET, HOME, SELL, 10_000, 4000)  # waits for the resume
+        sent, not_sent = self.alice.orders.open()
+        self.alice.stop()
+        self.assertTrue(self.failureResultOf(written, errors.SessionLost).value.sent)
+        self.assertFalse(self.failureResultOf(queued, errors.SessionLost).value.sent)
+        self.assertEqual((sent.state, not_sent.state), (OrderState.UNKNOWN, OrderState.NOT_SENT))
+        self.assertEqual(self.alice.orders.open(), [sent])
+        self.failureResultOf(self.alice.order(MARKET, HOME, SELL, 20_000, 4000), errors.NotLoggedIn)
+        self.assertEqual(len(self.alice.orders), 2)
+
+    def test_restart_from_a_saved_account_sequence(self) -> None:
+        """An application restarted with ClientSettings.account_sequence gets the fills it missed, once."""
+        accepted = self.settle(self.alice.order(MARKET, HOME, SELL, 20_000, 4000))
+        saved = self.alice.account_sequence
+        self.settle(self.alice.logout())
+        self.settle(self.bob.order(MARKET, HOME, BUY, 5_000, 4000))
+        restarted, _ = self.client("alice", account_sequence=saved)
+        self.assertEqual(restarted.account_sequence, restarted.orders.account_sequence)
+        order = restarted.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.LIVE, 5_000, 15_000))
+        self.assertOrdersMatchExchange(restarted, "alice")
+
+
+def _message(name: str, **fields: Any) -> Any:
+    message = getattr(seto_pb2, name)()
+    for key, value in fields.items():
+        setattr(message, key, value)
+    return message
+
+
+class ReplayedEventTests(SynchronousTestCase):
+    """Account events are applied once, in order; a misfit is logged, not applied."""
+
+    def setUp(self) -> None:
+        self.handlers = HandlerRegistry()
+        self.orders = Orders(self.handlers, max_closed=2)
+        self.order = self.orders.placed(Order(MARKET, HOME, BUY, 4000, 30_000, reference=5), Deferred())
+        self.deliver("seto.order_accepted", "OrderAccepted", seq=1, order_id=9, reference=5, account_sequence_64=10)
+
+    def deliver(self, name: str, kind: str, **fields: Any) -> None:
+        message = _message(kind, **fields)
+        self.handlers.dispatch(name, None, message)
+
+    def fill(self, sequence: int, quantity: int) -> None:
+        self.deliver("seto.order_executed", "OrderExecuted", price=4000, quantity=quantity, order_id=9, side=BUY,
+                     market_id=MARKET, contract_id=HOME, account_sequence_64=sequence)
+
+    def test_a_replayed_fill_is_not_counted_twice(self) -> None:
+        self.fill(11, 10_000)
+        self.fill(11, 10_000)
+        self.fill(10, 10_000)
+        self.assertEqual((self.order.executed_quantity, self.order.remaining_quantity), (10_000, 20_000))
+        self.fill(12, 10_000)
+        self.assertEqual(self.order.executed_quantity, 20_000)
+
+    def test_an_event_that_does_not_fit_is_not_applied(self) -> None:
+        self.deliver("seto.order_cancelled", "OrderCancelled", reason=1, order_id=9, account_sequence_64=11)
+        self.fill(12, 10_000)
+        self.assertEqual((self.order.state, self.order.executed_quantity), (OrderState.CANCELLED, 0))
+        self.flushLoggedErrors()
+
+    def test_closed_orders_are_bounded(self) -> None:
+        for number in range(5):
+            self.orders.placed(Order(MARKET, HOME, BUY, 4000, 1, reference=100 + number), Deferred())
+            self.deliver("seto.order_rejected", "OrderRejected", seq=2 + number, reason=1, reference=100 + number)
+        self.assertEqual(len(self.orders), 3)  # the live one and the two newest closed
+        self.assertIsNone(self.orders.by_reference(100))
+        self.assertIsNotNone(self.orders.by_reference(104))
