@@ -28,8 +28,12 @@ class DemoStrategy:
 
     log = Logger()
 
-    def __init__(self, factory: SmarketsClientFactory, market_ids: list[int], interval: float = 5.0) -> None:
+    def __init__(
+        self, factory: SmarketsClientFactory, market_ids: list[int], interval: float = 5.0, verbose: bool = False
+    ) -> None:
         self.factory = factory
+        #: Log every change of the best prices (else the status line shows them).
+        self.verbose = verbose
         self.books = {market_id: MarketBook(market_id) for market_id in market_ids}
         self.interval = interval
         self.orders = 0
@@ -67,6 +71,8 @@ class DemoStrategy:
         if book is None:
             return
         contract = book.update(quotes)
+        if not self.verbose:
+            return
         best = (contract.best_bid, contract.best_offer)
         if self._best.get(quotes.contract_id) == best:
             return

@@ -58,6 +58,8 @@ class SmarketsClientFactory(ClientFactory):
 
     log = Logger()
     protocol = SmarketsClientProtocol  # type: ignore[assignment]
+    #: No "Starting factory <...>" line at each connection: the protocol says what happens.
+    noisy = False
 
     def __init__(self, config: ClientSettings, clock: IReactorTime | None = None) -> None:
         if clock is None:

@@ -9,6 +9,7 @@ never taken from the command line (it would show in the process's argv):
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import os
 import sys
@@ -19,6 +20,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
@@ -27,7 +29,7 @@ from smarkets_twisted.demo import DemoStrategy
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
-from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
@@ -35,6 +37,8 @@ from smarkets_twisted.journal import Journal, JournalError, JournalService
 from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
+from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
+from smarkets_twisted.trading.prices import format_money, money
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
@@ -54,7 +58,12 @@ class Options(usage.Options):
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
         ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
         ["state-file", None, None, "Keep the last account sequence here, so that a restart misses no fill."],
+        ["status-interval", None, DEFAULT_STATUS_INTERVAL, "Seconds between status lines (0: none).", float],
         ["config", None, None, "Read options from this ini file ([smarkets] section); the command line overrides it."],
+    ]
+
+    optFlags = [
+        ["verbose", "v", "Log every change of the best prices, as well as the status line."],
     ]
 
     def __init__(self) -> None:
@@ -79,6 +88,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         parameters = cast("list[list[Any]]", self.optParameters)
         coerce: dict[str, Callable[[str], object] | None] = {p[0]: p[4] if len(p) > 4 else None for p in parameters}
+        flags = {str(flag[0]) for flag in cast("list[list[Any]]", self.optFlags)}
         for key, text in values.items():
             if key == "password":
                 raise usage.UsageError(
@@ -88,6 +98,10 @@ class Options(usage.Options):
             if key in ("market", "markets"):
                 self["markets"] = [self._market_id(item) for item in text.replace(",", " ").split()]
                 self._markets_from_file = True
+            elif key in flags:
+                if text.lower() not in _BOOLEANS:
+                    raise usage.UsageError(f"configuration {path}: {key} is yes or no, not {text!r}")
+                self[key] = int(_BOOLEANS[text.lower()])
             elif key in coerce and key != "config":
                 convert = coerce[key]
                 try:
@@ -138,6 +152,9 @@ class Options(usage.Options):
             self.strategy = _load_strategy(self["strategy"])
 
 
+_BOOLEANS = configparser.ConfigParser.BOOLEAN_STATES
+
+
 def _config_argument(argv: list[str]) -> str | None:
     """The value of the last ``--config`` in ``argv``, if any."""
     path = None
@@ -167,8 +184,22 @@ def _load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
     return strategy  # type: ignore[no-any-return]
 
 
+def describe_simulation(exchange: Exchange, port: IListeningPort) -> str:
+    """What a person must know of the embedded exchange: that it is one, and what it holds."""
+    address = port.getHost()
+    accounts = ", ".join(f"{a.username} (balance {format_money(money(a.balance))})" for a in exchange.accounts
+                         if a.username != BOT_USERNAME)
+    markets = ", ".join(f"{m.id} {m.name} ({m.state_name})" for m in exchange.catalogue)
+    return (
+        f"SIMULATED exchange (not Smarkets, no real money) on {address.host}:{address.port}"  # type: ignore[attr-defined]
+        f" with accounts {accounts}; markets {markets}; a liquidity bot trades in them"
+    )
+
+
 class EmbeddedExchangeService(Service):
     """A simulated exchange with liquidity on a loopback port chosen by the system."""
+
+    log = Logger()
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
@@ -180,11 +211,14 @@ class EmbeddedExchangeService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         endpoint = serverFromString(self.reactor, "tcp:0:interface=127.0.0.1")  # type: ignore[no-untyped-call]
-        endpoint.listen(ExchangeFactory(self.exchange, self.reactor)).addCallback(self._listening)
+        factory = ExchangeFactory(self.exchange, self.reactor)
+        factory.noisy = False
+        endpoint.listen(factory).addCallback(self._listening)
         self.liquidity.startService()
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        self.log.info("{description}", description=describe_simulation(self.exchange, port))
         waiting, self._waiting = self._waiting, []
         for deferred in waiting:
             deferred.callback(port)
@@ -237,7 +271,8 @@ class StrategyService(Service):
         if self.options.strategy is not None:
             self.options.strategy(self.factory)
         else:
-            self.demo = DemoStrategy(self.factory, self.options["markets"], self.options["interval"])
+            self.demo = DemoStrategy(self.factory, self.options["markets"], self.options["interval"],
+                                     verbose=bool(self.options["verbose"]))
             self.demo.start()
 
     def stopService(self) -> None:
@@ -295,4 +330,6 @@ def makeService(options: Options) -> IService:
         client.setServiceParent(top)  # type: ignore[no-untyped-call]
     SmarketsClientService(endpoint, factory).setServiceParent(client)  # type: ignore[no-untyped-call]
     StrategyService(factory, options).setServiceParent(client)  # type: ignore[no-untyped-call]
+    if options["status-interval"] > 0:
+        StatusService(factory, options["status-interval"]).setServiceParent(client)  # type: ignore[no-untyped-call]
     return top

@@ -73,7 +73,8 @@ class OptionsTests(SynchronousTestCase):
         service = tap.makeService(self.parse())
         self.assertTrue(IService.providedBy(service))
         kinds = {type(child).__name__ for child in service}
-        self.assertEqual(kinds, {"EmbeddedExchangeService", "SmarketsClientService", "StrategyService"})
+        self.assertEqual(kinds, {"EmbeddedExchangeService", "SmarketsClientService", "StrategyService",
+                                 "StatusService"})
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

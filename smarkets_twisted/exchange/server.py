@@ -101,7 +101,10 @@ class ExchangeProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self._peer = str(self.transport.getPeer())
+        peer = self.transport.getPeer()
+        # host:port, not the address object's repr, in log lines.
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self._peer = f"{host}:{port}" if host is not None else str(peer)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
 

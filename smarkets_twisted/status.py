@@ -1,0 +1,69 @@
+"""The status line: what a person watching the log needs, every few seconds.
+
+One line every ``interval`` seconds instead of a line per price change:
+connected or not, the session, seqs in and out, the last ping's round trip,
+requests waiting for the throttle, and what the trading layer knows.  Each
+line also sends a ping, whose round trip the next line shows.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smarkets_twisted.factory import SmarketsClientFactory
+
+#: Seconds between status lines by default.
+DEFAULT_STATUS_INTERVAL = 10.0
+
+
+def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
+    """The status of ``factory`` in one line; ``rtt`` is the last ping's round trip, if any."""
+    state = factory.state
+    parts = [
+        "logged in" if factory.current is not None else "not connected",
+        "session held" if state.session_id is not None else "no session",
+        f"seq in {state.next_incoming_seq - 1} out {state.next_outgoing_seq - 1}",
+        "ping -" if rtt is None else f"ping {rtt * 1000:.1f} ms",
+        f"{factory.queued} queued",
+    ]
+    return ", ".join(parts)
+
+
+class StatusService(Service):
+    """Logs `status_line` every ``interval`` seconds while running."""
+
+    log = Logger()
+
+    def __init__(self, factory: SmarketsClientFactory, interval: float = DEFAULT_STATUS_INTERVAL) -> None:
+        self.factory = factory
+        self.interval = interval
+        #: The last ping's round trip in seconds; None before the first or after one went unanswered.
+        self.rtt: float | None = None
+        self._loop = LoopingCall(self.report)
+        self._loop.clock = factory.clock
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop.running:
+            self._loop.stop()
+
+    def report(self) -> None:
+        """Log the status line, and ping for the next one's round trip."""
+        self.log.info("{status}", status=status_line(self.factory, self.rtt))
+        if self.factory.current is None:
+            self.rtt = None
+            return
+        self.factory.ping(timeout=self.interval).addCallbacks(self._answered, self._unanswered)
+
+    def _answered(self, rtt: float) -> None:
+        self.rtt = rtt
+
+    def _unanswered(self, failure: Failure) -> None:
+        self.rtt = None
