@@ -319,6 +319,27 @@ class BadInputTests(SynchronousTestCase):
         self.client.send_raw(encode_frame(payload.SerializePartialToString()))
         self.assertDropped("lacks required fields")
 
+    def send_order_create(self, extra: bytes) -> None:
+        """An order_create whose body has ``extra`` encoded fields appended."""
+        body = seto_pb2.OrderCreate(market_id=100, contract_id=1001, side=BUY, quantity=1000, price=5000)
+        payload = Payload(type=seto_pb2.PAYLOAD_ORDER_CREATE)
+        payload.order_create.MergeFromString(body.SerializeToString() + extra)
+        self.client.send(payload)
+
+    def test_enum_value_the_schema_does_not_define(self) -> None:
+        """tif = 99 is not read as the default (GOOD_TIL_CANCELLED): the order is refused."""
+        tif = seto_pb2.OrderCreate.DESCRIPTOR.fields_by_name["tif"].number
+        self.send_order_create(bytes([tif << 3, 99]))
+        self.assertDropped("order_create.tif = 99 is not a value the schema defines")
+        self.assertEqual(self.fixture.exchange.open_orders("alice"), [])
+
+    def test_label_that_is_not_utf8(self) -> None:
+        label = seto_pb2.OrderCreate.DESCRIPTOR.fields_by_name["label"].number
+        self.send_order_create(bytes([label << 3 | 2, 4]) + b"a\xff\xfeb")
+        self.assertDropped("order_create.label is not UTF-8 text")
+        self.assertEqual(self.fixture.exchange.open_orders("alice"), [])
+        self.assertNotIn("b'a", self.logs.text)
+
     def test_garbage_before_login(self) -> None:
         stranger = self.fixture.client()
         stranger.send_raw(b"\x05garbage")
@@ -559,6 +580,22 @@ class ReplayAmplificationTests(SynchronousTestCase):
         self.client.send(session_message(eto_pb2.PAYLOAD_PING))  # pong 6
         self.client.send(replay_request(6))
         self.assertEqual(self.replayed(), [6])
+
+    def test_what_a_recent_resend_did_not_cover_is_resent(self) -> None:
+        self.client.send(replay_request(1))
+        self.assertEqual(self.replayed(), [1, 2, 3, 4, 5])
+        for _ in range(2):
+            self.client.send(session_message(eto_pb2.PAYLOAD_PING))  # pongs 6, 7
+        self.client.send(replay_request(3))
+        self.assertEqual(self.replayed(), [6, 7])
+
+    def test_a_bogus_request_does_not_block_a_real_one(self) -> None:
+        for bogus in (0, 1000):
+            self.client.send(replay_request(bogus))
+        self.assertEqual(self.replayed(), [])
+        self.client.send(replay_request(2))
+        self.assertEqual(self.replayed(), [2, 3, 4, 5])
+        self.assertFalse(self.client.closed)
 
     def test_answered_again_after_the_interval(self) -> None:
         self.client.send(replay_request(1))

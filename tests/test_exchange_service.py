@@ -481,12 +481,28 @@ class ThrottleTests(ServiceTestCase):
         self.assertEqual(seto_pb2.OrderRejectedReason.Name(rejected.reason), "ORDER_REJECTED_THROTTLE_EXCEEDED")
         self.assertEqual((rejected.seq, rejected.reference), (seq, 4))
         self.assertEqual(rejected.account_sequence_64, self.exchange.account("alice").account_sequence)
-        # Session messages are not throttled.
-        self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
-        self.assertEqual(self.alice.names(), ["eto.pong"])
         # One tick adds average_rate_ps * tick_ms / 1000 = 1 token.
         self.alice.advance(0.2)
         self.order_id(self.alice, BUY, 1000, 2000)
+
+    def test_pings_count_against_the_throttle(self) -> None:
+        """Every payload counts: pings beyond the burst are not answered in kind, and use up tokens."""
+        for _ in range(3):
+            self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(self.alice.names(), ["eto.pong"] * 3)
+        for _ in range(50):
+            self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
+        # One refusal for the whole run, not one answer per ping.
+        self.assertEqual(self.alice.names(), ["eto.throttle_exceeded"])
+        seq = self.alice.order(BUY, 1000, 2000)
+        rejected: seto_pb2.OrderRejected = one(self.alice.take(), "seto.order_rejected")
+        self.assertEqual((seto_pb2.OrderRejectedReason.Name(rejected.reason), rejected.seq),
+                         ("ORDER_REJECTED_THROTTLE_EXCEEDED", seq))
+        # The refused pings' seqs were consumed: the session carries on, and a token brings a pong.
+        self.alice.advance(0.2)
+        self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(self.alice.names(), ["eto.pong"])
+        self.assertFalse(self.alice.closed)
 
     def test_other_payloads_get_eto_throttle_exceeded(self) -> None:
         for _ in range(3):

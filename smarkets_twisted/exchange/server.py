@@ -11,10 +11,22 @@ It also guards the replay log.  A resume is refused, and a replay request
 that reaches below the sent log ends the session, with LOGOUT_UNKNOWN_SESSION
 either way, rather than gapfill over what the client never saw: the client
 starts a new session and asks for its account events by account sequence.
-And a replay request overlapping one this connection answered less than
-`ConnectionSettings.replay_interval` ago is ignored (gapfilled), so that a
-few bytes of requests cannot make the exchange resend its whole log again
-and again.
+Every other replay request is answered, but what this connection resent less
+than `ConnectionSettings.replay_interval` ago is not resent again (TCP has
+delivered it, or the connection is gone), so that a few bytes of requests
+cannot make the exchange resend its whole log again and again.
+
+Every payload a client sends counts against its session's throttle
+(PROTOCOL.md section 4: "every payload counts"): application payloads in
+`Exchange.handle`, the others here.  A ping that finds no token is not
+answered with a pong: the first of a run of refused pings gets
+throttle_exceeded; heartbeats, gapfills, replay
+requests and logouts are counted but always honoured, since refusing them
+would break the session rather than slow it down.
+
+Payloads that parse but carry what the schema does not define (an enum
+value it does not list, a string that is not UTF-8) are refused as
+malformed: see `smarkets_twisted.exchange.validation`.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from zope.interface import implementer
 from smarkets_twisted.errors import DecodeError, ParseError
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.exchange.sessions import ExchangeSession
+from smarkets_twisted.exchange.validation import check_request
 from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload, handler_name, parse_payload, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -45,8 +58,8 @@ class ConnectionSettings:
     :ivar login_timeout: seconds a new connection has to send a good login.
     :ivar heartbeat_interval: send a heartbeat after this many idle seconds.
     :ivar peer_timeout: log out a client that sent nothing for this long.
-    :ivar replay_interval: ignore a replay request overlapping one answered
-        on this connection less than this many seconds ago.
+    :ivar replay_interval: do not resend, in answer to a replay request, what
+        was resent on this connection less than this many seconds ago.
     :ivar slow_consumer_timeout: drop a client whose transport has stayed
         full (it stopped reading) for this long, so that its unread output
         cannot grow without bound; its session can resume later.
@@ -91,7 +104,9 @@ class ExchangeProtocol(Protocol):
         self._closing = False
         self._logged_out = False
         self._taken_over = False
-        #: The last replay answered here: (first seq, seq after the last, when).
+        #: A throttle_exceeded answered the latest refused ping (none since an accepted one).
+        self._throttle_told = False
+        #: The seqs resent here lately: (first, after the last, when).
         self._last_replay: tuple[int, int, float] | None = None
 
     def __repr__(self) -> str:
@@ -144,6 +159,7 @@ class ExchangeProtocol(Protocol):
                 return
             try:
                 payload = parse_payload(frame)
+                check_request(payload)
             except ParseError as error:
                 self._drop_for(error)
                 return
@@ -282,21 +298,27 @@ class ExchangeProtocol(Protocol):
         exchange_session = self.exchange_session
         assert session is not None and exchange_session is not None
         now = self.clock.seconds()
-        if self._is_new_replay_request(payload, session):
-            start = payload.eto_payload.replay.seq
-            if 1 <= start < session.state.sent.first_seq:
-                self._history_lost(session, exchange_session, start)
-                return
-            if self._replayed_recently(start, now):
-                self.log.warn(
-                    "{username} asked again for a replay from {start} within {interval}s: ignored",
-                    username=exchange_session.account.username,
-                    start=start,
-                    interval=self.settings.replay_interval,
-                )
-                payload = _gapfill(payload.eto_payload.seq)
+        if payload.eto_payload.seq >= session.state.next_incoming_seq and payload.type == seto_pb2.PAYLOAD_ETO:
+            # A session payload that will be processed: count it.
+            if payload.eto_payload.type == eto_pb2.PAYLOAD_REPLAY:
+                exchange_session.throttle.spend(1, now)
+                start = payload.eto_payload.replay.seq
+                if 1 <= start < session.state.sent.first_seq:
+                    self._history_lost(session, exchange_session, start)
+                    return
+                payload = self._coalesce_replay(payload, session, exchange_session, now)
+            elif payload.eto_payload.type == eto_pb2.PAYLOAD_PING:
+                if exchange_session.throttle.take(now):
+                    self._throttle_told = False
+                else:
+                    # Its seq is consumed; the answer is one throttle_exceeded per
+                    # run of refusals, so that a flood of pings is not answered in kind.
+                    payload = _gapfill(payload.eto_payload.seq)
+                    if not self._throttle_told:
+                        self._throttle_told = True
+                        session.send(session_message(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED), now)
             else:
-                self._last_replay = (start, session.state.next_outgoing_seq, now)
+                exchange_session.throttle.spend(1, now)
         for delivered in session.receive_payload(payload, now):
             if delivered.type == seto_pb2.PAYLOAD_ETO:
                 if delivered.eto_payload.type == eto_pb2.PAYLOAD_LOGOUT:
@@ -311,22 +333,34 @@ class ExchangeProtocol(Protocol):
 
     # Guarding the replay log
 
-    @staticmethod
-    def _is_new_replay_request(payload: Payload, session: Session) -> bool:
-        """A replay request that the Session would answer (not a duplicate)."""
-        eto = payload.eto_payload
-        return (
-            payload.type == seto_pb2.PAYLOAD_ETO
-            and eto.type == eto_pb2.PAYLOAD_REPLAY
-            and eto.seq >= session.state.next_incoming_seq
-        )
+    def _coalesce_replay(
+        self, payload: Payload, session: Session, exchange_session: ExchangeSession, now: float
+    ) -> Payload:
+        """The replay request to answer: from where this connection's recent resend ended.
 
-    def _replayed_recently(self, start: int, now: float) -> bool:
+        What was resent here less than ``replay_interval`` ago is not resent
+        again; everything else asked for is.  A request that resends nothing
+        (from 0, from beyond the last seq) does not count as a resend.
+        """
+        start = payload.eto_payload.replay.seq
+        end = session.state.next_outgoing_seq
         last = self._last_replay
-        if last is None:
-            return False
-        _, end, answered_at = last
-        return start < end and now - answered_at < self.settings.replay_interval
+        if last is not None and last[0] <= start < last[1] and now - last[2] < self.settings.replay_interval:
+            self.log.warn(
+                "{username} asked again for a replay from {start} within {interval}s: {what}",
+                username=exchange_session.account.username,
+                start=start,
+                interval=self.settings.replay_interval,
+                what="ignored, all of it was just resent" if last[1] >= end else f"resending from {last[1]}",
+            )
+            if last[1] >= end:
+                return _gapfill(payload.eto_payload.seq)
+            start = last[1]
+            payload.eto_payload.replay.seq = start
+            self._last_replay = (last[0], end, now)
+        elif 1 <= start < end:
+            self._last_replay = (start, end, now)
+        return payload
 
     def _history_lost(self, session: Session, exchange_session: ExchangeSession, start: int) -> None:
         """The client asked for payloads the sent log no longer holds: end the session."""
