@@ -39,6 +39,18 @@ class SessionLost(ConnectionError):
         self.sent = sent
 
 
+class LogoutUnconfirmed(SocketDisconnected):
+    """The exchange did not confirm a logout: the connection was closed and the session ended here anyway."""
+
+
+class TLSVerificationFailed(ConnectionError):
+    """The exchange's certificate did not verify; ``reason`` says why (hostname mismatch, unknown CA...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"TLS verification failed: {reason}")
+        self.reason = reason
+
+
 class PeerTimeout(ConnectionError):
     """The peer sent nothing for several heartbeat periods."""
 

@@ -94,8 +94,11 @@ class SmarketsClientFactory(ClientFactory):
         self._ending = False
         #: Where every payload in and out is recorded, if anywhere (`smarkets_twisted.journal`).
         self.journal: Journal | None = None
-        #: Called with the error when a login is refused for good (bad credentials).
-        self.on_final_refusal: Callable[[errors.SmarketsError], object] | None = None
+        #: Why the session ended for good (logout, stop, a login refused for
+        #: good), until the application connects again; None while it wants one.
+        self.ended: errors.SmarketsError | None = None
+        #: Called with that reason when it happens (the service stops reconnecting).
+        self.on_ended: Callable[[errors.SmarketsError], object] | None = None
         #: Called with the account sequence of each account event, once its handlers ran.
         self.on_account_event: Callable[[int], object] | None = None
         #: The trading layer, kept from what the exchange says (`smarkets_twisted.trading`).
@@ -135,12 +138,20 @@ class SmarketsClientFactory(ClientFactory):
         protocol.factory = self
         self._connection = protocol
         self._ending = False
+        self.ended = None
         return protocol
 
     def whenLoggedIn(self, timeout: float | None = None) -> Deferred[SmarketsClientProtocol]:
-        """A new Deferred for the current, or next, logged-in protocol."""
+        """A new Deferred for the current, or next, logged-in protocol.
+
+        Fails with the reason (SessionLost, LoginError) when the session has
+        ended for good, or does so before the next login: after a logout, a
+        stop, or a login refused for good.
+        """
         if self.current is not None:
             return succeed(self.current)
+        if self.ended is not None:
+            return fail(self.ended)
         deferred: Deferred[SmarketsClientProtocol] = Deferred(lambda d: self._login_waiters.remove(d))
         self._login_waiters.append(deferred)
         return with_timeout(deferred, timeout, self.clock)
@@ -161,7 +172,7 @@ class SmarketsClientFactory(ClientFactory):
         self._ending = True
         if self._connection is not None and self._connection.is_connected:
             return with_timeout(self._connection.send_logout(), timeout, self.clock)
-        self._end_session(errors.SessionLost("logged out"))
+        self._end_logged_out_session()
         return succeed(None)
 
     def ping(self, timeout: float | None = None) -> Deferred[float]:
@@ -203,17 +214,18 @@ class SmarketsClientFactory(ClientFactory):
             self._end_session(errors.SessionLost(f"the exchange dropped the session: {error}"))
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
-                if self.on_final_refusal is not None:
-                    self.on_final_refusal(error)
-                self._end_session(error, final=True)
+                self._end_session(error)
+                self._end_for_good(error)
             elif self.state.session_id is None:
                 self._end_session(errors.SessionLost(f"no session could be started: {error}"))
 
     def _end_logged_out_session(self) -> None:
-        self._end_session(errors.SessionLost("logged out"))
+        error = errors.SessionLost("logged out")
+        self._end_session(error)
         # A logout ends the intent too: the next session starts bare.
         self.subscriptions.clear()
         self._cancel_all_on_failure = None
+        self._end_for_good(error)
 
     def sends_lost(self, seqs: list[range]) -> None:
         """The exchange asked again for payloads gone from our sent log: they never reach it."""
@@ -245,22 +257,31 @@ class SmarketsClientFactory(ClientFactory):
                           pending=len(self.requests))
         self.handlers.notify("connection_lost", error)
 
-    def _end_session(self, error: Exception, final: bool = False) -> None:
+    def _end_session(self, error: Exception) -> None:
         self.state.reset()
         self.current = None
         self.bucket = TokenBucket()
         self.requests.fail(error)
         self.pings.fail(error)
         self.handlers.notify("session_ended", error)
-        if final:
-            waiters, self._login_waiters = self._login_waiters, []
-            for waiter in waiters:
-                waiter.errback(error)
+
+    def _end_for_good(self, error: errors.SmarketsError) -> None:
+        """No new session is wanted until the application connects again: nobody waits for a login."""
+        if self.ended is not None:
+            return
+        self.ended = error
+        if self.on_ended is not None:
+            self.on_ended(error)
+        waiters, self._login_waiters = self._login_waiters, []
+        for waiter in waiters:
+            waiter.errback(error)
 
     def stop(self) -> None:
-        """Give up the session without logging out: every pending request fails."""
+        """Give up the session without logging out: every pending request and waiter fails."""
         self._ending = True
-        self._end_session(errors.SessionLost("the client was stopped"))
+        error = errors.SessionLost("the client was stopped")
+        self._end_session(error)
+        self._end_for_good(error)
 
     # Incoming
 

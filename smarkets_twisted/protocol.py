@@ -20,6 +20,7 @@ from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import Role, Session
+from smarkets_twisted.verification import verify_peer
 
 if TYPE_CHECKING:
     from smarkets_twisted.factory import SmarketsClientFactory
@@ -50,10 +51,13 @@ class SmarketsClientProtocol(Protocol):
         self._logging_out = False
         self._logout_confirmed = False
         self._login_timer: IDelayedCall | None = None
+        self._logout_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
         self._lost_because: Exception | None = None
         #: Whether this connection's login resumes a session (else it starts one).
         self.resuming = False
+        #: Fires with the error the connection ended with, once it is lost.
+        self.closed: Deferred[Exception] = Deferred()
 
     # Connection events
 
@@ -62,6 +66,7 @@ class SmarketsClientProtocol(Protocol):
         settings = factory.config
         now = factory.clock.seconds()
         self.is_connected = True
+        verify_peer(self.transport)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -121,25 +126,28 @@ class SmarketsClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
         self.is_connected = False
-        for timer in (self._login_timer, self._liveness_timer):
+        for timer in (self._login_timer, self._liveness_timer, self._logout_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._login_timer = self._liveness_timer = None
+        self._login_timer = self._liveness_timer = self._logout_timer = None
         if self.deframer is not None and self.deframer.buffered:
             self.log.warn("connection lost in the middle of a frame: {count} bytes discarded",
                           count=self.deframer.buffered)
-        error = self._lost_because or errors.SocketDisconnected(f"connection lost: {reason.getErrorMessage()}")
+        error = self._lost_because or _lost(reason)
         if self.factory.journal is not None:
             self.factory.journal.event("disconnected", self.factory.clock.seconds(), str(error))
         if self._login_outcome is None:
             self._settle_login(Failure(error))
         waiters, self._logout_waiters = self._logout_waiters, []
+        unconfirmed = error if isinstance(error, errors.LogoutUnconfirmed) else errors.LogoutUnconfirmed(
+            "connection lost before the exchange confirmed the logout: the session is ended")
         for waiter in waiters:
             if self._logout_confirmed:
                 waiter.callback(None)
             else:
-                waiter.errback(errors.SocketDisconnected("connection lost before the exchange confirmed the logout"))
+                waiter.errback(unconfirmed)
         self.factory.protocol_lost(self, error)
+        self.closed.callback(error)
 
     # Sending
 
@@ -255,7 +263,8 @@ class SmarketsClientProtocol(Protocol):
     def send_logout(self) -> Deferred[None]:
         """Send a clean logout; fires once the exchange confirmed it and closed.
 
-        Fails with SocketDisconnected when the connection is lost first.
+        Fails with LogoutUnconfirmed when the connection is lost first, or
+        dropped after ``logout_timeout`` seconds without a confirmation.
         """
         deferred: Deferred[None] = Deferred(lambda d: self._logout_waiters.remove(d))
         if not self.is_connected or self.session is None:
@@ -266,7 +275,17 @@ class SmarketsClientProtocol(Protocol):
             self._logging_out = True
             self.session.send_logout(self.factory.clock.seconds())
             self.flush()
+            self._logout_timer = self.factory.clock.callLater(self.factory.config.logout_timeout,
+                                                              self._logout_timed_out)
         return deferred
+
+    def _logout_timed_out(self) -> None:
+        self._logout_timer = None
+        seconds = self.factory.config.logout_timeout
+        self.log.warn("no logout confirmation in {seconds} seconds: closing the connection, the session is ended",
+                      seconds=seconds)
+        self._drop(errors.LogoutUnconfirmed(f"no logout confirmation in {seconds} seconds: "
+                                            "the connection was closed and the session ended"))
 
     def send_ping(self) -> None:
         """Send a ping now (the factory pairs it with its pong)."""
@@ -320,7 +339,7 @@ class SmarketsClientProtocol(Protocol):
         if session.peer_silent(now):
             self.log.warn("nothing from the exchange for {seconds} seconds: dropping the connection",
                           seconds=session.peer_timeout)
-            self._drop(errors.PeerTimeout("the exchange went silent"))
+            self._drop(errors.PeerTimeout(f"peer silent for {session.peer_timeout} seconds"))
             return
         if session.logged_in and session.heartbeat_due(now):
             session.send_heartbeat(now)
@@ -329,6 +348,15 @@ class SmarketsClientProtocol(Protocol):
 
     def __repr__(self) -> str:
         return f"<SmarketsClientProtocol connected={self.is_connected}>"
+
+
+def _lost(reason: Failure) -> Exception:
+    """The error a lost connection's waiters get: its own when it is ours, else a SocketDisconnected."""
+    if isinstance(reason.value, errors.SmarketsError):
+        return reason.value
+    error = errors.SocketDisconnected(f"connection lost: {reason.getErrorMessage()}")
+    error.__cause__ = reason.value
+    return error
 
 
 def with_timeout(deferred: Deferred[Any], timeout: float | None, clock: IReactorTime) -> Deferred[Any]:

@@ -34,7 +34,7 @@ from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
-from smarkets_twisted.service import SmarketsClientService
+from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
@@ -328,7 +328,8 @@ def makeService(options: Options) -> IService:
         # The client stops (and logs out) before the journal is flushed and closed.
         client = JournalService(factory.journal)
         client.setServiceParent(top)  # type: ignore[no-untyped-call]
-    SmarketsClientService(endpoint, factory).setServiceParent(client)  # type: ignore[no-untyped-call]
+    address = "the embedded exchange" if options["endpoint"] is None else address_of(options["endpoint"])
+    SmarketsClientService(endpoint, factory, address=address).setServiceParent(client)  # type: ignore[no-untyped-call]
     StrategyService(factory, options).setServiceParent(client)  # type: ignore[no-untyped-call]
     if options["status-interval"] > 0:
         StatusService(factory, options["status-interval"]).setServiceParent(client)  # type: ignore[no-untyped-call]

@@ -173,7 +173,7 @@ class LoopbackTests(TestCase):
         factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
         # The certificate names localhost; asking for 127.0.0.1 must fail verification.
         protocol = yield clientFromString(reactor, f"tls:127.0.0.1:{port}:trustRoots={roots}").connect(factory)
-        with self.assertRaises(errors.SocketDisconnected):
+        with self.assertRaises(errors.TLSVerificationFailed):
             yield protocol.login()
         self.assertEqual(len(self.exchange.registry), 0)
 

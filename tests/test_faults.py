@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import defer, reactor
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test.iosim import connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from smarkets_twisted import errors
+from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import eto_pb2
+from smarkets_twisted.service import SmarketsClientService, retry_policy
+from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
 from tests.scripted import make_factory
 from tests.test_client import ClientTestCase, result_of
 
@@ -112,3 +134,365 @@ class SettingsTests(SynchronousTestCase):
             (login,) = exchange.received()
             self.assertEqual(login.login.cookie, b"tok-1")
         self.assertNotIn("tok-1", repr(ClientSettings(token="tok-1")))
+
+
+class LogoutTimeoutTests(ClientTestCase):
+    """Point 2: an unconfirmed logout ends."""
+
+    def test_unconfirmed_logout_drops_the_connection_and_ends_the_session(self) -> None:
+        self.connect_and_login()
+        pending = result_of(self.factory.cancel(5))
+        done = result_of(self.factory.logout())
+        self.clock.advance(self.factory.config.logout_timeout - 0.5)
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)  # the exchange is alive, but never confirms
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.clock.advance(0.5)
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.exchange.disconnect()
+        error = done[0].trap(errors.LogoutUnconfirmed) and done[0].value
+        self.assertIn("no logout confirmation in 10.0 seconds", str(error))
+        pending[0].trap(errors.SessionLost)
+        self.assertIsNone(self.factory.state.session_id)
+        self.assertIsNone(self.factory.current)
+        self.assertEqual(self.factory.config.logout_timeout, 10.0)
+
+
+class _Closing(Protocol):
+    """An exchange that closes every connection at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+class _Refusing(Protocol):
+    """An exchange that refuses every login with ``reason``, then closes."""
+
+    def __init__(self, reason: int, clock: Clock) -> None:
+        self.reason = reason
+        self.clock = clock
+
+    def dataReceived(self, data: bytes) -> None:
+        refusal = Session(SessionState(), Role.EXCHANGE, now=self.clock.seconds())
+        refusal.send_logout(self.clock.seconds(), self.reason)
+        assert self.transport is not None
+        self.transport.write(refusal.data_to_send())
+        self.transport.loseConnection()
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """Connects to an InMemoryExchange, or fails the way ``mode`` says."""
+
+    def __init__(self, market: InMemoryExchange) -> None:
+        self.market = market
+        self.mode = "exchange"
+        self.attempts = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        self.attempts += 1
+        if self.mode == "refuse":
+            return fail(net_error.ConnectionRefusedError("Connection refused"))
+        servers: dict[str, Callable[[], IProtocol]] = {
+            "exchange": lambda: self.market.factory.buildProtocol(_ADDRESS),
+            "close": _Closing,
+            "unavailable": lambda: _Refusing(eto_pb2.LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE, self.market.clock),
+        }
+        client, server, pump = connectedServerAndClient(servers[self.mode], lambda: factory.buildProtocol(_ADDRESS),
+                                                        clock=self.market.clock, greet=False)
+        self.market.connections.append(InMemoryConnection(client, server, pump))
+        return succeed(client)
+
+
+class ServiceTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.market = InMemoryExchange()
+        self.factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), self.market.clock)
+        self.endpoint = MemoryEndpoint(self.market)
+        self.attempts: list[int] = []
+        self.service = SmarketsClientService(self.endpoint, self.factory, retry=self.retry, address="mem:3701")
+        self.lines: list[str] = []
+        self.failures: list[Any] = []
+        globalLogPublisher.addObserver(self.observe)
+        self.addCleanup(globalLogPublisher.removeObserver, self.observe)
+
+    def observe(self, event: dict[str, Any]) -> None:
+        self.lines.append(formatEvent(event))
+        if event.get("log_failure") is not None:
+            self.failures.append(event["log_failure"])
+
+    def retry(self, attempt: int) -> float:
+        self.attempts.append(attempt)
+        return 1.0
+
+    def start(self) -> None:
+        self.service.startService()
+        self.market.flush()
+
+
+class LogoutStopsReconnectingTests(ServiceTestCase):
+    """Point 3: logged out means out, until the application connects again."""
+
+    def test_a_logout_from_the_factory_or_the_service_is_not_followed_by_a_reconnect(self) -> None:
+        self.start()
+        for logout in (lambda: self.factory.logout(), lambda: self.service.logout()):
+            first = self.factory.state.session_id
+            self.assertIsNotNone(self.factory.current)
+            done = result_of(logout())
+            self.market.advance(60)
+            self.assertEqual(done, [None])
+            self.assertIsNone(self.factory.current)
+            self.assertFalse(self.service.connections.running)
+            attempts = self.endpoint.attempts
+            self.market.advance(60)
+            self.assertEqual(self.endpoint.attempts, attempts)
+            self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+            # Connecting again is the application's call.
+            self.service.connect()
+            self.market.flush()
+            self.assertIsNotNone(self.factory.current)
+            self.assertNotEqual(self.factory.state.session_id, first)
+
+
+class WaitersFailTests(ServiceTestCase):
+    """Point 4: no Deferred left hanging when the service stops."""
+
+    def test_waiters_fail_when_stopped_while_connections_are_refused(self) -> None:
+        self.endpoint.mode = "refuse"
+        self.start()
+        waiting = result_of(self.factory.whenLoggedIn())
+        self.market.advance(5)
+        self.service.stopService()
+        waiting[0].trap(errors.SessionLost)
+        self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
+    def test_waiters_fail_when_stopped_after_the_exchange_went_away(self) -> None:
+        self.start()
+        self.assertIsNotNone(self.factory.current)
+        self.endpoint.mode = "refuse"
+        self.market.connections[0].drop()
+        waiting = result_of(self.factory.whenLoggedIn())
+        self.market.advance(5)
+        self.assertEqual(waiting, [])
+        stopped = result_of(self.service.stopService())
+        waiting[0].trap(errors.SessionLost)
+        self.assertEqual(stopped, [None])
+
+
+class BackoffTests(ServiceTestCase):
+    """Point 5: failed attempts count until a login succeeds, whatever failed."""
+
+    def test_attempts_count_up_across_tcp_connects_until_a_login(self) -> None:
+        self.endpoint.mode = "close"
+        self.start()
+        self.market.advance(3)
+        self.endpoint.mode = "unavailable"
+        self.market.advance(3)
+        self.endpoint.mode = "refuse"
+        self.market.advance(1)
+        self.assertEqual(self.attempts, [1, 2, 3, 4, 5, 6, 7, 8])
+        self.endpoint.mode = "exchange"
+        self.market.advance(1)
+        self.assertIsNotNone(self.factory.current)
+        self.market.connections[0].drop()
+        self.assertEqual(self.attempts[-1], 1)
+
+    def test_default_policy_grows_to_its_cap_with_jitter(self) -> None:
+        policy = retry_policy(initial=0.5, factor=2.0, maximum=30.0)
+        delays = [policy(attempt) for attempt in range(1, 12)]
+        self.assertTrue(1.0 <= delays[0] < 2.0)
+        self.assertTrue(all(30.0 <= delay < 31.0 for delay in delays[7:]))
+        self.assertTrue(all(b > a - 1.0 for a, b in zip(delays, delays[1:], strict=False)))
+
+
+class RetryLineTests(ServiceTestCase):
+    """Point 6: every retry says why, once, in one line, naming host:port."""
+
+    def retry_lines(self) -> list[str]:
+        return [line for line in self.lines if "retry" in line.lower()]
+
+    def test_one_line_per_retry_with_its_cause(self) -> None:
+        self.endpoint.mode = "refuse"
+        self.start()
+        self.endpoint.mode = "close"
+        self.market.advance(1)
+        self.endpoint.mode = "unavailable"
+        self.market.advance(1)
+        self.endpoint.mode = "exchange"
+        self.market.advance(1)
+        self.market.connections[0].drop()
+        self.assertEqual(self.retry_lines(), [
+            "mem:3701: connection refused; retry 1 in 1.0 seconds",
+            "mem:3701: connection closed before login; retry 2 in 1.0 seconds",
+            "mem:3701: login refused (LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE); retry 3 in 1.0 seconds",
+            "mem:3701: connection lost (Connection to the other side was lost in a non-clean fashion: "
+            "the in-memory connection was dropped); retry 1 in 1.0 seconds",
+        ])
+        self.assertEqual(self.failures, [])
+
+    def test_a_silent_exchange_is_named(self) -> None:
+        self.start()
+        server = self.market.connections[0].server
+        server.transport.write = lambda data: None  # the exchange goes silent
+        self.market.advance(self.factory.config.peer_timeout + 1)
+        self.assertIn("mem:3701: peer silent for 30.0 seconds; retry 1 in 1.0 seconds", self.retry_lines())
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    san: str | None = None,
+    expired: bool = False,
+) -> x509.Certificate:
+    """A certificate for ``subject`` (commonName), signed by ``issuer`` (else self-signed, a CA)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    if expired:
+        start, end = now - datetime.timedelta(days=10), now - datetime.timedelta(days=1)
+    else:
+        start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=1)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if san is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+class _Recorder(Protocol):
+    """A man in the middle with a certificate of its choosing: records what the client writes."""
+
+    def __init__(self, heard: Deferred[bytes]) -> None:
+        self.heard = heard
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.heard.called:
+            self.heard.callback(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.heard.called:
+            self.heard.callback(b"")
+
+
+class CertificateTests(TestCase):
+    """Point 10 (and the TLS causes of point 6): no login byte to a certificate that does not verify."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.ca_key = _key()
+        self.ca = _certificate("Test CA", self.ca_key)
+        roots = self.directory / "roots"
+        roots.mkdir()
+        (roots / "ca.pem").write_bytes(_pem(self.ca))
+        self.roots = roots
+
+    @defer.inlineCallbacks
+    def attempt(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, retries: bool = True) -> Any:
+        """Connect the client to a recorder showing ``certificate``; return (what it heard, retry lines)."""
+        server_pem = self.directory / "server.pem"
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        server_pem.write_bytes(key_pem + _pem(certificate))
+        heard: Deferred[bytes] = Deferred()
+        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}").listen(
+            Factory.forProtocol(lambda: _Recorder(heard))
+        )
+        self.addCleanup(port.stopListening)
+        retried: Deferred[str] = Deferred()
+        failures: list[Any] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_failure") is not None or event.get("log_level") == LogLevel.critical:
+                failures.append(event)
+            line = formatEvent(event)
+            if "retry 1 " in line and not retried.called:
+                retried.callback(line)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"), reactor)
+        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
+        service = SmarketsClientService(endpoint, factory, retry=lambda attempt: 30.0,
+                                        address=f"localhost:{port.getHost().port}")
+        service.startService()
+        self.addCleanup(service.stopService)
+        data = yield heard
+        line = (yield retried) if retries else None
+        self.assertEqual(failures, [])
+        return data, line
+
+    @defer.inlineCallbacks
+    def check_refused(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, reason: str) -> Any:
+        data, line = yield self.attempt(certificate, key)
+        self.assertEqual(data, b"")  # not a byte of the login
+        self.assertTrue(line.startswith("localhost:"), line)
+        self.assertIn(f"TLS verification failed: {reason}", line)
+
+    def test_a_certificate_naming_the_host_only_in_its_common_name(self) -> None:
+        key = _key()
+        return self.check_refused(_certificate("localhost", key, (self.ca, self.ca_key)), key,
+                                  "the certificate cannot be checked against localhost")
+
+    def test_a_certificate_for_another_host(self) -> None:
+        key = _key()
+        return self.check_refused(_certificate("elsewhere", key, (self.ca, self.ca_key), san="elsewhere.example"),
+                                  key, "hostname mismatch")
+
+    def test_a_certificate_from_an_unknown_ca(self) -> None:
+        other_key = _key()
+        other_ca = _certificate("Other CA", other_key)
+        key = _key()
+        return self.check_refused(_certificate("localhost", key, (other_ca, other_key), san="localhost"), key,
+                                  "unknown CA")
+
+    def test_an_expired_certificate(self) -> None:
+        key = _key()
+        return self.check_refused(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost",
+                                               expired=True), key, "certificate has expired")
+
+    @defer.inlineCallbacks
+    def test_a_good_certificate_gets_the_login(self) -> Any:
+        key = _key()
+        data, _ = yield self.attempt(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost"), key,
+                                     retries=False)
+        self.assertIn(b"s3cret-pw", data)
+
+    @defer.inlineCallbacks
+    def test_no_login_byte_to_a_common_name_only_certificate_on_any_tls_endpoint(self) -> Any:
+        key = _key()
+        certificate = _certificate("localhost", key, (self.ca, self.ca_key))
+        server_pem = self.directory / "server.pem"
+        server_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()) + _pem(certificate))
+        heard: Deferred[bytes] = Deferred()
+        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}").listen(
+            Factory.forProtocol(lambda: _Recorder(heard))
+        )
+        self.addCleanup(port.stopListening)
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"), reactor)
+        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
+        protocol = yield endpoint.connect(factory)
+        login = protocol.login()
+        data = yield heard
+        self.assertEqual(data, b"")
+        with self.assertRaises(errors.TLSVerificationFailed):
+            yield login
