@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smarkets_twisted.exchange import tap
 from smarkets_twisted.exchange.accounts import default_accounts
@@ -145,3 +150,54 @@ class LiquidityTests(SynchronousTestCase):
     def test_missing_bot_account_fails_at_start(self) -> None:
         exchange = Exchange(self.clock)
         self.assertRaises(KeyError, LiquiditySimulator(exchange, self.clock).startService)
+
+
+class BacklogTests(TestCase):
+    """The listening socket queues a burst of connects that arrive before any is accepted."""
+
+    BURST = 200
+
+    def listen(self, *argv: str) -> Deferred[None]:
+        options = tap.Options()
+        options.parseOptions(["--no-liquidity", "--endpoint", "tcp:0:interface=127.0.0.1", *argv])
+        (listener,) = list(tap.makeService(options))  # type: ignore[call-overload]
+        listening: Deferred[IListeningPort] = listener.endpoint.listen(Factory.forProtocol(Protocol))
+
+        def listened(port: IListeningPort) -> Deferred[None]:
+            self.addCleanup(port.stopListening)
+            self.port = port.getHost().port  # type: ignore[attr-defined]
+            return succeed(None)
+
+        return listening.addCallback(listened)
+
+    def connected_of_a_burst(self) -> int:
+        """Connect BURST sockets without letting the reactor accept any; count those the kernel took."""
+        sockets = []
+        for _ in range(self.BURST):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(client.close)
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", self.port))
+            sockets.append(client)
+        poller = select.poll()
+        for client in sockets:
+            poller.register(client, select.POLLOUT)
+        # Waits for the kernel's handshakes on loopback, not for the exchange:
+        # the reactor does not run (nothing is accepted) until this returns.
+        connected: set[int] = set()
+        for _ in range(5):
+            connected |= {fd for fd, events in poller.poll(200) if events & select.POLLOUT}
+            if len(connected) == self.BURST:
+                break
+        return len(connected)
+
+    def test_default_backlog_takes_a_burst(self) -> Deferred[None]:
+        return self.listen().addCallback(lambda _: self.assertEqual(self.connected_of_a_burst(), self.BURST))
+
+    def test_backlog_option(self) -> Deferred[None]:
+        return self.listen("--backlog", "20").addCallback(
+            lambda _: self.assertLess(self.connected_of_a_burst(), self.BURST)
+        )
+
+    def test_backlog_must_be_positive(self) -> None:
+        self.assertRaises(usage.UsageError, tap.Options().parseOptions, ["--backlog", "0"])
