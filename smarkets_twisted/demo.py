@@ -1,8 +1,9 @@
 """The strategy `twistd smarkets` runs when given none: watch markets, trade small.
 
-It subscribes to the markets, logs the best prices as they move, and every
-``interval`` seconds takes the best offer of one contract with a small
-immediate-or-cancel buy, logging what it gets.  A strategy is any callable
+It subscribes to the markets, logs the best prices as they move (when
+verbose), and every ``interval`` seconds takes the best offer of one contract
+with a small immediate-or-cancel buy (`smarkets_twisted.tradelog` says how
+it went).  A strategy is any callable
 that takes the factory, e.g. ``--strategy mypackage.mymodule:start``.
 """
 
@@ -18,6 +19,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.books import MarketBook
+from smarkets_twisted.trading.prices import format_money, money
 
 #: The payoff of each demo order: £2.00, in 1/10000 of the currency.
 DEMO_QUANTITY = 20000
@@ -43,7 +45,6 @@ class DemoStrategy:
         self._trader.clock = factory.clock
         factory.add_handler("seto.contract_quotes", self._quotes)
         factory.add_handler("seto.market_quotes", self._snapshot)
-        factory.add_handler("seto.order_executed", self._executed)
         factory.add_handler("seto.balance_changed", self._balance)
 
     def start(self) -> None:
@@ -85,14 +86,10 @@ class DemoStrategy:
             offer=_level(contract.best_offer),
         )
 
-    def _executed(self, fill: Any) -> None:
-        self.log.info("filled {quantity} at {price} on order {order} ({executed} executed in all)",
-                      quantity=fill.quantity, price=fill.price, order=fill.order_id,
-                      executed=fill.total_executed_quantity)
-
     def _balance(self, balance: Any) -> None:
-        self.log.info("available balance {available}, exposure {exposure}", available=balance.available_balance,
-                      exposure=balance.exposure)
+        self.log.info("available balance {available}, exposure {exposure}",
+                      available=format_money(money(balance.available_balance)),
+                      exposure=format_money(money(balance.exposure)))
 
     def trade(self) -> None:
         """Take the best offer of the next contract that has one."""
@@ -109,11 +106,8 @@ class DemoStrategy:
         assert offer is not None
         price = offer[0]
         self.orders += 1
-        self.log.info("buying {quantity} of contract {contract} at {price} (IOC)", quantity=DEMO_QUANTITY,
-                      contract=contract_id, price=price)
         placed = self.factory.order(market_id, contract_id, seto_pb2.SIDE_BUY, DEMO_QUANTITY, price,
                                     tif=seto_pb2.IMMEDIATE_OR_CANCEL, timeout=30)
-        placed.addCallback(lambda accepted: self.log.info("order {order} accepted", order=accepted.order_id))
         placed.addErrback(self._failed, "order")
 
     def _failed(self, failure: Failure, what: str) -> None:

@@ -2,7 +2,8 @@
 
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
-requests waiting for the throttle, and what the trading layer knows.  Each
+requests waiting for the throttle, open orders and the best bid / best offer
+of each contract of the subscribed markets.  Each
 line also sends a ping, whose round trip the next line shows.
 """
 
@@ -14,6 +15,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.trading.books import Level
+from smarkets_twisted.trading.prices import format_price
 
 #: Seconds between status lines by default.
 DEFAULT_STATUS_INTERVAL = 10.0
@@ -28,8 +31,28 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         f"seq in {state.next_incoming_seq - 1} out {state.next_outgoing_seq - 1}",
         "ping -" if rtt is None else f"ping {rtt * 1000:.1f} ms",
         f"{factory.queued} queued",
+        f"{len(factory.orders.open())} open orders",
     ]
+    parts.extend(_market(factory, market_id) for market_id in sorted(factory.subscriptions))
     return ", ".join(parts)
+
+
+def _market(factory: SmarketsClientFactory, market_id: int) -> str:
+    """'market 100 [1001 30.33% (3.3) / 33.33% (3.0); 1002 - / 36.33% (2.75)]': best bid / best offer."""
+    book = factory.books.get(market_id)
+    if book is None:
+        return f"market {market_id} [no prices yet]"
+    if book.stale:
+        return f"market {market_id} [prices stale]"
+    contracts = "; ".join(
+        f"{contract_id} {_level(contract.best_bid)} / {_level(contract.best_offer)}"
+        for contract_id, contract in sorted(book.contracts.items())
+    )
+    return f"market {market_id} [{contracts}]"
+
+
+def _level(level: Level | None) -> str:
+    return "-" if level is None else format_price(level.price)
 
 
 class StatusService(Service):

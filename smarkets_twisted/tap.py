@@ -38,6 +38,7 @@ from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
+from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.prices import format_money, money
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
@@ -319,6 +320,7 @@ def makeService(options: Options) -> IService:
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(f"bad --endpoint {options['endpoint']!r}: {e}") from None
     factory = build_client(options, reactor)
+    factory.orders.add_listener(TradeLog())
     client: MultiService = top
     if options["journal"] is not None:
         try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -9,9 +12,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from smarkets_twisted.demo import DemoStrategy
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
+from smarkets_twisted.tradelog import TradeLog
+from smarkets_twisted.trading.prices import format_price
+from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 
 
 def lines(events: list[dict[str, object]]) -> list[str]:
@@ -32,8 +40,21 @@ class StatusLineTests(SynchronousTestCase):
         line = status_line(self.factory, 0.0123)
         self.assertIn(f"logged in, session held, seq in {state.next_incoming_seq - 1} "
                       f"out {state.next_outgoing_seq - 1}, ping 12.3 ms, 0 queued", line)
+        self.assertTrue(line.endswith("0 open orders"), line)
+
+        self.factory.subscribe(100)
+        self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 200)  # far below the market: stays open
+        self.market.flush()
+        book = self.factory.books[100]
+        bid, offer = book.contracts[1001].best_bid, book.contracts[1001].best_offer
+        assert bid is not None and offer is not None
+        line = status_line(self.factory, None)
+        self.assertIn(f", 1 open orders, market 100 [1001 {format_price(bid.price)} / {format_price(offer.price)};",
+                      line)
         self.connection.drop()
-        self.assertTrue(status_line(self.factory, None).startswith("not connected, session held,"))
+        line = status_line(self.factory, None)
+        self.assertTrue(line.startswith("not connected, session held,"))
+        self.assertTrue(line.endswith("market 100 [prices stale]"), line)
 
     def test_every_interval_one_line_and_no_price_lines_unless_verbose(self) -> None:
         for verbose in (False, True):
@@ -82,3 +103,60 @@ class EmbeddedExchangeTests(SynchronousTestCase):
         self.assertIn("markets 100 ", text)
         self.assertNotIn("liquidity (", text)
         self.assertNotIn("<", text)
+
+
+class TradeLogTests(SynchronousTestCase):
+    """Orders and fills in words: side, payoff and risk in pounds, price in percent and odds, the end."""
+
+    def setUp(self) -> None:
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        self.alice, _ = self.market.client("alice", "alice-pw")
+        self.bob, _ = self.market.client("bob", "bob-pw")
+        self.market.flush()
+        self.alice.orders.add_listener(TradeLog())
+
+    def order(self, client: SmarketsClientFactory, side: int, quantity: int, price: int = 2500,
+              tif: int = seto_pb2.GOOD_TIL_CANCELLED) -> Any:
+        d = client.order(MARKET, HOME, side, quantity, price, tif=tif)
+        self.market.flush()
+        return d
+
+    def logged(self, action: Callable[[], object]) -> list[str]:
+        with capturedLogs() as events:
+            action()
+            self.market.flush()
+        return [line for line in lines(events) if line.startswith(("order", "an order"))]
+
+    def test_ioc_filled(self) -> None:
+        self.order(self.bob, seto_pb2.SIDE_SELL, 20000)
+        text = self.logged(lambda: self.order(self.alice, seto_pb2.SIDE_BUY, 20000, tif=seto_pb2.IMMEDIATE_OR_CANCEL))
+        order_id = next(iter(self.alice.orders)).order_id
+        self.assertEqual(text, [
+            f"order {order_id} accepted: buy £2.00 payoff of market {MARKET} contract {HOME} at 25.00% (4.0),"
+            " immediate or cancel, risking £0.50",
+            f"order {order_id}: bought £2.00 payoff at 25.00% (4.0) (£2.00 of £2.00 filled)",
+            f"order {order_id} filled: £2.00 at an average 25.00% (4.0)",
+        ])
+
+    def test_ioc_with_nothing_to_match_expires_unfilled(self) -> None:
+        text = self.logged(lambda: self.order(self.alice, seto_pb2.SIDE_SELL, 20000, tif=seto_pb2.IMMEDIATE_OR_CANCEL))
+        self.assertTrue(text[-1].endswith("expired unfilled: nothing matched at once"), text)
+        self.assertIn("sell £2.00 payoff", "\n".join(text))
+        self.assertIn("risking £1.50", "\n".join(text))
+
+    def test_partly_filled_then_cancelled(self) -> None:
+        placed = self.successResultOf(self.order(self.alice, seto_pb2.SIDE_BUY, 20000))
+        self.order(self.bob, seto_pb2.SIDE_SELL, 5000)
+
+        def cancel() -> None:
+            self.alice.cancel(placed.order_id)
+
+        text = self.logged(cancel)
+        self.assertEqual(text, [f"order {placed.order_id} partly filled (£0.50 of £2.00 at an average 25.00% (4.0))"
+                                " then cancelled (member requested)"])
+
+    def test_refused(self) -> None:
+        text = self.logged(lambda: self.failureResultOf(self.order(self.alice, seto_pb2.SIDE_BUY, 10**9, price=5000)))
+        self.assertEqual(text, [f"an order (buy £100000.00 payoff of market {MARKET} contract {HOME} at 50.00% (2.0),"
+                                " good till cancelled, risking £50000.00)"
+                                " refused by the exchange (insufficient funds)"])

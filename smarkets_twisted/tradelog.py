@@ -1,0 +1,112 @@
+"""Orders and fills in words a trader reads, for the log of `twistd smarkets`.
+
+The wire speaks in units (price 3133, quantity 20000); a trader reads "buy
+£2.00 payoff at 31.33% (3.19)", a stake in currency, and above all how each
+order ended: filled, partly filled then cancelled, expired unfilled, refused
+and why.  `TradeLog` listens to ``factory.orders`` and says each of these
+once, whatever strategy placed the order.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.logger import Logger
+
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.trading.orders import Order, OrderListener, OrderState
+from smarkets_twisted.trading.prices import format_money, format_price, liability, money
+
+_TIFS: dict[int, str] = {
+    seto_pb2.GOOD_TIL_CANCELLED: "good till cancelled",
+    seto_pb2.IMMEDIATE_OR_CANCEL: "immediate or cancel",
+}
+
+
+def describe(order: Order) -> str:
+    """'buy £2.00 payoff of market 100 contract 1001 at 31.33% (3.19), immediate or cancel, risking £0.63'."""
+    side = "buy" if order.side == seto_pb2.SIDE_BUY else "sell"
+    tif = _TIFS.get(order.tif, "time in force " + str(order.tif))
+    risk = format_money(liability(order.quantity, order.price, order.side))
+    return (f"{side} {format_money(money(order.quantity))} payoff of market {order.market_id} contract "
+            f"{order.contract_id} at {format_price(order.price)}, {tif}, risking {risk}")
+
+
+def ending(order: Order) -> str:
+    """How a closed order ended, in words."""
+    executed, asked = format_money(money(order.executed_quantity)), format_money(money(order.quantity))
+    reason = f" ({_words(order.reason_name)})" if order.reason_name else ""
+    state = order.state
+    if state is OrderState.FILLED:
+        return f"filled: {asked}" + _average(order)
+    if state is OrderState.CANCELLED:
+        if order.executed_quantity:
+            return f"partly filled ({executed} of {asked}{_average(order)}) then cancelled{reason}"
+        if order.tif == seto_pb2.IMMEDIATE_OR_CANCEL:
+            return "expired unfilled: nothing matched at once"
+        return f"cancelled unfilled{reason}"
+    if state is OrderState.REPLACED:
+        filled = f" after {executed} filled" if order.executed_quantity else ""
+        return f"replaced by order {order.replaced_by}{filled}"
+    if state in (OrderState.REJECTED, OrderState.INVALID):
+        return f"refused by the exchange{reason}"
+    return str(state.value)
+
+
+def _words(reason_name: str) -> str:
+    """'ORDER_CANCELLED_MEMBER_REQUESTED' -> 'member requested'; 'ORDER_INVALID_INVALID_PRICE' -> 'invalid price'."""
+    return ", ".join(re.sub(r"^ORDER_[A-Z]+?_", "", name.strip()).replace("_", " ").lower()
+                     for name in reason_name.split(","))
+
+
+def _average(order: Order) -> str:
+    average = order.average_price
+    if average is None:
+        return ""
+    return f" at an average {format_price(int(average))}" if average == int(average) else (
+        f" at an average {average / 100:.2f}%")
+
+
+class TradeLog(OrderListener):
+    """Logs each order's acceptance, fills and end, in words."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        #: The state each open order was last logged in.
+        self._told: dict[Order, OrderState] = {}
+
+    def order_filled(self, order: Order, price: int, quantity: int) -> None:
+        if quantity < 0:
+            self.log.warn("{name}: a fill of {amount} at {price} was voided", name=_name(order),
+                          amount=format_money(money(-quantity)), price=format_price(price))
+            return
+        verb = "bought" if order.side == seto_pb2.SIDE_BUY else "sold"
+        self.log.info(
+            "{name}: {verb} {amount} payoff at {price} ({executed} of {asked} filled)",
+            name=_name(order), verb=verb, amount=format_money(money(quantity)), price=format_price(price),
+            executed=format_money(money(order.executed_quantity)), asked=format_money(money(order.quantity)),
+        )
+
+    def order_changed(self, order: Order) -> None:
+        before = self._told.get(order)
+        if order.state is before:
+            return
+        if order.closed:
+            self._told.pop(order, None)
+            if before is None:
+                # Never seen open (refused, or accepted and closed by one event): say what it was.
+                self.log.info("{name} ({order}) {ending}", name=_name(order), order=describe(order),
+                              ending=ending(order))
+            else:
+                self.log.info("{name} {ending}", name=_name(order), ending=ending(order))
+            return
+        self._told[order] = order.state
+        if order.state is OrderState.LIVE:
+            self.log.info("{name} accepted: {order}", name=_name(order), order=describe(order))
+        elif order.state is OrderState.UNKNOWN:
+            self.log.warn("{name}: fate unknown, the session was lost after it was sent", name=_name(order))
+
+
+def _name(order: Order) -> str:
+    return f"order {order.order_id}" if order.order_id is not None else "an order"
