@@ -84,6 +84,14 @@ class SequenceError(ProtocolError):
     """The peer's sequence numbers cannot be reconciled."""
 
 
+class BadLoginResponse(SequenceError):
+    """A login_response the client cannot use (no session id, a reset or seq out of range).
+
+    The connection is dropped and the session abandoned: the next connection
+    starts a new one.
+    """
+
+
 # Login and logout
 
 

@@ -245,7 +245,11 @@ class SmarketsClientFactory(ClientFactory):
                 timer.cancel()
         self._pump_call = self._limits_wait = None
         self._spent_since_login = None
-        if self.state.session_id is None:
+        if isinstance(error, errors.BadLoginResponse) and self.state.session_id is not None:
+            # Resuming it would meet the same answer: the next login starts a new
+            # session, which asks for the account events since the last one seen.
+            self._end_session(errors.SessionLost(f"session abandoned: {error}"))
+        elif self.state.session_id is None:
             # No session to resume: nothing queued can be sent on it.
             self.requests.fail(errors.SessionLost(f"no session: {error}"))
             self.pings.fail(errors.SessionLost(f"no session: {error}"))

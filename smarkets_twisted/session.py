@@ -15,7 +15,7 @@ import enum
 
 from twisted.logger import Logger
 
-from smarkets_twisted.errors import SequenceError
+from smarkets_twisted.errors import BadLoginResponse, SequenceError
 from smarkets_twisted.framing import encode_frame
 from smarkets_twisted.payloads import (
     Payload,
@@ -40,6 +40,11 @@ DEFAULT_REPLAY_RETRY = 10.0
 
 #: The largest seq a uint64 holds.
 _MAX_SEQ = 2**64 - 1
+
+#: No usable seq reaches this: a session numbering a million payloads a second
+#: would take 290 000 years.  A peer naming one is corrupt, and following it
+#: would leave no seqs to number the session's next payloads with.
+SEQ_LIMIT = 2**63
 
 #: Session payloads that a replay replaces with a gapfill.
 _GAPFILLED_ETO_TYPES = frozenset(
@@ -264,6 +269,12 @@ class Session:
     def _login_response(self, payload: Payload, now: float) -> None:
         state = self.state
         response = payload.eto_payload.login_response
+        if not response.session:
+            raise BadLoginResponse("login_response without a session id")
+        if response.HasField("reset") and not 1 <= response.reset < SEQ_LIMIT:
+            raise BadLoginResponse(f"login_response with an unusable reset {response.reset}")
+        if payload.eto_payload.seq >= SEQ_LIMIT:
+            raise BadLoginResponse(f"login_response at an unusable seq {payload.eto_payload.seq}")
         state.session_id = response.session
         self.logged_in = True
         if response.HasField("reset"):

@@ -26,12 +26,13 @@ from zope.interface import implementer
 
 from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.proto import eto_pb2
+from smarkets_twisted.payloads import session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.service import SmarketsClientService, retry_policy
 from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
-from tests.scripted import make_factory
+from tests.scripted import SESSION_ID, make_factory
 from tests.test_client import ClientTestCase, result_of
 
 
@@ -496,3 +497,43 @@ class CertificateTests(TestCase):
         self.assertEqual(data, b"")
         with self.assertRaises(errors.TLSVerificationFailed):
             yield login
+
+
+class CorruptLoginResponseTests(ClientTestCase):
+    """Point 7: a login_response the client cannot use drops the connection and abandons the session."""
+
+    def answer_login(self, session: str = SESSION_ID, reset: int | None = None, seq: int | None = None) -> None:
+        self.exchange.received()
+        response = session_message(eto_pb2.PAYLOAD_LOGIN_RESPONSE)
+        response.eto_payload.seq = seq if seq is not None else self.factory.state.next_incoming_seq
+        response.eto_payload.login_response.session = session
+        if reset is not None:
+            response.eto_payload.login_response.reset = reset
+        self.exchange.deliver_frame(response.SerializeToString())
+
+    def test_unusable_answers_start_a_new_session_on_the_next_connection(self) -> None:
+        self.connect_and_login()
+        self.exchange.send_app("order_cancelled", order_id=1, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED,
+                               account_sequence_64=77)
+        pending = result_of(self.factory.cancel(9))
+        self.exchange.disconnect()
+        for answer in ({"reset": 2**64 - 1}, {"reset": 0}, {"session": ""}, {"seq": 2**64 - 1}):
+            protocol = self.exchange.connect(self.factory)  # raised SequenceError here before the fix
+            login = result_of(protocol.login())
+            self.answer_login(**answer)
+            self.assertTrue(self.exchange.transport.disconnecting, answer)
+            self.exchange.disconnect()
+            login[0].trap(errors.BadLoginResponse)
+            self.assertIsNone(self.factory.state.session_id)
+            self.assertIsNone(self.factory.current)
+        pending[0].trap(errors.SessionLost)
+        # A new session, asking for the account events since the last one seen.
+        self.exchange.state.reset()
+        self.protocol = self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertFalse(login.eto_payload.HasField("login"))  # not a resume
+        self.assertEqual(login.login.account_sequence_64, 77)
+        self.exchange.accept_login(login)
+        self.assertIsNotNone(self.factory.current)
+        self.assertEqual(self.factory.state.session_id, SESSION_ID)
+        self.assertFalse([e for e in self.events if e.get("log_failure") is not None])
