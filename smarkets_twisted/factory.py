@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -25,7 +25,7 @@ from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message,
 from smarkets_twisted.pings import Pings
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.protocol import SmarketsClientProtocol, with_timeout
-from smarkets_twisted.requests import Key, PendingRequests
+from smarkets_twisted.requests import ANSWERS, Key, PendingRequests
 from smarkets_twisted.session import SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
@@ -44,13 +44,29 @@ THROTTLE_HEADROOM = 2
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
 
-#: seto payload types whose body reports the account sequence.
-_ACCOUNT_SEQUENCED_TYPES = frozenset(
-    number
+class _Route(NamedTuple):
+    """What the factory does with one seto payload type, worked out once from the schema."""
+
+    #: The handler name: 'seto.contract_quotes'.
+    name: str
+    #: The Payload field carrying the body handlers get.
+    field: str
+    #: Whether the body reports the account sequence.
+    account_sequenced: bool
+    #: Whether it may answer a pending request (market data never does).
+    answers: bool
+
+
+def _reports_account_sequence(field: str) -> bool:
+    body = seto_pb2.Payload.DESCRIPTOR.fields_by_name[field].message_type
+    return body is not None and "account_sequence_64" in body.fields_by_name
+
+
+#: seto payload type → its route; session payloads (seto type ETO) have none.
+_ROUTES = {
+    number: _Route(f"seto.{field}", field, _reports_account_sequence(field), f"seto.{field}" in ANSWERS)
     for number, field in SETO_FIELDS.items()
-    if "account_sequence_64" in getattr(seto_pb2.Payload.DESCRIPTOR.fields_by_name[field].message_type,
-                                        "fields_by_name", ())
-)
+}
 
 
 class SmarketsClientFactory(ClientFactory):
@@ -290,22 +306,32 @@ class SmarketsClientFactory(ClientFactory):
     # Incoming
 
     def payload_received(self, protocol: SmarketsClientProtocol, payload: Payload) -> None:
-        name, message = name_and_body(payload)
+        kind = payload.type
+        route = _ROUTES.get(kind)
+        if route is None:
+            # A session payload: named by its eto type; it reports no account
+            # sequence and answers no request.
+            name, message = name_and_body(payload)
+            self.handlers.dispatch(name, payload, message)
+            return
+        name, field, account_sequenced, answers = route
+        message = getattr(payload, field)
         processed = None
-        if payload.type in _ACCOUNT_SEQUENCED_TYPES:
+        if account_sequenced:
             sequence = message.account_sequence_64
             if sequence and (self.account_sequence is None or sequence > self.account_sequence):
                 self.account_sequence = processed = sequence
-        elif payload.type == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
-            limits = payload.throttle_limits_changed
+        elif kind == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             now = self.clock.seconds()
-            self.bucket.set_limits(limits.average_rate_ps, limits.burst_size, limits.tick_ms, now, THROTTLE_HEADROOM)
+            self.bucket.set_limits(message.average_rate_ps, message.burst_size, message.tick_ms, now,
+                                   THROTTLE_HEADROOM)
             # The exchange's bucket started full at the login: what went out since counts.
             self.bucket.spend(self._spent_since_login or 0, now)
             self._spent_since_login = None
             self._limits_known()
         self.handlers.dispatch(name, payload, message)
-        self.requests.answer(name, message)
+        if answers:
+            self.requests.answer(name, message)
         if processed is not None and self.on_account_event is not None:
             self.on_account_event(processed)
 

@@ -56,8 +56,11 @@ class HandlerRegistry:
     log = Logger()
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[tuple[Handler, bool]]] = {}
-        self._global: list[tuple[GlobalHandler, bool]] = []
+        # Tuples, replaced on each change: a handler that adds or removes
+        # handlers while being called changes the next dispatch, not this one,
+        # and dispatching copies nothing.
+        self._handlers: dict[str, tuple[tuple[Handler, bool], ...]] = {}
+        self._global: tuple[tuple[GlobalHandler, bool], ...] = ()
         self._listeners: list[ClientListener] = []
 
     def add_handler(self, name: str, handler: Handler, whole_payload: bool = False) -> None:
@@ -65,17 +68,17 @@ class HandlerRegistry:
             raise InvalidCallbackError(f"no message is named {name!r}")
         if not callable(handler):
             raise InvalidCallbackError(f"handler for {name!r} is not callable")
-        self._handlers.setdefault(name, []).append((handler, whole_payload))
+        self._handlers[name] = (*self._handlers.get(name, ()), (handler, whole_payload))
 
     def del_handler(self, name: str, handler: Handler) -> None:
         if name not in HANDLER_NAMES:
             raise InvalidCallbackError(f"no message is named {name!r}")
-        self._handlers[name] = _without(self._handlers.get(name, []), handler, f"handler not registered for {name!r}")
+        self._handlers[name] = _without(self._handlers.get(name, ()), handler, f"handler not registered for {name!r}")
 
     def add_global_handler(self, handler: GlobalHandler, whole_payload: bool = False) -> None:
         if not callable(handler):
             raise InvalidCallbackError("global handler is not callable")
-        self._global.append((handler, whole_payload))
+        self._global = (*self._global, (handler, whole_payload))
 
     def del_global_handler(self, handler: GlobalHandler) -> None:
         self._global = _without(self._global, handler, "global handler not registered")
@@ -93,7 +96,7 @@ class HandlerRegistry:
 
         ``message`` is the body of ``payload`` (see `payloads.name_and_body`).
         """
-        for handler, whole in tuple(self._handlers.get(name, ())):
+        for handler, whole in self._handlers.get(name, ()):
             try:
                 if whole:
                     handler(message=payload)
@@ -102,7 +105,7 @@ class HandlerRegistry:
             except Exception:
                 self.log.failure("handler {handler!r} for {name} raised", handler=handler, name=name)
         frame = None
-        for global_handler, whole in tuple(self._global):
+        for global_handler, whole in self._global:
             try:
                 if whole:
                     if frame is None:
@@ -127,7 +130,7 @@ def notify(listeners: Iterable[object], hook: str, *args: object) -> None:
             HandlerRegistry.log.failure("listener {listener!r} raised in {hook}", listener=listener, hook=hook)
 
 
-def _without(entries: list[tuple[Any, bool]], handler: object, missing: str) -> list[tuple[Any, bool]]:
+def _without(entries: tuple[tuple[Any, bool], ...], handler: object, missing: str) -> tuple[tuple[Any, bool], ...]:
     """``entries`` less the first one for ``handler``; InvalidCallbackError if there is none."""
     for index, (registered, _) in enumerate(entries):
         if registered == handler:

@@ -46,6 +46,8 @@ _MAX_SEQ = 2**64 - 1
 #: would leave no seqs to number the session's next payloads with.
 SEQ_LIMIT = 2**63
 
+_ETO = seto_pb2.PAYLOAD_ETO
+
 #: Session payloads that a replay replaces with a gapfill.
 _GAPFILLED_ETO_TYPES = frozenset(
     {
@@ -304,7 +306,12 @@ class Session:
         eto = payload.eto_payload
         seq = eto.seq
         expected = state.next_incoming_seq
-        is_session = payload.type == seto_pb2.PAYLOAD_ETO
+        is_session = payload.type == _ETO
+        if seq == expected and not is_session and self.replay_until is None:
+            # The common case, first: an application payload in order with no
+            # replay outstanding.  The general path below does the same for it.
+            state.next_incoming_seq = seq + 1
+            return [payload]
         eto_type = eto.type if is_session else eto_pb2.PAYLOAD_NONE
 
         if seq == expected:
