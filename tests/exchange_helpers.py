@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from smarkets_twisted.exchange.accounts import Account, Accounts, parse_amount
+from smarkets_twisted.exchange.accounts import DEFAULT_HISTORY_LIMIT, Account, Accounts, parse_amount
 from smarkets_twisted.exchange.catalogue import Catalogue, Contract, Market
 from smarkets_twisted.exchange.server import ConnectionSettings, ExchangeFactory, ExchangeProtocol
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
@@ -28,12 +28,12 @@ HALTABLE = 200
 OVER = 2001
 
 
-def two_accounts() -> Accounts:
+def two_accounts(history_limit: int = DEFAULT_HISTORY_LIMIT) -> Accounts:
     """alice and bob, 1000.00 each."""
     return Accounts(
         [
-            Account("alice", "alice-pw", 11, "alice@example.com", parse_amount("1000.00")),
-            Account("bob", "bob-pw", 12, "bob@example.com", parse_amount("1000.00")),
+            Account("alice", "alice-pw", 11, "alice@example.com", parse_amount("1000.00"), history_limit),
+            Account("bob", "bob-pw", 12, "bob@example.com", parse_amount("1000.00"), history_limit),
         ]
     )
 
@@ -55,9 +55,10 @@ class ExchangeFixture:
         self,
         connection: ConnectionSettings | None = None,
         settings: ExchangeSettings | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.clock = Clock()
-        self.exchange = Exchange(self.clock, two_accounts(), markets(), settings)
+        self.exchange = Exchange(self.clock, accounts or two_accounts(), markets(), settings)
         self.factory = ExchangeFactory(self.exchange, self.clock, connection)
 
     def client(self, state: SessionState | None = None) -> ScriptedClient:

@@ -14,7 +14,7 @@ from smarkets_twisted.framing import encode_frame, encode_uleb128
 from smarkets_twisted.payloads import Payload, handler_name, login_message, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import SessionState
-from tests.exchange_helpers import ExchangeFixture, ScriptedClient
+from tests.exchange_helpers import ExchangeFixture, ScriptedClient, two_accounts
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -424,8 +424,8 @@ class TakeoverAndResumeTests(SynchronousTestCase):
         second.send(session_message(eto_pb2.PAYLOAD_PING))
         self.assertEqual([describe(p) for p in second.take()], [("eto.pong", 5)])
 
-    def test_payloads_sent_while_detached_are_replayed(self) -> None:
-        """Exchange → client: what happened while the client was away arrives as a replay."""
+    def test_payloads_sent_while_detached_arrive_on_resume(self) -> None:
+        """Exchange → client: what happened while the client was away arrives once it resumes."""
         self.first.order(SELL, 10_000, 5000)
         self.first.take()
         self.first.disconnect()
@@ -436,9 +436,7 @@ class TakeoverAndResumeTests(SynchronousTestCase):
         received = second.login()
         names = [handler_name(p) for p in received]
         self.assertEqual(names[0], "eto.login_response")
-        self.assertIn("seto.order_executed", names)
-        replayed = [p for p in second.wire if p.eto_payload.is_replay]
-        self.assertIn("seto.order_executed", [handler_name(p) for p in replayed])
+        self.assertEqual(names.count("seto.order_executed"), 1)
         # Each payload is delivered once, in seq order (the login response first, out of turn).
         delivered = [p.eto_payload.seq for p in received[1:]]
         self.assertEqual(sorted(delivered), delivered)
@@ -507,18 +505,25 @@ class LostHistoryTests(SynchronousTestCase):
         received = self.fixture.client(self.first.state).login()
         self.assertEqual([handler_name(p) for p in received].count("seto.order_accepted"), 2)
 
-    def test_resume_after_the_log_overflowed_is_refused(self) -> None:
-        # Seqs 3..8, then 9 and 10 for the resume: 3 and 4 would be gone.
+    def test_resume_gets_more_events_than_its_sent_log_holds(self) -> None:
+        # The missed events come from the account's history, not from copies in the session's log.
         self.events_while_detached(3)
-        resumed = self.fixture.client(self.first.state)
+        received = self.fixture.client(self.first.state).login()
+        self.assertEqual(handler_name(received[0]), "eto.login_response")
+        self.assertEqual([handler_name(p) for p in received].count("seto.order_accepted"), 3)
+
+    def test_resume_after_the_account_history_dropped_events_is_refused(self) -> None:
+        fixture = ExchangeFixture(accounts=two_accounts(history_limit=4))
+        first = fixture.client()
+        first.login()
+        first.disconnect()
+        for price in range(2000, 2003):  # six account events: the history keeps four
+            fixture.exchange.place_order("alice", 100, 1001, BUY, 1000, price)
+        resumed = fixture.client(first.state)
         (refusal,) = resumed.login()
         self.assertEqual(logout_reason(refusal), "LOGOUT_UNKNOWN_SESSION")
         self.assertTrue(resumed.closed)
-        self.assertEqual(len(self.exchange.registry), 0)
-        # A new session asks for the account events by sequence instead.
-        fresh = self.fixture.client()
-        received = fresh.login(account_sequence=0)
-        self.assertEqual([handler_name(p) for p in received].count("seto.order_accepted"), 3)
+        self.assertEqual(len(fixture.exchange.registry), 0)
 
     def test_replay_request_below_the_log_ends_the_session(self) -> None:
         logs = LogCapture(self)
@@ -635,3 +640,57 @@ class SecretsTests(SynchronousTestCase):
             self.assertNotIn("alice-pw", text)
             self.assertNotIn("not-the-password", text)
         self.assertIn("LOGOUT_UNAUTHORISED", logs.text)
+
+
+class SessionBoundsTests(SynchronousTestCase):
+    """A client that starts a new session at every reconnect cannot make the exchange hold them all."""
+
+    def churn(self, fixture: ExchangeFixture, count: int) -> list[ScriptedClient]:
+        """Log in ``count`` new sessions for alice, each connection then dropped."""
+        clients = []
+        for _ in range(count):
+            client = fixture.client()
+            client.login()
+            client.disconnect()
+            clients.append(client)
+        return clients
+
+    def test_sessions_per_account_are_capped(self) -> None:
+        fixture = ExchangeFixture()
+        clients = self.churn(fixture, 25)
+        self.assertEqual(len(fixture.exchange.registry), 10)
+        # The longest detached ones made way: they cannot be resumed; the latest can.
+        self.assertEqual(logout_reason(fixture.client(clients[0].state).login()[0]), "LOGOUT_UNKNOWN_SESSION")
+        self.assertEqual(handler_name(fixture.client(clients[-1].state).login()[0]), "eto.login_response")
+
+    def test_a_new_session_beyond_the_cap_of_connected_ones_is_refused(self) -> None:
+        fixture = ExchangeFixture(settings=ExchangeSettings(sessions_per_account=2))
+        for _ in range(2):
+            fixture.client().login()
+        refused = fixture.client()
+        self.assertEqual(logout_reason(refused.login()[0]), "LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE")
+        self.assertTrue(refused.closed)
+        self.assertEqual(handler_name(fixture.client().login("bob", "bob-pw")[0]), "eto.login_response")
+
+    def test_detached_sessions_are_not_sent_copies_of_account_events(self) -> None:
+        fixture = ExchangeFixture()
+        self.churn(fixture, 5)
+        held = fixture.exchange.registry.detached_bytes
+        for price in range(2000, 2100):
+            fixture.exchange.place_order("alice", 100, 1001, BUY, 1000, price)
+        self.assertEqual(fixture.exchange.registry.detached_bytes, held)
+        self.assertEqual({s.state.next_outgoing_seq for s in fixture.exchange.registry}, {3})
+
+    def test_detached_sessions_stay_within_the_budget(self) -> None:
+        fixture = ExchangeFixture(settings=ExchangeSettings(detached_budget=250_000))
+        for price in range(2000, 2300):
+            fixture.exchange.place_order("alice", 100, 1001, BUY, 1000, price)
+        for _ in range(6):
+            # Each new session is sent the 600 account events: a long sent log to keep.
+            client = fixture.client()
+            client.login(account_sequence=0)
+            client.disconnect()
+        registry = fixture.exchange.registry
+        self.assertLessEqual(registry.detached_bytes, 250_000)
+        self.assertLess(len(registry), 6)
+        self.assertGreater(len(registry), 0)

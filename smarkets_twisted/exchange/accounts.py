@@ -116,6 +116,10 @@ class Account:
         self._history.append(event)
         return event
 
+    def holds_events_after(self, account_sequence: int) -> bool:
+        """Whether every event after ``account_sequence`` is still remembered."""
+        return account_sequence + len(self._history) >= self._sequence
+
     def events_after(self, account_sequence: int) -> AccountReplay:
         """The remembered events whose account sequence is above ``account_sequence``."""
         if account_sequence >= self._sequence:

@@ -245,8 +245,14 @@ class ExchangeProtocol(Protocol):
             self._refuse(eto_pb2.LOGOUT_LOGIN_NOT_FIRST_SEQ, f"new session login at seq {eto.seq}, not 1")
             return
         else:
-            session = registry.create(account)
-            resumed = False
+            created = registry.create(account)
+            if created is None:
+                self._refuse(
+                    eto_pb2.LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE,
+                    f"{account.username} already has {registry.sessions_per_account} connected sessions",
+                )
+                return
+            session, resumed = created, False
         self._accept(session, payload, resumed)
 
     def _accept(self, exchange_session: ExchangeSession, login: Payload, resumed: bool) -> None:

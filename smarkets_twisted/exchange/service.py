@@ -9,8 +9,9 @@ hear it:
   accepted or rejected) to the session that sent it, echoing the request's
   ``reference`` (and for an order, its ``seq``);
 - every other account event (fills, cancels, reductions, replaces, balance
-  changes) to every session of the account, connected or waiting for a
-  resume;
+  changes) to every connected session of the account; a session waiting for
+  a resume is sent, when it resumes, what it missed from the account's
+  history (one log per account, not a copy per session);
 - market states to the market's subscribers, and book deltas to those of
   them that are connected: a resumed session gets a fresh snapshot instead.
 
@@ -54,8 +55,10 @@ from smarkets_twisted.exchange.events import (
     account_event,
 )
 from smarkets_twisted.exchange.sessions import (
+    DEFAULT_DETACHED_BUDGET,
     DEFAULT_RETENTION,
     DEFAULT_SENT_LOG_SIZE,
+    DEFAULT_SESSIONS_PER_ACCOUNT,
     ExchangeSession,
     SessionRegistry,
 )
@@ -73,6 +76,11 @@ class ExchangeSettings:
     :ivar depth: price levels per side in market data (None: every level).
     :ivar retention: seconds a disconnected session can still be resumed.
     :ivar sent_log_size: payloads kept per session to answer replay requests.
+    :ivar sessions_per_account: sessions one account may hold; a new one ends
+        the account's longest detached session, and is refused when all are
+        connected.
+    :ivar detached_budget: bytes the sent logs of all detached sessions may
+        hold; beyond it, the longest detached sessions end early.
     """
 
     average_rate_ps: int = 500
@@ -81,6 +89,8 @@ class ExchangeSettings:
     depth: int | None = engine.DEFAULT_DEPTH
     retention: float = DEFAULT_RETENTION
     sent_log_size: int = DEFAULT_SENT_LOG_SIZE
+    sessions_per_account: int = DEFAULT_SESSIONS_PER_ACCOUNT
+    detached_budget: int = DEFAULT_DETACHED_BUDGET
 
 
 #: Events that answer one order_create: only the session that sent it can correlate them.
@@ -120,7 +130,11 @@ class Exchange:
         self.catalogue = catalogue if catalogue is not None else demo_catalogue()
         self.engine = MatchingEngine(self.accounts, self.catalogue, depth=self.settings.depth)
         self.registry = SessionRegistry(
-            clock, retention=self.settings.retention, sent_log_size=self.settings.sent_log_size
+            clock,
+            retention=self.settings.retention,
+            sent_log_size=self.settings.sent_log_size,
+            sessions_per_account=self.settings.sessions_per_account,
+            detached_budget=self.settings.detached_budget,
         )
         #: Open order id → the session that placed it (for cancel_all_on_failure).
         self._placed_by: dict[int, ExchangeSession] = {}
@@ -143,8 +157,8 @@ class Exchange:
 
     def session_started(self, session: ExchangeSession, login: seto_pb2.Login) -> None:
         """A login was accepted: announce the throttle, snapshot the markets
-        subscribed to (a resumed session missed their deltas), replay account
-        events asked for."""
+        subscribed to (a resumed session missed their deltas), send the
+        account events asked for, or that a resumed session missed."""
         settings = self.settings
         now = self.clock.seconds()
         session.throttle.set_limits(settings.average_rate_ps, settings.burst_size, settings.tick_ms, now)
@@ -159,10 +173,14 @@ class Exchange:
             book = self.engine.book(market_id)
             if book is not None:
                 session.send(messages.market_quotes(book), now)
+        missed_after = session.detached_at_account_sequence
+        session.detached_at_account_sequence = None
         if login.HasField("account_sequence_64"):
             self._replay_account(session, login.account_sequence_64)
         elif login.HasField("account_sequence"):
             self._replay_account(session, login.account_sequence)
+        elif missed_after is not None:
+            self._catch_up(session, missed_after)
 
     def can_resume(self, session: ExchangeSession) -> bool:
         """False when the sent log cannot hold all that was sent since the
@@ -185,6 +203,19 @@ class Exchange:
             if isinstance(event, _ORDER_ANSWERS):
                 # Its seq belonged to an earlier session: 0 matches no request of this one.
                 event = dataclasses.replace(event, request_seq=None)
+            session.send(messages.event_payload(event), now)
+
+    def _catch_up(self, session: ExchangeSession, after: int) -> None:
+        """Send a resumed session the account events it missed while detached.
+
+        As if it had been connected: answers to other sessions' requests went
+        only to them (`can_resume` made sure the history still holds the rest).
+        """
+        now = self.clock.seconds()
+        for event in session.account.events_after(after).events:
+            assert isinstance(event, EngineEvent)
+            if isinstance(event, _REQUEST_ANSWERS) and getattr(event, "request_seq", 0) is not None:
+                continue
             session.send(messages.event_payload(event), now)
 
     def session_failed(self, session: ExchangeSession) -> None:
@@ -333,7 +364,10 @@ class Exchange:
             return [requester]
         assert isinstance(event, (AccountEvent, OrderInvalid))
         account = self.accounts.get(event.username)
-        return self.registry.of_account(account) if account is not None else []
+        if account is None:
+            return []
+        # A detached session catches up from the account's history when it resumes.
+        return [session for session in self.registry.of_account(account) if session.attached]
 
     def _track(self, event: EngineEvent, requester: ExchangeSession | None) -> None:
         """Keep `_placed_by` to the open orders, for cancel_all_on_failure."""
