@@ -1,16 +1,28 @@
 """``python -m smarkets_twisted journal summary|replay PATH``: tools for journals.
 
 ``summary`` prints a few lines on a journal recorded with ``twistd smarkets
---journal PATH`` (its rotated files included).  Exits 1 with a one-line
-message when the journal cannot be read.
+--journal PATH`` (its rotated files included).  ``replay`` feeds its inbound
+side through a fresh client (see `smarkets_twisted.replay`), as fast as it
+can or at the recorded pace (``--realtime``), with the recorded requests made
+again or a strategy making its own (``--strategy module:callable``), and
+prints the books and orders it ends with.  Either exits 1 with a one-line
+message when the journal or the strategy cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from twisted.internet import task
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.python import usage
 
 from smarkets_twisted.journal import JournalError, read_journal, summarize
+from smarkets_twisted.replay import Replay, replay_factory, report
+from smarkets_twisted.tap import _load_strategy
+from smarkets_twisted.tradelog import TradeLog
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,18 +32,52 @@ def _parser() -> argparse.ArgumentParser:
     actions = journal.add_subparsers(dest="action", required=True)
     summary = actions.add_parser("summary", help="counts, seqs, gaps, sessions, orders and fills")
     summary.add_argument("path", help="the journal (its rotated files PATH.1, PATH.2... are read too)")
+    replay = actions.add_parser("replay", help="feed the recorded payloads through a client")
+    replay.add_argument("path", help="the journal (its rotated files are read too)")
+    replay.add_argument("--realtime", action="store_true", help="at the recorded pace (default: as fast as it can)")
+    replay.add_argument("--strategy", help="module:callable making the requests (default: the recorded ones)")
+    replay.add_argument("--log", action="store_true", help="print the client's log (orders in words...) to stderr")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
-        for line in summarize(read_journal(arguments.path)):
-            print(line)
-    except JournalError as e:
+        if arguments.action == "summary":
+            lines = summarize(read_journal(arguments.path))
+        else:
+            lines = _replay(arguments)
+    except (JournalError, usage.UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    for line in lines:
+        print(line)
     return 0
+
+
+def _replay(arguments: Any) -> list[str]:
+    strategy = _load_strategy(arguments.strategy) if arguments.strategy else None
+    if arguments.log:
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    if arguments.realtime:
+        from twisted.internet import reactor
+
+        clock: Any = reactor
+    else:
+        clock = task.Clock()
+    factory = replay_factory(arguments.path, clock)
+    factory.orders.add_listener(TradeLog())
+    replay = Replay(arguments.path, factory, reissue=strategy is None)
+    if strategy is not None:
+        strategy(factory)
+    if arguments.realtime:
+        done = replay.run_realtime(clock)
+        done.addErrback(lambda failure: print(f"replay failed: {failure.getErrorMessage()}", file=sys.stderr))
+        done.addBoth(lambda _: clock.stop())
+        clock.run()
+    else:
+        replay.run(clock)
+    return report(replay)
 
 
 if __name__ == "__main__":

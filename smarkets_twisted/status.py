@@ -33,22 +33,25 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         f"{factory.queued} queued",
         f"{len(factory.orders.open())} open orders",
     ]
-    parts.extend(_market(factory, market_id) for market_id in sorted(factory.subscriptions))
+    parts.extend(market_prices(factory, market_id) for market_id in sorted(factory.subscriptions))
     return ", ".join(parts)
 
 
-def _market(factory: SmarketsClientFactory, market_id: int) -> str:
-    """'market 100 [1001 30.33% (3.3) / 33.33% (3.0); 1002 - / 36.33% (2.75)]': best bid / best offer."""
+def market_prices(factory: SmarketsClientFactory, market_id: int, stale_too: bool = False) -> str:
+    """'market 100 [1001 30.33% (3.3) / 33.33% (3.0); 1002 - / 36.33% (2.75)]': best bid / best offer.
+
+    A stale book's prices are shown only with ``stale_too`` (and said to be stale).
+    """
     book = factory.books.get(market_id)
     if book is None:
         return f"market {market_id} [no prices yet]"
-    if book.stale:
+    if book.stale and not stale_too:
         return f"market {market_id} [prices stale]"
     contracts = "; ".join(
         f"{contract_id} {_level(contract.best_bid)} / {_level(contract.best_offer)}"
         for contract_id, contract in sorted(book.contracts.items())
     )
-    return f"market {market_id} [{contracts}]"
+    return f"market {market_id} [{contracts}]" + (" (stale)" if book.stale else "")
 
 
 def _level(level: Level | None) -> str:

@@ -22,6 +22,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, ser
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smarkets_twisted.config import read_options
@@ -43,6 +44,9 @@ from smarkets_twisted.trading.prices import format_money, money
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
+#: ``--strategy none``: trade nothing, only subscribe to the markets (a recorder, with --journal).
+RECORDER = "none"
+
 
 class Options(usage.Options):
     """Command-line options of ``twistd smarkets``."""
@@ -53,7 +57,8 @@ class Options(usage.Options):
         ["endpoint", "e", None, "Client endpoint string of the exchange. Default: an embedded simulated exchange."],
         ["username", "u", None, "Username (default with the embedded exchange: demo)."],
         ["password-file", "p", None, f"File whose first line is the password (or set {PASSWORD_VARIABLE})."],
-        ["strategy", "s", None, "module:callable called with the client factory. Default: the demo strategy."],
+        ["strategy", "s", None, "module:callable called with the client factory; none: only subscribe to the"
+                                " markets (a recorder). Default: the demo strategy."],
         ["interval", "i", 5.0, "Seconds between the demo strategy's orders.", float],
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
@@ -149,7 +154,7 @@ class Options(usage.Options):
             self.password = "demo"
         if embedded and not self["markets"]:
             self["markets"] = [market.id for market in demo_catalogue()]
-        if self["strategy"] is not None:
+        if self["strategy"] is not None and self["strategy"] != RECORDER:
             self.strategy = _load_strategy(self["strategy"])
 
 
@@ -262,6 +267,8 @@ class EmbeddedExchangeEndpoint:
 class StrategyService(Service):
     """Starts the strategy when the service starts; stops the demo one on stop."""
 
+    log = Logger()
+
     def __init__(self, factory: SmarketsClientFactory, options: Options) -> None:
         self.factory = factory
         self.options = options
@@ -269,7 +276,10 @@ class StrategyService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        if self.options.strategy is not None:
+        if self.options["strategy"] == RECORDER:
+            # No trading: subscribe to the markets (renewed by the factory), for --journal to record.
+            self.factory.whenLoggedIn().addCallbacks(self._subscribe, lambda failure: None)
+        elif self.options.strategy is not None:
             self.options.strategy(self.factory)
         else:
             self.demo = DemoStrategy(self.factory, self.options["markets"], self.options["interval"],
@@ -280,6 +290,13 @@ class StrategyService(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         if self.demo is not None:
             self.demo.stop()
+
+    def _subscribe(self, protocol: object) -> None:
+        for market_id in self.options["markets"]:
+            self.factory.subscribe(market_id).addErrback(self._not_subscribed, market_id)
+
+    def _not_subscribed(self, failure: Failure, market_id: int) -> None:
+        self.log.warn("cannot subscribe to market {market}: {error}", market=market_id, error=failure.getErrorMessage())
 
 
 def build_client(options: Options, clock: IReactorTime) -> SmarketsClientFactory:

@@ -78,13 +78,13 @@ class TradeLog(OrderListener):
 
     def order_filled(self, order: Order, price: int, quantity: int) -> None:
         if quantity < 0:
-            self.log.warn("{name}: a fill of {amount} at {price} was voided", name=_name(order),
+            self.log.warn("{name}: a fill of {amount} at {price} was voided", name=order_name(order),
                           amount=format_money(money(-quantity)), price=format_price(price))
             return
         verb = "bought" if order.side == seto_pb2.SIDE_BUY else "sold"
         self.log.info(
             "{name}: {verb} {amount} payoff at {price} ({executed} of {asked} filled)",
-            name=_name(order), verb=verb, amount=format_money(money(quantity)), price=format_price(price),
+            name=order_name(order), verb=verb, amount=format_money(money(quantity)), price=format_price(price),
             executed=format_money(money(order.executed_quantity)), asked=format_money(money(order.quantity)),
         )
 
@@ -96,17 +96,18 @@ class TradeLog(OrderListener):
             self._told.pop(order, None)
             if before is None:
                 # Never seen open (refused, or accepted and closed by one event): say what it was.
-                self.log.info("{name} ({order}) {ending}", name=_name(order), order=describe(order),
+                self.log.info("{name} ({order}) {ending}", name=order_name(order), order=describe(order),
                               ending=ending(order))
             else:
-                self.log.info("{name} {ending}", name=_name(order), ending=ending(order))
+                self.log.info("{name} {ending}", name=order_name(order), ending=ending(order))
             return
         self._told[order] = order.state
         if order.state is OrderState.LIVE:
-            self.log.info("{name} accepted: {order}", name=_name(order), order=describe(order))
+            self.log.info("{name} accepted: {order}", name=order_name(order), order=describe(order))
         elif order.state is OrderState.UNKNOWN:
-            self.log.warn("{name}: fate unknown, the session was lost after it was sent", name=_name(order))
+            self.log.warn("{name}: fate unknown, the session was lost after it was sent", name=order_name(order))
 
 
-def _name(order: Order) -> str:
+def order_name(order: Order) -> str:
+    """'order 181', or 'an order' before the exchange gave it an id."""
     return f"order {order.order_id}" if order.order_id is not None else "an order"

@@ -181,21 +181,48 @@ class ServiceTests(TestCase):
         options.parseOptions(["--journal", path, "--strategy", "tests.test_journal:no_strategy"])
         service = tap.makeService(options)
         service.startService()
-        yield _logged_in(service)
+        yield _client(service).whenLoggedIn()
         yield service.stopService()
         types = [e["type"] for e in read_journal(path) if "type" in e]
         self.assertEqual(types[:2], ["seto.login", "eto.login_response"])
         self.assertIn("eto.logout", types[-3:])
 
 
+class RecorderTests(TestCase):
+    """`--journal` with `--market` and `--strategy none` records market data and trades nothing."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_records_the_markets_and_places_no_order(self) -> Any:
+        path = self.mktemp()
+        options = tap.Options()
+        options.parseOptions(["--journal", path, "--strategy", "none", "--market", "200"])
+        service = tap.makeService(options)
+        factory = _client(service)
+        quoted: defer.Deferred[None] = defer.Deferred()
+        factory.add_handler("seto.market_quotes", lambda quotes: quoted.called or quoted.callback(None))
+        service.startService()
+        yield quoted
+        yield service.stopService()
+        sent = [e["type"] for e in read_journal(path) if e.get("dir") == "out"]
+        received = [e["type"] for e in read_journal(path) if e.get("dir") == "in"]
+        self.assertIn("seto.market_subscribe", sent)
+        self.assertNotIn("seto.order_create", sent)
+        self.assertIn("seto.market_quotes", received)
+        subscriptions = [e["message"]["market_subscribe"]["market_id"] for e in read_journal(path)
+                         if e.get("type") == "seto.market_subscribe"]
+        self.assertEqual(subscriptions, ["200"])  # 64-bit integers are strings in protobuf's JSON
+
+
 def no_strategy(factory: SmarketsClientFactory) -> None:
     """A strategy that does nothing."""
 
 
-def _logged_in(service: Any) -> defer.Deferred[Any]:
+def _client(service: Any) -> SmarketsClientFactory:
     for child in service:
         for grandchild in getattr(child, "services", ()):
             factory = getattr(grandchild, "factory", None)
             if factory is not None:
-                return factory.whenLoggedIn()  # type: ignore[no-any-return]
+                return factory  # type: ignore[no-any-return]
     raise AssertionError("no client factory in the service")

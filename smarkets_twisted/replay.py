@@ -1,0 +1,256 @@
+"""Replaying a journal through the client stack, to reproduce a bug or a strategy.
+
+The recorded inbound payloads go, at their recorded times, into a real
+`SmarketsClientProtocol` of a fresh factory (session, handlers, books,
+orders, the strategy's hooks): a connection is made at each ``connected``
+line and lost at each ``disconnected`` line.  What the replayed client
+sends goes nowhere.  Time is a `task.Clock` moved to each entry's time (as
+fast as it can), or the reactor itself (`realtime`), so that the client's
+timers fire as they did.
+
+Answers match requests by the seq of the ``order_create`` or by a client
+reference, so each request the replayed client sends takes the seq the
+recording gave the same kind of request: with ``reissue`` (no strategy) the
+recorded requests are made again through the factory's API, at their
+place in the recording; with a strategy, the strategy makes them, and a
+deterministic strategy makes the same ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.framing import encode_frame
+from smarkets_twisted.journal import IN, OUT, payload_of, read_journal
+from smarkets_twisted.payloads import Payload, handler_name
+from smarkets_twisted.protocol import SmarketsClientProtocol
+from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.status import market_prices
+from smarkets_twisted.tradelog import describe, order_name
+
+#: How far ahead in its session's recorded requests a replayed request looks for its own kind.
+_LOOKAHEAD = 64
+
+
+def _is_request(name: str) -> bool:
+    return name.startswith("seto.") and name != "seto.login"
+
+
+def _new_session(entry: dict[str, Any]) -> bool:
+    return entry.get("dir") == OUT and entry.get("type") == "seto.login" and (
+        "login" not in entry["message"].get("eto_payload", {}))
+
+
+def recorded_username(path: str) -> str | None:
+    """The username of the journal's first login (not a secret: the password is redacted)."""
+    for entry in read_journal(path):
+        if entry.get("dir") == OUT and entry.get("type") == "seto.login":
+            username = entry["message"].get("login", {}).get("username")
+            return str(username) if username is not None else None
+    return None
+
+
+#: Recorded request type → how to make it again through the factory.
+_REISSUE: dict[str, Callable[[SmarketsClientFactory, Any], Deferred[Any] | None]] = {
+    "seto.order_create": lambda f, m: f.order(
+        m.market_id, m.contract_id, m.side, m.quantity, m.price, tif=m.tif,
+        reference=m.reference if m.HasField("reference") else None,
+        label=m.label if m.HasField("label") else None, maq=m.maq if m.HasField("maq") else None),
+    "seto.order_cancel": lambda f, m: f.cancel(m.order_id, reference=m.reference if m.HasField("reference") else None),
+    "seto.order_cancel_all": lambda f, m: f.cancel_all(m.market_id if m.HasField("market_id") else None),
+    "seto.order_quantity_reduce": lambda f, m: f.reduce(
+        m.order_id, m.new_quantity, reference=m.reference if m.HasField("reference") else None),
+    "seto.order_cancel_replace": lambda f, m: f.replace(
+        m.orig_order_id, m.price, m.quantity, reference=m.reference if m.HasField("reference") else None,
+        label=m.label if m.HasField("label") else None),
+    # A subscription the factory renews by itself on a new session is not asked twice.
+    "seto.market_subscribe": lambda f, m: None if m.market_id in f.subscriptions else f.subscribe(m.market_id),
+    "seto.market_unsubscribe": lambda f, m: f.unsubscribe(m.market_id),
+    "seto.settings": lambda f, m: f.settings(m.cancel_all_on_failure),
+}
+
+
+class Replay:
+    """Feeds one journal through ``factory``; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, path: str, factory: SmarketsClientFactory, reissue: bool = True) -> None:
+        self.path = path
+        self.factory = factory
+        self.reissue = reissue
+        #: Entries fed so far, and payloads the recorder had to drop (the replay may differ there).
+        self.entries = 0
+        self.dropped = 0
+        #: Requests the replayed client sent that the recording lacks.
+        self.unmatched = 0
+        self._plan = self._recorded_requests()
+        self._session = -1
+        self._protocol: SmarketsClientProtocol | None = None
+        factory.protocol = _ReplayedProtocol
+
+    def _recorded_requests(self) -> list[deque[tuple[str, int]]]:
+        """Per session, the kind and seq of each request the recording sent, in order.
+
+        The replayed factory draws its client references from the recording's
+        first, so that a strategy making the same requests in the same order
+        tags them as they were (answers and account events name them).
+        """
+        sessions: list[deque[tuple[str, int]]] = []
+        first_reference = None
+        for entry in read_journal(self.path):
+            if _new_session(entry):
+                sessions.append(deque())
+            elif entry.get("dir") == OUT and sessions and _is_request(entry["type"]):
+                sessions[-1].append((entry["type"], entry["seq"]))
+                if first_reference is None:
+                    first_reference = entry["message"].get(entry["type"][len("seto."):], {}).get("reference")
+        if first_reference is not None:
+            self.factory._references = itertools.count(int(first_reference))
+        return sessions
+
+    def align(self, payload: Payload) -> None:
+        """Give the request the seq the recording gave the same kind of request."""
+        name = handler_name(payload)
+        recorded = self._plan[self._session] if 0 <= self._session < len(self._plan) else deque()
+        for index, (kind, seq) in enumerate(recorded):
+            if index >= _LOOKAHEAD:
+                break
+            if kind == name:
+                del recorded[index]
+                self.factory.state.next_outgoing_seq = seq
+                return
+        self.unmatched += 1
+        self.log.warn("the replayed client sent {name}, which the recording lacks here: replies may not match",
+                      name=name)
+
+    def feed(self, entry: dict[str, Any]) -> None:
+        """Play one journal entry (its time has come)."""
+        self.entries += 1
+        event = entry.get("event")
+        if event == "connected":
+            self._connect()
+        elif event == "disconnected":
+            self._disconnect(entry.get("reason", "recorded disconnection"))
+        elif event == "dropped":
+            self.dropped += entry["count"]
+            self.log.warn("the recorder dropped {count} payloads here: the replay may differ from now on",
+                          count=entry["count"])
+        elif entry.get("dir") == IN and "message" in entry:
+            if self._protocol is None:
+                self._connect()
+            assert self._protocol is not None
+            self._protocol.dataReceived(encode_frame(payload_of(entry).SerializeToString()))
+        elif entry.get("dir") == OUT and "message" in entry:
+            if _new_session(entry):
+                self._session += 1
+            elif self.reissue and entry["type"] in _REISSUE:
+                message = getattr(payload_of(entry), entry["type"][len("seto."):])
+                made = _REISSUE[entry["type"]](self.factory, message)
+                if made is not None:
+                    made.addErrback(lambda failure: None)  # the recording's answers settle them, or not
+
+    def _connect(self) -> None:
+        if self._protocol is not None:
+            self._disconnect("a new connection was recorded")
+        protocol = self.factory.buildProtocol(None)
+        assert isinstance(protocol, _ReplayedProtocol)
+        protocol.replay = self
+        self._protocol = protocol
+        protocol.makeConnection(_Nowhere())  # type: ignore[no-untyped-call]
+
+    def _disconnect(self, reason: str) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connectionLost(Failure(ConnectionLost(reason)))
+
+    def run(self, clock: Clock) -> None:
+        """Replay every entry as fast as it can, moving ``clock`` (the factory's) to each entry's time."""
+        for entry in read_journal(self.path):
+            delay = entry["time"] - clock.seconds()
+            if delay > 0:
+                clock.advance(delay)
+            self.feed(entry)
+
+    @inlineCallbacks
+    def run_realtime(self, reactor: IReactorTime) -> Any:
+        """Replay every entry at its recorded pace on ``reactor`` (the factory's clock)."""
+        start = reactor.seconds()
+        first = None
+        for entry in read_journal(self.path):
+            first = entry["time"] if first is None else first
+            delay = (entry["time"] - first) - (reactor.seconds() - start)
+            if delay > 0:
+                yield deferLater(reactor, delay)
+            self.feed(entry)
+
+
+_ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
+
+
+@implementer(ITransport)
+class _Nowhere:
+    """Where the replayed client writes: nowhere (the recording has the exchange's side)."""
+
+    disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writeSequence(self, data: Any) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+
+    abortConnection = loseConnection
+
+    def getPeer(self) -> IPv4Address:
+        return _ADDRESS
+
+    def getHost(self) -> IPv4Address:
+        return _ADDRESS
+
+
+class _ReplayedProtocol(SmarketsClientProtocol):
+    """Sends each request at the seq the recording gave it."""
+
+    replay: Replay
+
+    def send_payload(self, payload: Payload) -> int:
+        self.replay.align(payload)
+        return super().send_payload(payload)
+
+
+def replay_factory(path: str, clock: IReactorTime) -> SmarketsClientFactory:
+    """A client factory as the recording's: its username, on ``clock``."""
+    username = recorded_username(path) or "replay"
+    return SmarketsClientFactory(ClientSettings(username=username, password="<not needed to replay>"), clock)
+
+
+def report(replay: Replay) -> list[str]:
+    """What the replay ended with: the books, the orders and how they stand."""
+    factory = replay.factory
+    lines = [
+        f"replayed {replay.entries} journal entries"
+        + (f"; the recorder had dropped {replay.dropped} payloads" if replay.dropped else "")
+        + (f"; {replay.unmatched} requests the recording lacks" if replay.unmatched else "")
+    ]
+    lines.extend(market_prices(factory, market_id, stale_too=True) for market_id in sorted(factory.books.markets))
+    states = Counter(order.state.value for order in factory.orders)
+    lines.append(f"{sum(states.values())} orders: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    lines.extend(f"open: {order_name(order)} {describe(order)}" for order in factory.orders.open())
+    return lines

@@ -1,0 +1,99 @@
+"""journal replay: a recording against the simulated exchange, replayed, ends in the same state."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import __main__ as command
+from smarkets_twisted.demo import DemoStrategy
+from smarkets_twisted.exchange.accounts import default_accounts
+from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.journal import Journal
+from smarkets_twisted.replay import Replay, replay_factory
+from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.testing import InMemoryExchange
+
+MARKETS = [100, 200]
+
+
+def final_state(factory: SmarketsClientFactory) -> dict[str, Any]:
+    """What a replay must reproduce: books, orders (and, through them, positions)."""
+    books = {
+        market_id: {contract_id: (dict(book.bids), dict(book.offers)) for contract_id, book in market.contracts.items()}
+        for market_id in MARKETS
+        if (market := factory.books.get(market_id)) is not None
+    }
+    orders = sorted(
+        (order.order_id or 0, order.state.value, order.side, order.price, order.quantity, order.executed_quantity,
+         order.remaining_quantity, order.reference)
+        for order in factory.orders
+    )
+    return {"books": books, "orders": orders}
+
+
+def record(path: str) -> SmarketsClientFactory:
+    """The demo strategy trading for 80 s with the liquidity bot, through a dropped connection."""
+    market = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
+    liquidity = LiquiditySimulator(market.exchange, market.clock)
+    liquidity.startService()
+    journal = Journal(path)
+    journal.start()
+    factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), market.clock)
+    factory.journal = journal
+    demo = DemoStrategy(factory, MARKETS, interval=5)
+    demo.start()
+    connection = market.connect(factory)
+    market.advance(41)
+    connection.drop()
+    market.advance(3)
+    market.connect(factory)
+    market.advance(40)
+    demo.stop()
+    liquidity.stopService()
+    journal.close()
+    return factory
+
+
+class ReplayTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        recorded = record(self.path)
+        self.recorded = final_state(recorded)
+        # The recording is worth replaying: fills, a resume, both markets' books.
+        self.assertGreater(len([order for order in recorded.orders if order.executed_quantity]), 5)
+        self.assertEqual(set(self.recorded["books"]), set(MARKETS))
+
+    def test_replay_remakes_the_recorded_requests(self) -> None:
+        clock = Clock()
+        factory = replay_factory(self.path, clock)
+        replay = Replay(self.path, factory)
+        replay.run(clock)
+        self.assertEqual(replay.unmatched, 0)
+        self.assertEqual(final_state(factory), self.recorded)
+
+    def test_replay_with_the_strategy_makes_the_same_decisions(self) -> None:
+        clock = Clock()
+        factory = replay_factory(self.path, clock)
+        replay = Replay(self.path, factory, reissue=False)
+        DemoStrategy(factory, MARKETS, interval=5).start()
+        replay.run(clock)
+        self.assertEqual(replay.unmatched, 0)
+        self.assertEqual(final_state(factory), self.recorded)
+
+    def test_replay_command_prints_the_final_state(self) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(command.main(["journal", "replay", self.path]), 0)
+        text = out.getvalue()
+        self.assertTrue(text.startswith("replayed "), text)
+        self.assertIn("market 100 [1001 ", text)
+        self.assertRegex(text, r"\d+ orders: .*filled")
+        self.assertEqual(command.main(["journal", "replay", self.path, "--strategy", "nowhere:nothing"]), 1)
+        self.assertIn("cannot load --strategy", err.getvalue())
