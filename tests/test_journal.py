@@ -212,7 +212,7 @@ class RecorderTests(TestCase):
         self.assertIn("seto.market_quotes", received)
         subscriptions = [e["message"]["market_subscribe"]["market_id"] for e in read_journal(path)
                          if e.get("type") == "seto.market_subscribe"]
-        self.assertEqual(subscriptions, ["200"])  # 64-bit integers are strings in protobuf's JSON
+        self.assertEqual(subscriptions, [200])
 
 
 def no_strategy(factory: SmarketsClientFactory) -> None:
