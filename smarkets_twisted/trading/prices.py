@@ -181,6 +181,11 @@ def money(units: int) -> Decimal:
     return Decimal(units).scaleb(-4)
 
 
+def money_from_double(amount: float) -> Decimal:
+    """A balance or exposure as the wire sends it (a double, in pounds) to the exact 1/10 000 it stands for."""
+    return Decimal(repr(amount)).quantize(Decimal("0.0001"), context=_CONTEXT)
+
+
 def stake(quantity: int, price: int, side: int) -> Decimal:
     """The buyer's stake, quantity x price, for either side.
 

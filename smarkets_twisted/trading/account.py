@@ -1,0 +1,111 @@
+"""The account's positions as the client follows them: ``factory.positions``.
+
+Built on `smarkets_twisted.trading.positions`, the one implementation the
+simulated exchange reserves money with: every fill this client sees is a
+trade, and every live order reserves its remaining quantity at its limit
+price, exactly as the exchange counts them, so that ``exposure`` and
+``available_balance`` here are the exchange's own figures.
+
+A market's worst case is taken over its contracts as the book shows them
+(subscribe to the market, or name them with `set_contracts`); until then a
+contract this account holds nothing in is assumed possible, which can only
+overstate the loss.  Positions count the fills this client has seen: since
+it started, or since the account sequence it was started from.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from smarkets_twisted.handlers import HandlerRegistry
+from smarkets_twisted.trading.books import Books
+from smarkets_twisted.trading.orders import Order, OrderListener, Orders, OrderState
+from smarkets_twisted.trading.positions import ContractPosition, MarketPosition
+from smarkets_twisted.trading.prices import money, money_from_double
+
+#: Stands for "some contract this account holds nothing in" while a market's contracts are unknown.
+_ANOTHER_CONTRACT = -1
+
+
+class AccountPositions(OrderListener):
+    """Positions by market and contract, the markets' worst cases and the account's balance, in pounds."""
+
+    def __init__(self, handlers: HandlerRegistry, orders: Orders, books: Books) -> None:
+        self.markets: dict[int, MarketPosition] = {}
+        #: The cash balance in pounds, as the exchange last reported it (None before it has).
+        self.balance: Decimal | None = None
+        self._books = books
+        self._contracts: dict[int, frozenset[int]] = {}
+        self._reserved: dict[Order, int] = {}
+        orders.add_listener(self)
+        handlers.add_handler("seto.balance_changed", self._balance_changed)
+
+    def __repr__(self) -> str:
+        return f"<AccountPositions markets={sorted(self.markets)} exposure={self.exposure}>"
+
+    # Queries
+
+    def market(self, market_id: int) -> MarketPosition | None:
+        return self.markets.get(market_id)
+
+    def contract(self, market_id: int, contract_id: int) -> ContractPosition | None:
+        """Bought and sold payoff, stakes and average prices of one contract."""
+        market = self.markets.get(market_id)
+        return market.contracts.get(contract_id) if market is not None else None
+
+    def worst_loss(self, market_id: int) -> Decimal:
+        """The most the account can lose in the market, in pounds: the exchange's exposure there."""
+        market = self.markets.get(market_id)
+        if market is None:
+            return money(0)
+        return money(market.worst_loss(self._contract_ids(market_id, market)))
+
+    @property
+    def exposure(self) -> Decimal:
+        """The sum of the markets' worst cases, in pounds."""
+        return sum((self.worst_loss(market_id) for market_id in self.markets), money(0))
+
+    @property
+    def available_balance(self) -> Decimal | None:
+        """The balance less the exposure: what a new order may put at risk (None before a balance)."""
+        return None if self.balance is None else self.balance - self.exposure
+
+    def set_contracts(self, market_id: int, contract_ids: list[int]) -> None:
+        """Name every contract of a market the books do not show."""
+        self._contracts[market_id] = frozenset(contract_ids)
+
+    def _contract_ids(self, market_id: int, market: MarketPosition) -> frozenset[int]:
+        known = self._contracts.get(market_id)
+        book = self._books.get(market_id)
+        if known is None and book is not None and book.contracts:
+            known = frozenset(book.contracts)
+        if known is None:
+            return frozenset(market.contracts) | {_ANOTHER_CONTRACT}
+        return known | frozenset(market.contracts)
+
+    # Order events
+
+    def order_filled(self, order: Order, price: int, quantity: int) -> None:
+        self._market(order.market_id).add_trade(order.side, order.contract_id, price, quantity)
+
+    def order_changed(self, order: Order) -> None:
+        """Reserve what a live order has open, as the exchange does; release the rest."""
+        reserve = order.remaining_quantity if order.state is OrderState.LIVE else 0
+        change = reserve - self._reserved.get(order, 0)
+        if change:
+            self._market(order.market_id).add_open(order.side, order.contract_id, order.price, change)
+        if reserve:
+            self._reserved[order] = reserve
+        else:
+            self._reserved.pop(order, None)
+
+    def _market(self, market_id: int) -> MarketPosition:
+        market = self.markets.get(market_id)
+        if market is None:
+            market = self.markets[market_id] = MarketPosition()
+        return market
+
+    def _balance_changed(self, message: Any) -> None:
+        self.balance = money_from_double(message.available_balance) + money_from_double(message.exposure)
+

@@ -1,0 +1,111 @@
+"""factory.positions: the client's exposure is the exchange's own, after every fill, over random order flows."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
+from smarkets_twisted.trading.prices import money
+from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
+from tests.trading_helpers import TradingTestCase
+
+BUY = seto_pb2.SIDE_BUY
+SELL = seto_pb2.SIDE_SELL
+NAMES = ("alice", "bob")
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("order"), st.sampled_from(NAMES), st.sampled_from([(MARKET, HOME), (MARKET, AWAY),
+                                                                               (HALTABLE, OVER)]),
+                  st.sampled_from([BUY, SELL]), st.sampled_from([3000, 3030, 3100, 3200, 5000, 7000]),
+                  st.integers(min_value=1, max_value=40_000)),
+        st.tuples(st.just("cancel"), st.sampled_from(NAMES), st.integers(0, 20)),
+        st.tuples(st.just("reduce"), st.sampled_from(NAMES), st.integers(0, 20), st.integers(1, 20_000)),
+        st.tuples(st.just("replace"), st.sampled_from(NAMES), st.integers(0, 20),
+                  st.sampled_from([3000, 3030, 3100, 3200]), st.integers(1, 30_000)),
+        st.tuples(st.just("drop"), st.sampled_from(NAMES)),
+    ),
+    max_size=25,
+)
+
+
+class Flow:
+    """alice and bob on one in-memory exchange, both subscribed to every market."""
+
+    def __init__(self) -> None:
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        self.clients: dict[str, tuple[SmarketsClientFactory, InMemoryConnection]] = {}
+        for name in NAMES:
+            self.clients[name] = self.market.client(name, f"{name}-pw")
+        self.market.flush()
+        for factory, _ in self.clients.values():
+            factory.subscribe(MARKET)
+            factory.subscribe(HALTABLE)
+        self.market.flush()
+
+    def do(self, action: tuple[Any, ...]) -> None:
+        kind, name, *rest = action
+        factory, connection = self.clients[name]
+        live = [o.order_id for o in factory.orders.open() if o.order_id is not None]
+        if kind == "order":
+            (market_id, contract_id), side, price, quantity = rest
+            factory.order(market_id, contract_id, side, quantity, price).addErrback(lambda _: None)
+        elif kind == "drop":
+            connection.drop()
+            self.clients[name] = (factory, self.market.connect(factory))
+        elif live:
+            order_id = live[rest[0] % len(live)]
+            if kind == "cancel":
+                deferred = factory.cancel(order_id)
+            elif kind == "reduce":
+                deferred = factory.reduce(order_id, rest[1])
+            else:
+                deferred = factory.replace(order_id, rest[1], rest[2])
+            deferred.addErrback(lambda _: None)
+        self.market.flush()
+
+
+class RandomFlowTests(SynchronousTestCase):
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(actions)
+    def test_exposure_and_available_balance_are_the_exchanges(self, flow_actions: list[tuple[Any, ...]]) -> None:
+        flow = Flow()
+        for action in flow_actions:
+            flow.do(action)
+            for name, (factory, _) in flow.clients.items():
+                account = flow.market.exchange.account(name)
+                self.assertEqual(factory.positions.exposure, money(account.exposure), (name, action))
+                if factory.positions.balance is not None:
+                    self.assertEqual(factory.positions.available_balance, money(account.available_balance))
+
+
+class PositionTests(TradingTestCase):
+    def test_per_contract_and_per_market(self) -> None:
+        self.settle(self.alice.subscribe(MARKET))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))
+        self.assertEqual(self.alice.positions.worst_loss(MARKET), Decimal("10.00"))  # the open order's stake
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2000))
+        home = self.alice.positions.contract(MARKET, HOME)
+        assert home is not None
+        self.assertEqual((home.bought, home.sold, home.net), (200_000, 0, 200_000))
+        self.assertEqual(home.bought_stake, Decimal("5.00"))
+        self.assertEqual(home.bought_avg_price, Decimal(2500))
+        self.assertEqual(self.alice.positions.exposure, money(self.exchange.account("alice").exposure))
+        self.assertEqual(self.alice.positions.available_balance, Decimal("990.00"))
+
+    def test_a_hedge_reserves_less_once_the_contracts_are_known(self) -> None:
+        self.settle(self.alice.order(MARKET, HOME, BUY, 100_000, 5000))
+        self.settle(self.alice.order(MARKET, AWAY, BUY, 100_000, 5000))
+        # Not subscribed: a third outcome is assumed possible, which overstates the loss.
+        self.assertEqual(self.alice.positions.worst_loss(MARKET), Decimal("10.00"))
+        self.alice.positions.set_contracts(MARKET, [HOME, AWAY])
+        self.assertEqual(self.alice.positions.worst_loss(MARKET), money(self.exchange.account("alice").exposure))
+        self.assertEqual(self.alice.positions.worst_loss(MARKET), Decimal("5.00"))
