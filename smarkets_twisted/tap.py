@@ -26,7 +26,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smarkets_twisted.config import read_options
-from smarkets_twisted.demo import DemoStrategy
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
@@ -40,7 +39,9 @@ from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
 from smarkets_twisted.tradelog import TradeLog
+from smarkets_twisted.trading.demo import MarketMaker
 from smarkets_twisted.trading.prices import format_money, money
+from smarkets_twisted.trading.strategy import Strategy
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
@@ -57,9 +58,9 @@ class Options(usage.Options):
         ["endpoint", "e", None, "Client endpoint string of the exchange. Default: an embedded simulated exchange."],
         ["username", "u", None, "Username (default with the embedded exchange: demo)."],
         ["password-file", "p", None, f"File whose first line is the password (or set {PASSWORD_VARIABLE})."],
-        ["strategy", "s", None, "module:callable called with the client factory; none: only subscribe to the"
-                                " markets (a recorder). Default: the demo strategy."],
-        ["interval", "i", 5.0, "Seconds between the demo strategy's orders.", float],
+        ["strategy", "s", None, "module:Name, a Strategy class or a callable of the factory; none: only subscribe"
+                                " to the markets (a recorder). Default: the demo market maker."],
+        ["interval", "i", 5.0, "Seconds between the demo market maker's quoting passes.", float],
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
         ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
@@ -265,31 +266,39 @@ class EmbeddedExchangeEndpoint:
 
 
 class StrategyService(Service):
-    """Starts the strategy when the service starts; stops the demo one on stop."""
+    """Starts the strategy when the service starts, and stops it on stop.
+
+    ``--strategy`` names a callable of the factory: a `Strategy` subclass is
+    built and started; anything else is called, as it is.  Without it, the
+    demo market maker runs.
+    """
 
     log = Logger()
 
     def __init__(self, factory: SmarketsClientFactory, options: Options) -> None:
         self.factory = factory
         self.options = options
-        self.demo: DemoStrategy | None = None
+        self.strategy: Strategy | None = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        started: object = None
         if self.options["strategy"] == RECORDER:
             # No trading: subscribe to the markets (renewed by the factory), for --journal to record.
             self.factory.whenLoggedIn().addCallbacks(self._subscribe, lambda failure: None)
         elif self.options.strategy is not None:
-            self.options.strategy(self.factory)
+            started = self.options.strategy(self.factory)
         else:
-            self.demo = DemoStrategy(self.factory, self.options["markets"], self.options["interval"],
-                                     verbose=bool(self.options["verbose"]))
-            self.demo.start()
+            started = MarketMaker(self.factory, self.options["markets"], self.options["interval"],
+                                  verbose=bool(self.options["verbose"]))
+        if isinstance(started, Strategy):
+            self.strategy = started
+            started.start()
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
-        if self.demo is not None:
-            self.demo.stop()
+        if self.strategy is not None:
+            self.strategy.stop()
 
     def _subscribe(self, protocol: object) -> None:
         for market_id in self.options["markets"]:

@@ -6,11 +6,11 @@ import io
 import sys
 from typing import Any
 
+from smarkets_twisted.demo import DemoStrategy
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import __main__ as command
-from smarkets_twisted.demo import DemoStrategy
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory

@@ -9,7 +9,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from smarkets_twisted.demo import DemoStrategy
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
@@ -18,6 +17,7 @@ from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
+from smarkets_twisted.trading.demo import MarketMaker
 from smarkets_twisted.trading.prices import format_price
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 
@@ -59,7 +59,7 @@ class StatusLineTests(SynchronousTestCase):
     def test_every_interval_one_line_and_no_price_lines_unless_verbose(self) -> None:
         for verbose in (False, True):
             status = StatusService(self.factory, interval=10)
-            demo = DemoStrategy(self.factory, [100], interval=5, verbose=verbose)
+            demo = MarketMaker(self.factory, [100], interval=5, verbose=verbose)
             with capturedLogs() as events:
                 status.startService()
                 demo.start()

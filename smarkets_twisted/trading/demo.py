@@ -1,0 +1,201 @@
+"""The strategy `twistd smarkets` runs when given none: a small market maker.
+
+Every ``interval`` seconds it quotes both sides of each contract of its
+markets, one tick either side of the mid of the others' best prices, for a
+small payoff; it moves a quote (cancel-replace) when the mid moves, stops
+buying (selling) a contract once its net position reaches the limit, pulls
+its quotes from a market whose book goes stale, and never queues requests
+behind the throttle: a side with a request in flight waits for its answer.
+It logs what it does in prices a person reads (25.00% (4.0), £2.00).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from smarkets_twisted import errors
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.trading import prices
+from smarkets_twisted.trading.books import ContractBook, Level, MarketBook
+from smarkets_twisted.trading.orders import Order, OrderState
+from smarkets_twisted.trading.prices import BUY, SELL, format_money, format_price, money
+from smarkets_twisted.trading.strategy import Strategy
+
+#: The payoff of each quote: £2.00, in 1/10000 of the currency.
+DEMO_QUANTITY = 20_000
+
+#: The net payoff held in one contract, either way, past which that side stops quoting: £10.00.
+POSITION_LIMIT = 100_000
+
+#: The label of the market maker's orders: it quotes with these, and leaves the account's others alone.
+LABEL = "smarkets_twisted demo"
+
+_SIDE_NAMES: dict[int, str] = {BUY: "buy", SELL: "sell"}
+
+
+class MarketMaker(Strategy):
+    """Quote both sides around the mid of each contract, within a position limit."""
+
+    def __init__(
+        self,
+        factory: SmarketsClientFactory,
+        market_ids: Iterable[int],
+        interval: float = 5.0,
+        quantity: int = DEMO_QUANTITY,
+        position_limit: int = POSITION_LIMIT,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(factory)
+        #: Log every change of the best prices (else the status line shows them).
+        self.verbose = verbose
+        self.market_ids = list(market_ids)
+        self.interval = interval
+        self.quantity = quantity
+        self.position_limit = position_limit
+        #: (contract_id, side) -> the live order quoting it.
+        self.quotes: dict[tuple[int, int], Order] = {}
+        self._in_flight: set[tuple[int, int]] = set()
+        self._best: dict[int, tuple[int | None, int | None]] = {}
+        self._quoter = LoopingCall(self.requote)
+        self._quoter.clock = factory.clock
+
+    def start(self) -> None:
+        super().start()
+        if not self._quoter.running:
+            self._quoter.start(self.interval, now=False).addErrback(self._failed, "quoting loop")
+
+    def stop(self) -> None:
+        if self._quoter.running:
+            self._quoter.stop()
+        super().stop()
+
+    # Hooks
+
+    def logged_in(self, resumed: bool) -> None:
+        if resumed:
+            return
+        self.factory.settings(cancel_all_on_failure=True).addErrback(self._failed, "settings")
+        for market_id in self.market_ids:
+            if market_id not in self.factory.subscriptions:
+                self.factory.subscribe(market_id).addErrback(self._failed, f"subscribe to market {market_id}")
+
+    def book_stale(self, book: MarketBook) -> None:
+        mine = [order for order in self.quotes.values() if order.market_id == book.market_id]
+        if not mine:
+            return
+        self.log.info("market {market}: prices can no longer be trusted; pulling {count} quotes",
+                      market=book.market_id, count=len(mine))
+        for order in mine:
+            if order.order_id is not None:
+                self._send((order.contract_id, order.side), self.factory.cancel(order.order_id),
+                           f"cancel order {order.order_id}")
+
+    def book_changed(self, book: MarketBook, contract_id: int | None) -> None:
+        if not self.verbose or book.market_id not in self.market_ids:
+            return
+        for contract in book.contracts.values() if contract_id is None else [book.contracts[contract_id]]:
+            bid, offer = contract.best_bid, contract.best_offer
+            best = (bid.price if bid else None, offer.price if offer else None)
+            if self._best.get(contract.contract_id) == best:
+                continue
+            self._best[contract.contract_id] = best
+            self.log.info("market {market} contract {contract}: best bid {bid}, best offer {offer}",
+                          market=book.market_id, contract=contract.contract_id, bid=_level(bid), offer=_level(offer))
+
+    def order_changed(self, order: Order) -> None:
+        key = (order.contract_id, order.side)
+        if order.label != LABEL:
+            return
+        if order.state is OrderState.LIVE and order.market_id in self.market_ids and key not in self.quotes:
+            self.quotes[key] = order
+        elif order.closed and self.quotes.get(key) is order:
+            del self.quotes[key]
+
+    def fill(self, order: Order, price: int, quantity: int) -> None:
+        # The fill itself is in the trade log; what it leaves the maker holding is said here.
+        position = self.positions.contract(order.market_id, order.contract_id)
+        self.log.info("contract {contract}: net position {net} payoff, exposure {exposure}",
+                      contract=order.contract_id, net=format_money(money(position.net if position else 0)),
+                      exposure=format_money(self.positions.exposure))
+
+    def balance_changed(self, available_balance: Decimal, exposure: Decimal) -> None:
+        self.log.info("available balance {available}, exposure {exposure}",
+                      available=format_money(available_balance), exposure=format_money(exposure))
+
+    # Quoting
+
+    def requote(self) -> None:
+        """Bring every quote to one tick either side of its contract's mid."""
+        if self.factory.current is None or self.factory.queued:
+            return
+        for market_id in self.market_ids:
+            book = self.books.get(market_id)
+            if book is None or book.stale:
+                continue
+            for contract_id, contract in sorted(book.contracts.items()):
+                mid = self._mid(contract)
+                if mid is None:
+                    continue
+                below, above = prices.ticks_below(mid), prices.ticks_above(mid)
+                position = self.positions.contract(market_id, contract_id)
+                net = position.net if position is not None else 0
+                if below and net < self.position_limit:
+                    self._quote(market_id, contract_id, BUY, below[0])
+                if above and net > -self.position_limit:
+                    self._quote(market_id, contract_id, SELL, above[0])
+
+    def _mid(self, contract: ContractBook) -> int | None:
+        """The mid of the best bid and offer that are not ours."""
+        bid = self._others_best(contract, BUY)
+        offer = self._others_best(contract, SELL)
+        if bid is None or offer is None:
+            return None
+        return (bid + offer) // 2
+
+    def _others_best(self, contract: ContractBook, side: int) -> int | None:
+        mine = self.quotes.get((contract.contract_id, side))
+        for level in contract.depth(side):
+            ours = mine.remaining_quantity if mine is not None and mine.price == level.price else 0
+            if level.quantity > ours:
+                return level.price
+        return None
+
+    def _quote(self, market_id: int, contract_id: int, side: int, price: int) -> None:
+        key = (contract_id, side)
+        if key in self._in_flight:
+            return
+        current = self.quotes.get(key)
+        other = self.quotes.get((contract_id, SELL if side == BUY else BUY))
+        if other is not None and (price >= other.price if side == BUY else price <= other.price):
+            return  # would cross our own other quote: it moves first
+        what = f"{_SIDE_NAMES[side]} {format_money(money(self.quantity))} of contract {contract_id} at " \
+               f"{format_price(price)}"
+        if current is None:
+            self.log.info("quoting: {what}", what=what)
+            self._send(key, self.factory.order(market_id, contract_id, side, self.quantity, price, label=LABEL),
+                       what)
+        elif current.price != price and current.order_id is not None and not current.replace_pending:
+            self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
+            self._send(key, self.factory.replace(current.order_id, price, self.quantity, label=LABEL), what)
+
+    def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
+        self._in_flight.add(key)
+        deferred.addErrback(self._failed, what)
+        deferred.addBoth(lambda _: self._in_flight.discard(key))
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        if failure.check(errors.RequestRejected, errors.RequestTimeout, errors.SessionLost, errors.NotLoggedIn):
+            self.log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
+        else:
+            self.log.failure("{what} failed", failure, what=what)
+
+
+def _level(level: Level | None) -> str:
+    if level is None:
+        return "none"
+    return f"{format_price(level.price)} x {format_money(money(level.quantity))}"
