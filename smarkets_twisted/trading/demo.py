@@ -51,7 +51,7 @@ class MarketMaker(Strategy):
         verbose: bool = False,
     ) -> None:
         super().__init__(factory)
-        #: Log every change of the best prices (else the status line shows them).
+        #: Log every change of the best prices and of the balance (else the status line shows them).
         self.verbose = verbose
         self.market_ids = list(market_ids)
         self.interval = interval
@@ -124,8 +124,9 @@ class MarketMaker(Strategy):
                       exposure=format_money(self.positions.exposure))
 
     def balance_changed(self, available_balance: Decimal, exposure: Decimal) -> None:
-        self.log.info("available balance {available}, exposure {exposure}",
-                      available=format_money(available_balance), exposure=format_money(exposure))
+        if self.verbose:
+            self.log.info("available balance {available}, exposure {exposure}",
+                          available=format_money(available_balance), exposure=format_money(exposure))
 
     # Quoting
 

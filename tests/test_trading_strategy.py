@@ -1,0 +1,255 @@
+"""trading.strategy hooks, the demo market maker, and --strategy with a class."""
+
+from __future__ import annotations
+
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import tap
+from smarkets_twisted.exchange.accounts import Account, Accounts, default_accounts, parse_amount
+from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.testing import InMemoryExchange
+from smarkets_twisted.trading import prices
+from smarkets_twisted.trading.books import Level, MarketBook
+from smarkets_twisted.trading.demo import LABEL, MarketMaker
+from smarkets_twisted.trading.orders import Order, OrderState
+from smarkets_twisted.trading.strategy import Strategy
+from tests.exchange_helpers import HOME, MARKET
+from tests.trading_helpers import TradingTestCase
+
+BUY = seto_pb2.SIDE_BUY
+SELL = seto_pb2.SIDE_SELL
+
+
+class Recording(Strategy):
+    """Every hook, as it is called."""
+
+    def __init__(self, factory: SmarketsClientFactory) -> None:
+        super().__init__(factory)
+        self.calls: list[tuple[object, ...]] = []
+
+    def logged_in(self, resumed: bool) -> None:
+        self.calls.append(("logged_in", resumed))
+
+    def logged_out(self, reason: Exception) -> None:
+        self.calls.append(("logged_out",))
+
+    def connection_lost(self, reason: Exception) -> None:
+        self.calls.append(("connection_lost",))
+
+    def book_changed(self, book: MarketBook, contract_id: int | None) -> None:
+        self.calls.append(("book_changed", book.market_id, contract_id))
+
+    def book_stale(self, book: MarketBook) -> None:
+        self.calls.append(("book_stale", book.market_id))
+
+    def order_changed(self, order: Order) -> None:
+        self.calls.append(("order_changed", order.state))
+
+    def fill(self, order: Order, price: int, quantity: int) -> None:
+        self.calls.append(("fill", price, quantity))
+
+    def balance_changed(self, available_balance: Decimal, exposure: Decimal) -> None:
+        self.calls.append(("balance_changed", available_balance, exposure))
+
+
+class StrategyHookTests(TradingTestCase):
+    def test_every_hook(self) -> None:
+        strategy = Recording(self.alice)
+        strategy.start()
+        self.assertEqual(strategy.calls, [("logged_in", False)])
+        self.settle(self.alice.subscribe(MARKET))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        self.alice_connection.drop()
+        self.market.connect(self.alice)
+        self.market.flush()
+        self.settle(self.alice.logout())
+        strategy.stop()
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        calls = strategy.calls
+        self.assertEqual(calls[1], ("book_changed", MARKET, None))
+        self.assertIn(("order_changed", OrderState.LIVE), calls)
+        self.assertIn(("balance_changed", Decimal("990.00"), Decimal("10.00")), calls)
+        self.assertIn(("fill", 2500, 100_000), calls)
+        self.assertEqual(calls.index(("fill", 2500, 100_000)) + 1,
+                         calls.index(("order_changed", OrderState.LIVE), calls.index(("fill", 2500, 100_000))))
+        after_drop = calls[calls.index(("book_stale", MARKET)):]
+        self.assertEqual(after_drop[:3], [("book_stale", MARKET), ("connection_lost",), ("logged_in", True)])
+        self.assertIn(("logged_out",), after_drop)
+        self.assertEqual(calls.count(("fill", 2500, 100_000)), 1)  # none after stop
+
+    def test_a_hook_that_raises_is_logged_and_harms_nothing(self) -> None:
+        class Broken(Strategy):
+            def order_changed(self, order: Order) -> None:
+                raise RuntimeError("strategy bug")
+
+        Broken(self.alice).start()
+        accepted = self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 2500))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.alice.orders.get(accepted.order_id).state, OrderState.LIVE)  # type: ignore[union-attr]
+
+
+class MarketMakerTests(SynchronousTestCase):
+    """The demo against the embedded exchange's liquidity bot (still unless a test moves it)."""
+
+    def setUp(self) -> None:
+        accounts = Accounts([*default_accounts(), Account("taker", "taker-pw", 2, None, parse_amount("1000.00"))])
+        self.market = InMemoryExchange(accounts=with_liquidity_account(accounts))
+        self.liquidity = LiquiditySimulator(self.market.exchange, self.market.clock, interval=3600, seed=7)
+        self.liquidity.startService()
+        self.addCleanup(self.liquidity.stopService)
+        self.factory, self.connection = self.market.client()
+        self.market.flush()
+        self.maker = MarketMaker(self.factory, [100], interval=5)
+        self.addCleanup(self.maker.stop)
+
+    def demo_orders(self) -> dict[int, tuple[int, int, int]]:
+        return {o.order_id: (o.contract_id, o.side, o.price) for o in self.market.exchange.open_orders("demo")}
+
+    def assertOrdersAgree(self) -> None:
+        ours = {o.order_id: (o.price, o.remaining_quantity) for o in self.factory.orders.open()}
+        theirs = {o.order_id: (o.price, o.available_quantity) for o in self.market.exchange.open_orders("demo")}
+        self.assertEqual(ours, theirs)
+
+    def test_quotes_both_sides_around_the_mid_on_ticks(self) -> None:
+        with capturedLogs() as events:
+            self.maker.start()
+            self.market.advance(12)
+        book = self.factory.books[100]
+        self.assertEqual(len(self.maker.quotes), 2 * len(book.contracts))
+        ours = {(o.order_id, o.contract_id, o.side, o.price) for o in self.maker.quotes.values()}
+        self.assertEqual(ours, {(order_id, *rest) for order_id, rest in self.demo_orders().items()})
+        for contract_id, contract in book.contracts.items():
+            bid, offer = self.maker.quotes[(contract_id, BUY)], self.maker.quotes[(contract_id, SELL)]
+            self.assertTrue(prices.is_tick(bid.price) and prices.is_tick(offer.price))
+            # One tick either side of the mid of the bot's best prices, and so the best prices now.
+            bot = [o for o in self.market.exchange.open_orders("liquidity") if o.contract_id == contract_id]
+            mid = (max(o.price for o in bot if o.side == BUY) + min(o.price for o in bot if o.side == SELL)) // 2
+            self.assertEqual((bid.price, offer.price), (prices.ticks_below(mid)[0], prices.ticks_above(mid)[0]))
+            self.assertEqual((contract.best_bid, contract.best_offer),
+                             (Level(bid.price, 20_000), Level(offer.price, 20_000)))
+            self.assertEqual(bid.label, LABEL)
+        text = "\n".join(str(formatEvent(event)) for event in events)
+        self.assertRegex(text, r"quoting: buy £2\.00 of contract 100\d at \d+\.\d\d% \([\d.]+\)")
+        self.assertOrdersAgree()
+
+    def test_moves_its_quotes_when_the_market_moves(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        before = self.demo_orders()
+        self.liquidity.requote()  # the bot's fair prices step
+        self.liquidity.requote()
+        self.market.advance(5)
+        after = self.demo_orders()
+        self.assertNotEqual(sorted(before.values()), sorted(after.values()))
+        self.assertOrdersAgree()
+
+    def test_pulls_its_quotes_when_the_book_goes_stale(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        self.settle_settings(cancel_all_on_failure=False)
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.connection.drop()
+        self.assertTrue(self.factory.books[100].stale)
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.market.connect(self.factory)
+        self.market.flush()  # the cancels queued while stale go out on resume
+        self.assertEqual(self.demo_orders(), {})
+        self.market.advance(5)
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.assertOrdersAgree()
+
+    def settle_settings(self, cancel_all_on_failure: bool) -> None:
+        done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)
+        self.market.flush()
+        self.successResultOf(done)
+
+    def test_stops_buying_at_the_position_limit(self) -> None:
+        maker = MarketMaker(self.factory, [100], interval=5, position_limit=20_000)
+        maker.start()
+        self.addCleanup(maker.stop)
+        self.market.advance(6)
+        bid = maker.quotes[(1001, BUY)]
+        self.market.exchange.place_order("taker", 100, 1001, SELL, 20_000, bid.price)
+        self.market.advance(5)
+        position = self.factory.positions.contract(100, 1001)
+        assert position is not None
+        self.assertEqual(position.net, 20_000)
+        self.assertNotIn((1001, BUY), maker.quotes)
+        self.assertIn((1001, SELL), maker.quotes)
+        self.assertEqual(self.factory.positions.exposure,
+                         prices.money(self.market.exchange.account("demo").exposure))
+
+    def test_one_request_in_flight_per_quote_and_none_behind_the_throttle(self) -> None:
+        self.maker.start()
+        self.market.advance(1)
+        for _ in range(5):
+            self.maker.requote()  # before any answer
+        self.assertEqual(len(self.factory.orders), 6)
+        self.market.flush()
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.factory.bucket.set_limits(1, 1, 1000, self.market.clock.seconds())
+        self.factory.bucket.spend(10, self.market.clock.seconds())
+        self.factory.subscribe(200)  # waits for tokens
+        self.market.exchange.cancel_order("demo", next(iter(self.demo_orders())))
+        self.market.flush()
+        self.maker.requote()  # a quote is missing, but the throttle holds a request back already
+        self.assertEqual((self.factory.queued, len(self.factory.orders)), (1, 6))
+
+
+class StrategyOptionTests(SynchronousTestCase):
+    def test_a_strategy_class_is_built_started_and_stopped(self) -> None:
+        options = tap.Options()
+        options.parseOptions(["--strategy", "tests.test_trading_strategy:Recording"])
+        self.assertIs(options.strategy, Recording)
+        market = InMemoryExchange()
+        factory, _ = market.client()
+        market.flush()
+        service = tap.StrategyService(factory, options)
+        service.startService()
+        strategy = service.strategy
+        assert isinstance(strategy, Recording)
+        self.assertTrue(strategy.running)
+        self.assertEqual(strategy.calls, [("logged_in", False)])
+        service.stopService()
+        self.assertFalse(strategy.running)
+
+
+class ReadmeStrategyTests(SynchronousTestCase):
+    def test_the_strategy_in_20_lines_runs(self) -> None:
+        readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text(encoding="utf-8")
+        after = readme.split("--strategy mystrat:BackTheFavourite``")[1].split("::\n\n", 1)[1]
+        lines = []
+        for line in after.splitlines():
+            if line and not line.startswith("    "):
+                break
+            lines.append(line)
+        code = textwrap.dedent("\n".join(lines)).strip()
+        self.assertLessEqual(len(code.splitlines()), 20)
+        namespace: dict[str, object] = {}
+        exec(compile(code, "README.rst", "exec"), namespace)  # noqa: S102
+        market = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
+        liquidity = LiquiditySimulator(market.exchange, market.clock, interval=3600, seed=7)
+        liquidity.startService()
+        self.addCleanup(liquidity.stopService)
+        factory, _ = market.client()
+        strategy = namespace["BackTheFavourite"](factory)  # type: ignore[operator]
+        with capturedLogs() as events:
+            strategy.start()
+            market.advance(5)
+        (order,) = list(factory.orders)
+        best_offers: dict[int, int] = {}
+        for bot in market.exchange.open_orders("liquidity", 100):
+            if bot.side == SELL:
+                best_offers[bot.contract_id] = min(bot.price, best_offers.get(bot.contract_id, 10_000))
+        price, likeliest = max((price, contract_id) for contract_id, price in best_offers.items())
+        self.assertEqual((order.state, order.contract_id, order.price), (OrderState.FILLED, likeliest, price))
+        self.assertIn(f"bought £2.00 at {prices.format_price(order.price)}",
+                      [str(formatEvent(event)) for event in events])
