@@ -6,7 +6,6 @@ import io
 import sys
 from typing import Any
 
-from smarkets_twisted.demo import DemoStrategy
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,6 +17,7 @@ from smarkets_twisted.journal import Journal
 from smarkets_twisted.replay import Replay, replay_factory
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import InMemoryExchange
+from smarkets_twisted.trading.demo import MarketMaker
 
 MARKETS = [100, 200]
 
@@ -38,7 +38,7 @@ def final_state(factory: SmarketsClientFactory) -> dict[str, Any]:
 
 
 def record(path: str) -> SmarketsClientFactory:
-    """The demo strategy trading for 80 s with the liquidity bot, through a dropped connection."""
+    """The demo market maker trading for 80 s with the liquidity bot, through a dropped connection."""
     market = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
     liquidity = LiquiditySimulator(market.exchange, market.clock)
     liquidity.startService()
@@ -46,7 +46,7 @@ def record(path: str) -> SmarketsClientFactory:
     journal.start()
     factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), market.clock)
     factory.journal = journal
-    demo = DemoStrategy(factory, MARKETS, interval=5)
+    demo = MarketMaker(factory, MARKETS, interval=5)
     demo.start()
     connection = market.connect(factory)
     market.advance(41)
@@ -81,7 +81,7 @@ class ReplayTests(SynchronousTestCase):
         clock = Clock()
         factory = replay_factory(self.path, clock)
         replay = Replay(self.path, factory, reissue=False)
-        DemoStrategy(factory, MARKETS, interval=5).start()
+        MarketMaker(factory, MARKETS, interval=5).start()
         replay.run(clock)
         self.assertEqual(replay.unmatched, 0)
         self.assertEqual(final_state(factory), self.recorded)
