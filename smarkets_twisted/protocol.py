@@ -208,10 +208,10 @@ class SmarketsClientProtocol(Protocol):
         logout = payload.eto_payload.logout
         reason = logout.reason if logout.HasField("reason") else None
         name = _logout_reason_name(reason)
-        if self._login_outcome is None:
+        refused = self._login_outcome is None
+        if refused:
+            # Said once by whoever waits for the login (the service's retry line).
             error: Exception = errors.LoginError(reason, name)
-            self.log.error("login refused: {reason}", reason=name)
-            self._settle_login(Failure(error))
         elif reason == eto_pb2.LOGOUT_CONFIRMATION:
             error = errors.LoggedOut(reason, name)
             self._logout_confirmed = True
@@ -220,7 +220,11 @@ class SmarketsClientProtocol(Protocol):
             error = errors.LoggedOut(reason, name)
             self.log.warn("the exchange ended the connection: {reason}", reason=name)
         self._lost_because = error
+        # The factory hears first: after a refusal for good, the service stops
+        # trying before this login's failure counts as an attempt to retry.
         self.factory.logged_out(self, error)
+        if refused:
+            self._settle_login(Failure(error))
         if self.transport is not None:
             self.transport.loseConnection()
 

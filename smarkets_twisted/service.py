@@ -71,6 +71,8 @@ class SmarketsClientService(Service):
         self.connections = _Connections(self.endpoint, Factory.forProtocol(Protocol), retryPolicy=self._retry_after,
                                         clock=self.clock)
         factory.on_ended = self._ended
+        #: Called with the error once a login is refused for good (twistd exits 1).
+        self.on_refused: Callable[[errors.LoginError], object] | None = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -97,13 +99,15 @@ class SmarketsClientService(Service):
         return logged_out.addBoth(lambda _: self.connections.stopService())
 
     def _ended(self, reason: errors.SmarketsError) -> None:
+        if self.connections.running:
+            self.connections.stopService()
         if isinstance(reason, errors.LoginError):
             self.log.error("{address}: {reason}: no more connection attempts", address=self.address,
                            reason=reason)
+            if self.on_refused is not None:
+                self.on_refused(reason)
         elif self.running:
             self.log.info("logged out: no more connection attempts until connect()")
-        if self.connections.running:
-            self.connections.stopService()
 
     def _retry_after(self, attempt: int) -> float:
         delay = self._retry(attempt)

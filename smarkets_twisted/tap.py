@@ -34,6 +34,7 @@ from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
+from smarkets_twisted.process import exit_after_stop
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
@@ -220,8 +221,15 @@ class EmbeddedExchangeService(Service):
         endpoint = serverFromString(self.reactor, "tcp:0:interface=127.0.0.1")  # type: ignore[no-untyped-call]
         factory = ExchangeFactory(self.exchange, self.reactor)
         factory.noisy = False
-        endpoint.listen(factory).addCallback(self._listening)
+        endpoint.listen(factory).addCallbacks(self._listening, self._cannot_listen)
         self.liquidity.startService()
+
+    def _cannot_listen(self, failure: Failure) -> None:
+        self.log.critical("the embedded exchange cannot listen: {error}", error=failure.getErrorMessage())
+        waiting, self._waiting = self._waiting, []
+        for deferred in waiting:
+            deferred.errback(failure)
+        exit_after_stop(self.reactor)
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
@@ -289,6 +297,8 @@ class StrategyService(Service):
         elif self.options.strategy is not None:
             started = self.options.strategy(self.factory)
         else:
+            if not self.options["markets"]:
+                self.log.warn("no --market given: the demo strategy watches no market and will not trade")
             started = MarketMaker(self.factory, self.options["markets"], self.options["interval"],
                                   verbose=bool(self.options["verbose"]))
         if isinstance(started, Strategy):
@@ -357,7 +367,9 @@ def makeService(options: Options) -> IService:
         client = JournalService(factory.journal)
         client.setServiceParent(top)  # type: ignore[no-untyped-call]
     address = "the embedded exchange" if options["endpoint"] is None else address_of(options["endpoint"])
-    SmarketsClientService(endpoint, factory, address=address).setServiceParent(client)  # type: ignore[no-untyped-call]
+    connection = SmarketsClientService(endpoint, factory, address=address)
+    connection.on_refused = lambda error: exit_after_stop(reactor)
+    connection.setServiceParent(client)  # type: ignore[no-untyped-call]
     StrategyService(factory, options).setServiceParent(client)  # type: ignore[no-untyped-call]
     if options["status-interval"] > 0:
         StatusService(factory, options["status-interval"]).setServiceParent(client)  # type: ignore[no-untyped-call]

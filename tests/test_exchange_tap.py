@@ -6,7 +6,6 @@ import json
 import select
 import socket
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
@@ -85,13 +84,13 @@ class MakeServiceTests(SynchronousTestCase):
         service = tap.makeService(options)
         self.assertIsInstance(service, MultiService)
         children = list(service)  # type: ignore[call-overload]
-        self.assertEqual([type(child) for child in children], [StreamServerEndpointService])
+        self.assertEqual([type(child) for child in children], [tap.ListenerService])
 
     def test_liquidity_adds_the_bot(self) -> None:
         options = tap.Options()
         options.parseOptions(["--endpoint", "tcp:0:interface=127.0.0.1"])
         children = list(tap.makeService(options))  # type: ignore[call-overload]
-        self.assertEqual([type(child) for child in children], [StreamServerEndpointService, LiquiditySimulator])
+        self.assertEqual([type(child) for child in children], [tap.ListenerService, LiquiditySimulator])
 
     def test_plugin_is_found(self) -> None:
         import twisted.plugins

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import os
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,16 +18,22 @@ from twisted.internet import defer, reactor
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from smarkets_twisted import errors
+from smarkets_twisted import errors, process
+from smarkets_twisted import tap as client_tap
+from smarkets_twisted.exchange import tap as exchange_tap
+from smarkets_twisted.exchange.server import ExchangeFactory
+from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.payloads import session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -32,8 +41,11 @@ from smarkets_twisted.service import SmarketsClientService, retry_policy
 from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
+from smarkets_twisted.trading.demo import MarketMaker
 from tests.scripted import SESSION_ID, make_factory
 from tests.test_client import ClientTestCase, result_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class PongPairingTests(ClientTestCase):
@@ -537,3 +549,138 @@ class CorruptLoginResponseTests(ClientTestCase):
         self.assertIsNotNone(self.factory.current)
         self.assertEqual(self.factory.state.session_id, SESSION_ID)
         self.assertFalse([e for e in self.events if e.get("log_failure") is not None])
+
+
+class _Ended(ProcessProtocol):
+    """Collects a process's output and fires with (exit status, output) when it ends."""
+
+    def __init__(self) -> None:
+        self.ended: Deferred[tuple[int, str]] = Deferred()
+        self.output: list[bytes] = []
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.output.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        status = reason.value.exitCode if isinstance(reason.value, (ProcessDone, ProcessTerminated)) else None
+        self.ended.callback((status, b"".join(self.output).decode("utf-8", "replace")))
+
+
+class TwistdTests(TestCase):
+    """Points 11 and 12: a process that cannot do its job says why in one line and exits 1."""
+
+    timeout = 60
+
+    def twistd(self, *argv: str, password: str | None = None) -> Deferred[tuple[int, str]]:
+        process = _Ended()
+        env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
+        if password is not None:
+            env["SMARKETS_PASSWORD"] = password
+        code = "from twisted.scripts.twistd import run; run()"
+        transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", code, "-n", "--pidfile=",
+                                                                    *argv], env=env, path=self.mktemp_dir())
+        self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
+        return process.ended
+
+    def mktemp_dir(self) -> str:
+        path = Path(self.mktemp())
+        path.mkdir(parents=True)
+        return str(path)
+
+    @defer.inlineCallbacks
+    def test_a_port_in_use_exits_1_with_one_line(self) -> Any:
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        status, output = yield self.twistd("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        (line,) = [line for line in output.splitlines() if "cannot listen" in line]
+        self.assertIn(f"tcp:{port}:interface=127.0.0.1", line)
+
+    @defer.inlineCallbacks
+    def test_bad_credentials_exit_1_with_one_line(self) -> Any:
+        exchange = Exchange(reactor)
+        listening = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            ExchangeFactory(exchange, reactor))
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        status, output = yield self.twistd("smarkets", "--endpoint", f"tcp:127.0.0.1:{port}", "--username", "demo",
+                                           "--market", "100", password="wrong")
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("Unhandled", output)
+        (line,) = [line for line in output.splitlines() if "refused" in line]
+        self.assertIn(f"127.0.0.1:{port}: login refused: LOGOUT_UNAUTHORISED", line)
+        self.assertNotIn("wrong", line)
+
+
+class ExitTests(SynchronousTestCase):
+    """The pieces of points 11 to 13 in process, without a twistd."""
+
+    def setUp(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.lines.append)
+
+    def test_exit_after_stop_stops_the_reactor_and_sets_the_status(self) -> None:
+        registered: list[Callable[[], None]] = []
+        self.patch(process, "at_exit", registered.append)
+        self.patch(process, "_status", [])
+        reactor_ = MemoryReactorClock()
+        process.exit_after_stop(reactor_)
+        self.assertEqual(len(registered), 1)
+        self.assertEqual(process._status, [1])
+        self.assertFalse(reactor_.hasStopped)
+        reactor_.run()  # failing in startService: the reactor stops as soon as twistd starts it
+        self.assertTrue(reactor_.hasStopped)
+        process.exit_after_stop(reactor_)  # twice, once stopped: no error, one exit
+        self.assertEqual(len(registered), 1)
+
+    def test_the_exchange_exits_when_its_port_is_taken(self) -> None:
+        exits: list[Any] = []
+        self.patch(exchange_tap, "exit_after_stop", exits.append)
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        endpoint = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
+        options = exchange_tap.Options()
+        options.parseOptions(["--endpoint", endpoint, "--no-liquidity"])
+        service = exchange_tap.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(exits), 1)
+        critical = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertIn(f"cannot listen on {endpoint}", critical[0])
+        self.assertFalse([e for e in self.lines if e.get("log_failure") is not None])
+
+    def test_a_final_refusal_stops_the_process(self) -> None:
+        market = InMemoryExchange()
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="wrong"), market.clock)
+        service = SmarketsClientService(MemoryEndpoint(market), factory, address="mem:3701")
+        refused: list[Any] = []
+        service.on_refused = refused.append
+        demo = MarketMaker(factory, [100])
+        demo.start()
+        service.startService()
+        market.flush()
+        self.assertEqual([type(e) for e in refused], [errors.LoginError])
+        self.assertFalse(service.connections.running)
+        self.assertFalse([e for e in self.lines if e.get("log_failure") is not None])
+        client = [e for e in self.lines if not e.get("log_namespace", "").startswith("smarkets_twisted.exchange")]
+        said = [formatEvent(e) for e in client if "refused" in formatEvent(e)]
+        self.assertEqual(said, ["mem:3701: login refused: LOGOUT_UNAUTHORISED: no more connection attempts"])
+
+    def test_no_market_is_warned_about(self) -> None:
+        os.environ[client_tap.PASSWORD_VARIABLE] = "pw"
+        self.addCleanup(os.environ.pop, client_tap.PASSWORD_VARIABLE)
+        options = client_tap.Options()
+        options.parseOptions(["--endpoint", "tcp:127.0.0.1:1", "--username", "me"])
+        factory = SmarketsClientFactory(ClientSettings(username="me", password="pw"), Clock())
+        client_tap.StrategyService(factory, options).startService()
+        warnings = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.warn]
+        self.assertTrue(any("no --market" in line for line in warnings), warnings)

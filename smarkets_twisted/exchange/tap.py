@@ -7,11 +7,15 @@ file and the problem.
 
 from __future__ import annotations
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import Accounts, default_accounts, load_accounts
@@ -19,6 +23,7 @@ from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.process import exit_after_stop
 
 #: Loopback only: the simulated exchange has no business on a public interface.
 DEFAULT_ENDPOINT = "tcp:3701:interface=127.0.0.1"
@@ -82,6 +87,43 @@ class Options(usage.Options):
             raise usage.UsageError(f"bad --endpoint {self['endpoint']!r}: {error}") from None
 
 
+class ListenerService(Service):
+    """Listens on an endpoint while running; an endpoint it cannot listen on ends the process.
+
+    twistd's own StreamServerEndpointService logs a traceback there and keeps
+    running, listening nowhere; a supervisor must see the process fail.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, description: str, endpoint: IStreamServerEndpoint,
+                 factory: IProtocolFactory) -> None:
+        self.reactor = reactor
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, self._cannot_listen)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+
+    def _cannot_listen(self, failure: Failure) -> None:
+        self.log.critical("cannot listen on {endpoint}: {error}", endpoint=self.description,
+                          error=failure.getErrorMessage())
+        exit_after_stop(self.reactor)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        return port.stopListening()
+
+
 def makeService(options: Options) -> IService:
     """The exchange listening on ``--endpoint``, with the liquidity simulator if asked."""
     from twisted.internet import reactor
@@ -91,7 +133,7 @@ def makeService(options: Options) -> IService:
     exchange = Exchange(clock, accounts, options.catalogue)
     service = MultiService()  # type: ignore[no-untyped-call]
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
-    listener = StreamServerEndpointService(endpoint, ExchangeFactory(exchange, clock))  # type: ignore[no-untyped-call]
+    listener = ListenerService(reactor, options["endpoint"], endpoint, ExchangeFactory(exchange, clock))
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["liquidity"]:
         LiquiditySimulator(exchange, clock).setServiceParent(service)  # type: ignore[no-untyped-call]

@@ -1,0 +1,49 @@
+"""The exit status of ``twistd smarkets`` and ``twistd smarkets-exchange``.
+
+twistd runs until its reactor stops, then exits 0, or re-raises the signal
+that stopped it (130 in a shell after Ctrl-C, 143 after SIGTERM).  A process
+that cannot do its job (a login refused for good, a port it cannot listen
+on) must say why in one line and exit non-zero, so that a supervisor sees it
+fail: the caller logs the line, then `exit_after_stop` stops the reactor (the
+services stop cleanly: logout, journal closed) and has the process exit 1
+once twistd is done with it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from twisted.internet.error import ReactorNotRunning
+
+#: The status of a process that could not do its job.
+EXIT_FAILURE = 1
+
+#: Registers the last thing the interpreter does (replaced in tests).
+at_exit = atexit.register
+
+_status: list[int] = []
+
+
+def exit_after_stop(reactor: Any, status: int = EXIT_FAILURE) -> None:
+    """Stop the reactor; the process then exits with ``status`` instead of twistd's 0."""
+    if not _status:
+        at_exit(_exit)
+    _status[:] = [status]
+    if reactor.running:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+    else:
+        # Failing in startService: twistd starts the reactor next.
+        reactor.callWhenRunning(reactor.stop)
+
+
+def _exit() -> None:
+    """Runs after twistd returned: flush what was printed, then leave with the status."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_status[0])
