@@ -37,8 +37,8 @@ class ClientAgainstExchangeTestCase(SynchronousTestCase):
         self.alice, self.alice_connection = self.client("alice")
         self.bob, self.bob_connection = self.client("bob")
 
-    def client(self, username: str) -> tuple[SmarketsClientFactory, InMemoryConnection]:
-        factory, connection = self.market.client(username, f"{username}-pw")
+    def client(self, username: str, **settings: Any) -> tuple[SmarketsClientFactory, InMemoryConnection]:
+        factory, connection = self.market.client(username, f"{username}-pw", **settings)
         self.market.flush()
         self.successResultOf(factory.whenLoggedIn())
         return factory, connection

@@ -31,13 +31,14 @@ actions = st.lists(
         st.tuples(st.just("replace"), st.sampled_from(NAMES), st.integers(0, 20),
                   st.sampled_from([3000, 3030, 3100, 3200]), st.integers(1, 30_000)),
         st.tuples(st.just("drop"), st.sampled_from(NAMES)),
+        st.tuples(st.just("new session"), st.sampled_from(NAMES)),
     ),
     max_size=25,
 )
 
 
 class Flow:
-    """alice and bob on one in-memory exchange, both subscribed to every market."""
+    """alice and bob on one in-memory exchange, both subscribed to every market (renewed in a new session)."""
 
     def __init__(self) -> None:
         self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
@@ -57,7 +58,9 @@ class Flow:
         if kind == "order":
             (market_id, contract_id), side, price, quantity = rest
             factory.order(market_id, contract_id, side, quantity, price).addErrback(lambda _: None)
-        elif kind == "drop":
+        elif kind in ("drop", "new session"):
+            if kind == "new session":
+                factory.stop()  # gives the session up: the next login starts anew, from the account sequence
             connection.drop()
             self.clients[name] = (factory, self.market.connect(factory))
         elif live:
@@ -75,7 +78,9 @@ class Flow:
 class RandomFlowTests(SynchronousTestCase):
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(actions)
-    def test_exposure_and_available_balance_are_the_exchanges(self, flow_actions: list[tuple[Any, ...]]) -> None:
+    def test_exposure_balance_and_orders_are_the_exchanges(self, flow_actions: list[tuple[Any, ...]]) -> None:
+        """After every step (drops and new sessions included): exposure, available balance, and
+        every order settled and live exactly as the exchange has it."""
         flow = Flow()
         for action in flow_actions:
             flow.do(action)
@@ -84,6 +89,11 @@ class RandomFlowTests(SynchronousTestCase):
                 self.assertEqual(factory.positions.exposure, money(account.exposure), (name, action))
                 if factory.positions.balance is not None:
                     self.assertEqual(factory.positions.available_balance, money(account.available_balance))
+                theirs = {o.order_id: (o.price, o.available_quantity, o.executed_quantity)
+                          for o in flow.market.exchange.open_orders(name)}
+                ours = {o.order_id: (o.price, o.remaining_quantity, o.executed_quantity)
+                        for o in factory.orders.open()}
+                self.assertEqual(ours, theirs, (name, action))
 
 
 class PositionTests(TradingTestCase):

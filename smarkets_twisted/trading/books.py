@@ -73,18 +73,12 @@ class ContractBook:
     @property
     def best_bid(self) -> Level | None:
         """The highest bid, if any."""
-        if not self.bids:
-            return None
-        price = max(self.bids)
-        return Level(price, self.bids[price])
+        return Level(price := max(self.bids), self.bids[price]) if self.bids else None
 
     @property
     def best_offer(self) -> Level | None:
         """The lowest offer, if any."""
-        if not self.offers:
-            return None
-        price = min(self.offers)
-        return Level(price, self.offers[price])
+        return Level(price := min(self.offers), self.offers[price]) if self.offers else None
 
     def depth(self, side: int, levels: int | None = None) -> list[Level]:
         """The levels a taker on the other side meets, best first: bids for SIDE_BUY, offers for SIDE_SELL."""
