@@ -32,9 +32,17 @@ def encode_uleb128(value: int) -> bytes:
             return bytes(out)
 
 
+#: The header of each payload length that needs one byte and no padding.
+_ONE_BYTE_HEADERS = [bytes((length,)) for length in range(0x80)]
+
+
 def encode_frame(payload: bytes) -> bytes:
     """Frame one serialized payload for the wire."""
-    header = encode_uleb128(len(payload))
+    size = len(payload)
+    if MIN_FRAME_SIZE - 1 <= size < 0x80:
+        # Most payloads: what the general case below gives, without its loop.
+        return _ONE_BYTE_HEADERS[size] + payload
+    header = encode_uleb128(size)
     padding = MIN_FRAME_SIZE - len(header) - len(payload)
     if padding > 0:
         return header + payload + b"\x00" * padding

@@ -129,28 +129,46 @@ def session_message(eto_type: int) -> Payload:
 
 
 def application_message(field: str, **fields: object) -> Payload:
-    """An application (seto) payload carrying ``field`` with the given values."""
+    """An application (seto) payload carrying ``field`` with the given values.
+
+    Values of None are left unset; message fields take a message, repeated
+    fields a sequence.
+    """
     seto_type = _SETO_TYPES.get(field)
     if seto_type is None:
         raise ValueError(f"no seto payload type carries {field!r}")
     payload = Payload(type=seto_type)  # type: ignore[arg-type]
     payload.eto_payload.seq = 0
     sub = getattr(payload, field)
+    sub.SetInParent()
+    composite = _COMPOSITE_FIELDS[field]
     for name, value in fields.items():
         if value is None:
             continue
-        attr = getattr(sub, name)
-        if hasattr(attr, "CopyFrom"):
-            attr.CopyFrom(value)
-        elif hasattr(attr, "extend"):
-            attr.extend(value)
+        if name in composite:
+            attr = getattr(sub, name)
+            if hasattr(attr, "CopyFrom"):
+                attr.CopyFrom(value)
+            else:
+                attr.extend(value)
         else:
             setattr(sub, name, value)
-    sub.SetInParent()
     return payload
 
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
+
+#: seto body field → the names of its message and repeated fields; every other
+#: field of the body is a scalar, set by assignment.
+_COMPOSITE_FIELDS: dict[str, frozenset[str]] = {
+    field: frozenset(
+        inner.name
+        for inner in Payload.DESCRIPTOR.fields_by_name[field].message_type.fields
+        if inner.message_type is not None or inner.label == inner.LABEL_REPEATED
+    )
+    for field in SETO_FIELDS.values()
+    if Payload.DESCRIPTOR.fields_by_name[field].message_type is not None
+}
 
 
 def login_message(
