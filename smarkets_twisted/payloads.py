@@ -158,17 +158,19 @@ def application_message(field: str, **fields: object) -> Payload:
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
 
-#: seto body field → the names of its message and repeated fields; every other
-#: field of the body is a scalar, set by assignment.
-_COMPOSITE_FIELDS: dict[str, frozenset[str]] = {
-    field: frozenset(
+def _composite_fields(field: str) -> frozenset[str]:
+    """The names of the message and repeated fields of a seto body."""
+    body: Any = Payload.DESCRIPTOR.fields_by_name[field].message_type
+    return frozenset(
         inner.name
-        for inner in Payload.DESCRIPTOR.fields_by_name[field].message_type.fields
+        for inner in body.fields
         if inner.message_type is not None or inner.label == inner.LABEL_REPEATED
     )
-    for field in SETO_FIELDS.values()
-    if Payload.DESCRIPTOR.fields_by_name[field].message_type is not None
-}
+
+
+#: seto body field → its message and repeated fields; every other field of
+#: the body is a scalar, set by assignment.
+_COMPOSITE_FIELDS = {field: _composite_fields(field) for field in SETO_FIELDS.values()}
 
 
 def login_message(
