@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from smarkets_twisted.exchange.engine import MarketStateError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
@@ -32,6 +33,8 @@ actions = st.lists(
                   st.sampled_from([3000, 3030, 3100, 3200]), st.integers(1, 30_000)),
         st.tuples(st.just("drop"), st.sampled_from(NAMES)),
         st.tuples(st.just("new session"), st.sampled_from(NAMES)),
+        st.tuples(st.just("market"), st.sampled_from(NAMES), st.sampled_from([MARKET, HALTABLE]),
+                  st.sampled_from(["halt", "open", "settle", "void"])),
     ),
     max_size=25,
 )
@@ -63,6 +66,15 @@ class Flow:
                 factory.stop()  # gives the session up: the next login starts anew, from the account sequence
             connection.drop()
             self.clients[name] = (factory, self.market.connect(factory))
+        elif kind == "market":
+            market_id, change = rest
+            exchange = self.market.exchange
+            winner = {MARKET: HOME, HALTABLE: OVER}[market_id]
+            try:
+                {"halt": exchange.halt, "open": exchange.open, "void": exchange.void,
+                 "settle": lambda m: exchange.settle(m, winner)}[change](market_id)
+            except MarketStateError:
+                pass  # not a transition the market can make now
         elif live:
             order_id = live[rest[0] % len(live)]
             if kind == "cancel":
@@ -119,3 +131,16 @@ class PositionTests(TradingTestCase):
         self.alice.positions.set_contracts(MARKET, [HOME, AWAY])
         self.assertEqual(self.alice.positions.worst_loss(MARKET), money(self.exchange.account("alice").exposure))
         self.assertEqual(self.alice.positions.worst_loss(MARKET), Decimal("5.00"))
+
+    def test_a_settled_market_stops_counting(self) -> None:
+        for factory in (self.alice, self.bob):
+            self.settle(factory.subscribe(MARKET))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        self.exchange.settle(MARKET, HOME)
+        self.market.flush()
+        for factory, name in ((self.alice, "alice"), (self.bob, "bob")):
+            account = self.exchange.account(name)
+            self.assertEqual((factory.positions.exposure, factory.positions.available_balance),
+                             (Decimal(0), money(account.available_balance)))
+        self.assertEqual(self.alice.positions.balance, Decimal("1007.50"))  # won £10.00 for a £2.50 stake

@@ -9,8 +9,10 @@ price, exactly as the exchange counts them, so that ``exposure`` and
 A market's worst case is taken over its contracts as the book shows them
 (subscribe to the market, or name them with `set_contracts`); until then a
 contract this account holds nothing in is assumed possible, which can only
-overstate the loss.  Positions count the fills this client has seen: since
-it started, or since the account sequence it was started from.
+overstate the loss.  A settled or voided market stops counting when its
+``market_state`` says so, which subscribers hear.  Positions count the fills
+this client has seen: since it started, or since the account sequence it was
+started from.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from smarkets_twisted.handlers import HandlerRegistry
+from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.books import Books
 from smarkets_twisted.trading.orders import Order, OrderListener, Orders, OrderState
 from smarkets_twisted.trading.positions import ContractPosition, MarketPosition
@@ -38,8 +41,11 @@ class AccountPositions(OrderListener):
         self._books = books
         self._contracts: dict[int, frozenset[int]] = {}
         self._reserved: dict[Order, int] = {}
+        #: Markets settled or voided: their money has moved to the balance.
+        self.closed: set[int] = set()
         orders.add_listener(self)
         handlers.add_handler("seto.balance_changed", self._balance_changed)
+        handlers.add_handler("seto.market_state", self._market_state)
 
     def __repr__(self) -> str:
         return f"<AccountPositions markets={sorted(self.markets)} exposure={self.exposure}>"
@@ -87,11 +93,13 @@ class AccountPositions(OrderListener):
     # Order events
 
     def order_filled(self, order: Order, price: int, quantity: int) -> None:
-        self._market(order.market_id).add_trade(order.side, order.contract_id, price, quantity)
+        if order.market_id not in self.closed:
+            self._market(order.market_id).add_trade(order.side, order.contract_id, price, quantity)
 
     def order_changed(self, order: Order) -> None:
         """Reserve what a live order has open, as the exchange does; release the rest."""
-        reserve = order.remaining_quantity if order.state is OrderState.LIVE else 0
+        live = order.state is OrderState.LIVE and order.market_id not in self.closed
+        reserve = order.remaining_quantity if live else 0
         change = reserve - self._reserved.get(order, 0)
         if change:
             self._market(order.market_id).add_open(order.side, order.contract_id, order.price, change)
@@ -105,6 +113,13 @@ class AccountPositions(OrderListener):
         if market is None:
             market = self.markets[market_id] = MarketPosition()
         return market
+
+    def _market_state(self, message: Any) -> None:
+        if message.state in (seto_pb2.MARKET_STATE_SETTLED, seto_pb2.MARKET_STATE_VOIDED):
+            self.closed.add(message.market_id)
+            self.markets.pop(message.market_id, None)
+            for order in [order for order in self._reserved if order.market_id == message.market_id]:
+                del self._reserved[order]
 
     def _balance_changed(self, message: Any) -> None:
         self.balance = money_from_double(message.available_balance) + money_from_double(message.exposure)
