@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smarkets_twisted import tap
+from smarkets_twisted.exchange.server import ExchangeFactory
+from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class RestartTests(SynchronousTestCase):
@@ -108,3 +120,88 @@ class StateFileTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             tap.build_client(options, Clock())
         self.assertIn("is not JSON", str(caught.exception))
+
+
+class _Child(protocol.ProcessProtocol):
+    """A `twistd smarkets` process whose PLACED and FILL lines are awaited."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._buffer = b""
+        self._waiting: list[tuple[Callable[[list[str]], bool], defer.Deferred[None]]] = []
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *complete, self._buffer = self._buffer.split(b"\n")
+        # twistd logs what the strategy prints: "... [stdout#info] FILL 1 10000".
+        self.lines.extend(match.group(0) for line in complete
+                          if (match := re.search(r"(PLACED|FILL) [\d ]+$", line.decode())) is not None)
+        for entry in list(self._waiting):
+            if entry[0](self.lines):
+                self._waiting.remove(entry)
+                entry[1].callback(None)
+
+    def until(self, condition: Callable[[list[str]], bool]) -> defer.Deferred[None]:
+        deferred: defer.Deferred[None] = defer.Deferred()
+        if condition(self.lines):
+            deferred.callback(None)
+        else:
+            self._waiting.append((condition, deferred))
+        return deferred
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class ProcessRestartTests(TestCase):
+    """The real thing: `twistd smarkets --state-file` killed and started again."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_a_killed_and_restarted_process_gets_every_fill_once(self) -> Any:
+        exchange = Exchange(reactor, two_accounts(), markets())
+        port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(ExchangeFactory(exchange, reactor))
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [exchange.registry.end(s) for s in list(exchange.registry)])
+        bob = SmarketsClientFactory(ClientSettings(username="bob", password="bob-pw"), reactor)
+        yield clientFromString(reactor, f"tcp:127.0.0.1:{port.getHost().port}").connect(bob)
+        yield bob.whenLoggedIn()
+        self.addCleanup(lambda: bob.logout(timeout=5).addErrback(lambda _: None))
+        state = os.path.abspath(self.mktemp())
+        fills: list[str] = []
+
+        def buy(quantity: int) -> Any:
+            return bob.order(MARKET, HOME, seto_pb2.SIDE_BUY, quantity, 2500, tif=seto_pb2.IMMEDIATE_OR_CANCEL)
+
+        first = self.spawn(port.getHost().port, state, place=True)
+        yield first.until(lambda lines: any(line.startswith("PLACED") for line in lines))
+        yield buy(10000)
+        yield first.until(lambda lines: any(line.startswith("FILL") for line in lines))
+        first.transport.signalProcess("KILL")  # no logout, nothing flushed on the way out
+        yield first.ended
+        fills += [line for line in first.lines if line.startswith("FILL")]
+        yield buy(20000)  # while no process runs
+        yield buy(30000)
+
+        second = self.spawn(port.getHost().port, state, place=False)
+        yield second.until(lambda lines: len(lines) >= 2)
+        yield buy(5000)
+        yield second.until(lambda lines: len(lines) >= 3)
+        second.transport.signalProcess("TERM")
+        yield second.ended
+        fills += second.lines
+        order_id = next(line.split()[1] for line in first.lines if line.startswith("PLACED"))
+        self.assertEqual(fills, [f"FILL {order_id} {total}" for total in (10000, 30000, 60000, 65000)])
+
+    def spawn(self, port: int, state: str, place: bool) -> _Child:
+        child = _Child()
+        environment = dict(os.environ, SMARKETS_PASSWORD="alice-pw", PYTHONPATH=ROOT)
+        if place:
+            environment["FILL_REPORTER_PLACE"] = "1"
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+                "smarkets", "--endpoint", f"tcp:127.0.0.1:{port}", "--username", "alice", "--state-file", state,
+                "--strategy", "tests.fill_reporter:start", "--status-interval", "0"]
+        reactor.spawnProcess(child, sys.executable, argv, env=environment, path=os.path.dirname(state))
+        return child
