@@ -42,6 +42,7 @@ from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.demo import MarketMaker
+from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 from tests.scripted import SESSION_ID, make_factory
 from tests.test_client import ClientTestCase, result_of
 
@@ -684,3 +685,57 @@ class ExitTests(SynchronousTestCase):
         client_tap.StrategyService(factory, options).startService()
         warnings = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.warn]
         self.assertTrue(any("no --market" in line for line in warnings), warnings)
+
+
+class AccountEventsOnceTests(SynchronousTestCase):
+    """Point 8: after a LOGOUT_UNKNOWN_SESSION recovery, each balance_changed reaches the handlers once.
+
+    The exchange was wrong (PROTOCOL.md section 5: the account sequence is
+    reported on order messages): it numbered balance_changed in the account
+    history, though the message cannot report its number, then replayed it
+    after the last sequence the client could report.
+    """
+
+    def setUp(self) -> None:
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        self.alice, self.connection = self.market.client("alice", "alice-pw")
+        self.balances: list[Any] = []
+        self.names: list[str] = []
+        self.alice.add_handler("seto.balance_changed", self.balances.append)
+        self.alice.add_global_handler(lambda name, message: self.names.append(name))
+        self.market.flush()
+
+    def new_session(self) -> None:
+        """The exchange forgets alice's session while she is away; she starts a new one."""
+        self.connection.drop()
+        for session in list(self.market.exchange.registry):
+            self.market.exchange.registry.end(session)
+        self.market.connect(self.alice)  # the resume is refused with LOGOUT_UNKNOWN_SESSION
+        self.market.flush()
+        self.assertIsNone(self.alice.current)
+        self.market.connect(self.alice)
+        self.market.flush()
+        self.assertIsNotNone(self.alice.current)
+
+    def test_a_balance_change_seen_before_is_not_delivered_again(self) -> None:
+        self.alice.order(MARKET, HOME, seto_pb2.SIDE_BUY, 400000, 2500)
+        self.market.flush()
+        self.assertEqual(len(self.balances), 1)
+        self.new_session()
+        self.assertEqual(len(self.balances), 1)
+
+    def test_balance_changes_missed_while_away_come_once(self) -> None:
+        self.alice.order(MARKET, HOME, seto_pb2.SIDE_BUY, 400000, 2500)
+        self.market.flush()
+        self.connection.drop()
+        bob, _ = self.market.client("bob", "bob-pw")
+        bob.order(MARKET, HOME, seto_pb2.SIDE_SELL, 200000, 2500)  # half fills alice's order while she is away
+        self.market.flush()
+        self.market.exchange.engine.cancel_all(self.market.exchange.accounts.get("alice"))  # and it is cancelled
+        history = self.market.exchange.accounts.get("alice").events_after(0).events
+        missed = [type(e).__name__ for e in history[2:]]
+        self.names.clear()
+        self.new_session()
+        self.assertIn("BalanceChanged", missed, missed)
+        self.assertEqual(self.names.count("seto.balance_changed"), missed.count("BalanceChanged"))
+        self.assertEqual(len(self.balances), 1 + missed.count("BalanceChanged"))

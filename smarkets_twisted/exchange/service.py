@@ -36,6 +36,7 @@ from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue
 from smarkets_twisted.exchange.engine import MatchingEngine
 from smarkets_twisted.exchange.events import (
     AccountEvent,
+    BalanceChanged,
     BookChanged,
     CancelAllAccepted,
     CancelAllRejected,
@@ -198,8 +199,16 @@ class Exchange:
                 after=after,
             )
         now = self.clock.seconds()
+        # balance_changed has an account sequence but no field to report it in,
+        # so the client reports the sequence of the event before it: the
+        # balance_changed right after that sequence came in the same batch, and
+        # the client had it already.
+        same_batch = not replay.truncated
         for event in replay.events:
             assert isinstance(event, EngineEvent)
+            if isinstance(event, BalanceChanged) and same_batch:
+                continue
+            same_batch = False
             if isinstance(event, _ORDER_ANSWERS):
                 # Its seq belonged to an earlier session: 0 matches no request of this one.
                 event = dataclasses.replace(event, request_seq=None)
