@@ -142,6 +142,24 @@ class OrderLifeTests(TradingTestCase):
         self.assertOrdersMatchExchange(self.alice, "alice")
         self.assertOrdersMatchExchange(other, "alice")
 
+    def test_a_replace_too_late_is_history_not_a_misfit(self) -> None:
+        recorder = Recorder()
+        self.alice.orders.add_listener(recorder)
+        accepted = self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4000))
+        replaced = self.alice.replace(accepted.order_id, 4100, 10_000)
+        held = self.alice_connection.pump.clientIO.getOutBuffer()
+        self.settle(self.bob.order(MARKET, HOME, BUY, 10_000, 4000))  # fills it before the replace arrives
+        self.alice_connection.pump.serverIO.bufferReceived(held)
+        self.market.flush()
+        self.failureResultOf(replaced, errors.ReplaceRejected)
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.replace_pending), (OrderState.FILLED, False))
+        self.assertEqual(order.history[-1].name, "replace rejected: ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE")
+        self.assertEqual([state for order_id, state in recorder.changes if order_id == order.order_id],
+                         [OrderState.LIVE, OrderState.FILLED])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 class DropsAndSessionsTests(TradingTestCase):
     def test_answer_lost_in_a_drop_arrives_on_resume(self) -> None:

@@ -389,8 +389,9 @@ class Orders:
 
     def _replace_rejected(self, message: Any) -> None:
         name = _enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
+        # Too late, most often: the order filled or was cancelled meanwhile.
         self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id,
-                         change=lambda order: setattr(order, "replace_pending", False))
+                         change=lambda order: setattr(order, "replace_pending", False), closed_too=True)
         new = self._by_id.get(message.order_id)
         if new is not None and new.state is OrderState.PENDING:
             new.reason, new.reason_name = message.reason, name
@@ -410,11 +411,12 @@ class Orders:
 
     def _live_event(
         self, message: Any, name: str, state: OrderState | None, reason: int | None = None,
-        order_id: int | None = None, change: Callable[[Order], object] | None = None,
+        order_id: int | None = None, change: Callable[[Order], object] | None = None, closed_too: bool = False,
     ) -> Order | None:
         """Apply an event that only a live order can take; the order, or None if it was not applied.
 
-        ``change`` makes the event's other changes, before the listeners hear of it.
+        ``change`` makes the event's other changes, before the listeners hear of it; ``closed_too``
+        lets a closed order take the event as well (into its history), for an event that moves no state.
         """
         if self._seen(message):
             return None
@@ -422,14 +424,18 @@ class Orders:
         if order is None:
             self.log.debug("{event} for an order this client does not know", event=name)
             return None
-        if order.state is not OrderState.LIVE:
+        if order.state is not OrderState.LIVE and not (closed_too and order.closed):
             self._misfit(order, name)
             return None
         if reason is not None:
             order.reason, order.reason_name = reason, name.split(": ", 1)[-1]
         if change is not None:
             change(order)
-        self._set(order, name, _sequence(message), state)
+        if order.closed:
+            # Nothing moved: into its history, without telling the listeners again.
+            order.history.append(OrderEvent(name, _sequence(message), order.state))
+        else:
+            self._set(order, name, _sequence(message), state)
         return order
 
     # Bookkeeping
