@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smarkets_twisted import errors, tap
 from smarkets_twisted.exchange.server import ExchangeFactory
-from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.service import SmarketsClientService
@@ -113,7 +113,7 @@ class LoopbackTests(TestCase):
 
     @defer.inlineCallbacks
     def listen(self, description: str) -> Any:
-        self.exchange = Exchange(reactor)
+        self.exchange = Exchange(reactor, settings=ExchangeSettings(any_price=True))  # round-figure prices
         port: IListeningPort = yield serverFromString(reactor, description).listen(
             ExchangeFactory(self.exchange, reactor)
         )

@@ -18,6 +18,9 @@ BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
 
 
+#: The tests' round-figure prices are off the tick ladder.
+ANY_PRICE = ExchangeSettings(any_price=True)
+
 class Recorder:
     """Collects what a factory's handlers receive, by name."""
 
@@ -32,7 +35,7 @@ class Recorder:
 
 class ClientAgainstExchangeTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(), settings=ANY_PRICE)
         self.exchange = self.market.exchange
         self.alice, self.alice_connection = self.client("alice")
         self.bob, self.bob_connection = self.client("bob")
@@ -219,7 +222,7 @@ class FailureAndResumeTests(ClientAgainstExchangeTestCase):
     def test_fill_while_detached_survives_market_data(self) -> None:
         """Book deltas are not logged for a detached session, so they cannot push a fill out of its log."""
         market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
-                                  settings=ExchangeSettings(sent_log_size=20))
+                                  settings=ExchangeSettings(sent_log_size=20, any_price=True))
         alice, connection = market.client("alice", "alice-pw")
         bob, _ = market.client("bob", "bob-pw")
         market.flush()
@@ -243,7 +246,7 @@ class FailureAndResumeTests(ClientAgainstExchangeTestCase):
     def test_resume_after_more_account_events_than_the_sent_log_holds(self) -> None:
         """Many account events while detached: the resume is accepted, and the fill arrives once."""
         market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
-                                  settings=ExchangeSettings(sent_log_size=10))
+                                  settings=ExchangeSettings(sent_log_size=10, any_price=True))
         alice, connection = market.client("alice", "alice-pw")
         market.flush()
         fills = Recorder(alice, "seto.order_executed")

@@ -38,6 +38,7 @@ from smarkets_twisted.exchange.events import (
     ReplaceRejected,
 )
 from smarkets_twisted.proto import seto_pb2 as seto
+from smarkets_twisted.trading.prices import TICKS, is_tick
 
 BUY, SELL = seto.SIDE_BUY, seto.SIDE_SELL
 GTC, IOC, KIP, GTH = seto.GOOD_TIL_CANCELLED, seto.IMMEDIATE_OR_CANCEL, seto.KEEP_IN_PLAY, seto.GOOD_TILL_HALTED
@@ -82,8 +83,9 @@ class EngineTestCase(SynchronousTestCase):
             for number, name in enumerate(("alice", "bob", "carol", "dave"), start=1)
         )
         self.catalogue = make_catalogue()
+        # Any price: these tests are about matching and money, in round figures; TickTests keep to the ladder.
         self.engine = MatchingEngine(
-            Accounts([self.alice, self.bob, self.carol, self.dave]), self.catalogue, depth=self.depth
+            Accounts([self.alice, self.bob, self.carol, self.dave]), self.catalogue, depth=self.depth, any_price=True
         )
 
     def order(
@@ -158,8 +160,8 @@ class CreateOrderTests(EngineTestCase):
     def test_order_ids_increase(self) -> None:
         engine = MatchingEngine(Accounts([self.alice]), make_catalogue(), first_order_id=500)
         ids = [
-            one(OrderAccepted, engine.create_order(self.alice, 100, HOME, BUY, POUND, 1000 + n)).order_id
-            for n in range(3)
+            one(OrderAccepted, engine.create_order(self.alice, 100, HOME, BUY, POUND, price)).order_id
+            for price in (1000, 1020, 1042)  # decimal odds 10, 9.8, 9.6: on the ladder
         ]
         self.assertEqual(ids, [500, 501, 502])
 
@@ -248,6 +250,38 @@ class CreateOrderTests(EngineTestCase):
         self.assertEqual(self.alice.available_balance, 0)
         rejected = one(OrderRejected, self.order(self.alice, BUY, 2, 5000, contract=AWAY))
         self.assertEqual(rejected.reason, seto.ORDER_REJECTED_INSUFFICIENT_FUNDS)
+
+
+class TickTests(EngineTestCase):
+    """Production trades on the decimal-odds ladder: other prices are invalid, unless the engine allows any."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ticked = MatchingEngine(Accounts([self.alice, self.bob]), make_catalogue())
+
+    def test_every_tick_is_accepted(self) -> None:
+        for price in TICKS:
+            events = self.ticked.create_order(self.alice, 100, HOME, BUY, 1, price, IOC)
+            self.assertFalse(of(OrderInvalid, events), price)
+
+    def test_off_tick_order_is_invalid(self) -> None:
+        for price in (3000, 4750, 5001, 9998):
+            self.assertFalse(is_tick(price))
+            (invalid,) = self.ticked.create_order(self.alice, 100, HOME, BUY, POUND, price, request_seq=3)
+            self.assertEqual(
+                invalid, OrderInvalid(username="alice", reasons=(seto.ORDER_INVALID_INVALID_PRICE,),
+                                      request_seq=3, reference=None)
+            )
+        self.assertEqual(self.alice.account_sequence, 0)
+
+    def test_off_tick_replace_is_refused(self) -> None:
+        order_id = one(OrderAccepted, self.ticked.create_order(self.alice, 100, HOME, BUY, POUND, 2500)).order_id
+        rejected = one(ReplaceRejected, self.ticked.replace(self.alice, order_id, 2600, POUND))
+        self.assertEqual(rejected.detail, "invalid price")
+        self.assertEqual([o.price for o in self.ticked.open_orders(self.alice)], [2500])
+
+    def test_any_price_option(self) -> None:
+        self.assertEqual(len(of(OrderAccepted, self.order(self.alice, BUY, POUND, 3001))), 1)
 
 
 class MatchingTests(EngineTestCase):
@@ -938,7 +972,7 @@ class InvariantTests(SynchronousTestCase):
     def test_random_flow(self, operations: list[tuple[Any, ...]], winner: int | None, depth: int | None) -> None:
         accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
         catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
-        engine = MatchingEngine(Accounts(accounts), catalogue, depth=depth)
+        engine = MatchingEngine(Accounts(accounts), catalogue, depth=depth, any_price=True)
         mirror: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
         fills: dict[tuple[int, int], int] = defaultdict(int)
         last_sequence = {account.username: 0 for account in accounts}

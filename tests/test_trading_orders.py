@@ -180,7 +180,7 @@ class DropsAndSessionsTests(TradingTestCase):
         """The order reaches the exchange, its answer dies with the connection, the resume is
         refused: UNKNOWN; the next session's account replay brings the acceptance and a fill."""
         market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
-                                  settings=ExchangeSettings(sent_log_size=10))
+                                  settings=ExchangeSettings(sent_log_size=10, any_price=True))
         alice, connection = market.client("alice", "alice-pw")
         market.flush()
         alice.order(HALTABLE, OVER, BUY, 1000, 1000)  # an account sequence to ask from

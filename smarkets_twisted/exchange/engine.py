@@ -60,6 +60,7 @@ from smarkets_twisted.exchange.events import (
 from smarkets_twisted.exchange.orders import Order, order_event
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.positions import MarketPosition
+from smarkets_twisted.trading.prices import is_tick
 
 MIN_PRICE = 1
 MAX_PRICE = 9999
@@ -168,6 +169,8 @@ class MatchingEngine:
     :param first_order_id: the id given to the first order.
     :param finished_order_memory: how many finished orders to remember, so that
         acting on one is answered "too late" rather than "not found".
+    :param any_price: accept any price from 1 to 9999, not only the ticks of
+        `smarkets_twisted.trading.prices` (production's odds ladder).
     """
 
     def __init__(
@@ -177,12 +180,14 @@ class MatchingEngine:
         depth: int | None = DEFAULT_DEPTH,
         first_order_id: int = 1,
         finished_order_memory: int = DEFAULT_FINISHED_ORDER_MEMORY,
+        any_price: bool = False,
     ) -> None:
         if depth is not None and depth < 1:
             raise ValueError("depth must be at least 1")
         self.accounts = accounts
         self.catalogue = catalogue
         self.depth = depth
+        self.any_price = any_price
         self._order_ids = count(first_order_id)
         self._finished_order_memory = finished_order_memory
         self._books: dict[int, Book] = {}
@@ -235,7 +240,7 @@ class MatchingEngine:
             in the answer so that the client can correlate.
         """
         _check_side_and_tif(side, tif)
-        reasons = _invalid_reasons(price, quantity)
+        reasons = _invalid_reasons(price, quantity, self.any_price)
         if reasons:
             return [
                 OrderInvalid(username=account.username, reasons=reasons, request_seq=request_seq, reference=reference)
@@ -404,7 +409,7 @@ class MatchingEngine:
             label if label is not None else orig.label,
         )
         batch.record(account, order_event(PendingReplace, new, orig_order_id=orig.order_id, reference=reference))
-        invalid = _invalid_reasons(price, quantity)
+        invalid = _invalid_reasons(price, quantity, self.any_price)
         unavailable = seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE
         if not label_fits:
             reason, detail = unavailable, f"label longer than {MAX_LABEL_LENGTH} characters"
@@ -758,9 +763,9 @@ def _label_fits(label: str | None) -> bool:
     return label is None or len(label) <= MAX_LABEL_LENGTH
 
 
-def _invalid_reasons(price: int, quantity: int) -> tuple[seto_pb2.OrderInvalidReason, ...]:
+def _invalid_reasons(price: int, quantity: int, any_price: bool) -> tuple[seto_pb2.OrderInvalidReason, ...]:
     reasons = []
-    if not MIN_PRICE <= price <= MAX_PRICE:
+    if not (MIN_PRICE <= price <= MAX_PRICE if any_price else is_tick(price)):
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_PRICE)
     if quantity <= 0:
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_QUANTITY)

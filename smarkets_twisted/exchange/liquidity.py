@@ -22,6 +22,7 @@ from smarkets_twisted.exchange.events import OrderAccepted
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.positions import PRICE_SCALE
+from smarkets_twisted.trading.prices import snap
 
 #: The bot's username; nobody can log in as it (its password is random).
 BOT_USERNAME = "liquidity"
@@ -108,7 +109,12 @@ class LiquiditySimulator(Service):
         return fair
 
     def _quote(self, market_id: int, contract_id: int, side: seto_pb2.Side, price: int) -> None:
-        events = self.exchange.place_order(BOT_USERNAME, market_id, contract_id, side, self.quantity, price)
+        # On the tick ladder, never nearer the other side than asked: a bid
+        # rounds down to a tick, an offer up.
+        tick = snap(price, seto_pb2.SIDE_SELL if side == seto_pb2.SIDE_BUY else seto_pb2.SIDE_BUY)
+        if tick is None:
+            return
+        events = self.exchange.place_order(BOT_USERNAME, market_id, contract_id, side, self.quantity, tick)
         if not any(isinstance(event, OrderAccepted) for event in events):
             self.log.debug("liquidity order at {price} on contract {contract_id} not accepted",
                            price=price, contract_id=contract_id)

@@ -82,6 +82,9 @@ class ExchangeSettings:
         connected.
     :ivar detached_budget: bytes the sent logs of all detached sessions may
         hold; beyond it, the longest detached sessions end early.
+    :ivar any_price: accept any price from 1 to 9999; by default only the
+        ticks of production's odds ladder (`smarkets_twisted.trading.prices`)
+        are, others are ORDER_INVALID_INVALID_PRICE.
     """
 
     average_rate_ps: int = 500
@@ -92,6 +95,7 @@ class ExchangeSettings:
     sent_log_size: int = DEFAULT_SENT_LOG_SIZE
     sessions_per_account: int = DEFAULT_SESSIONS_PER_ACCOUNT
     detached_budget: int = DEFAULT_DETACHED_BUDGET
+    any_price: bool = False
 
 
 #: Events that answer one order_create: only the session that sent it can correlate them.
@@ -129,7 +133,9 @@ class Exchange:
         self.settings = settings if settings is not None else ExchangeSettings()
         self.accounts = accounts if accounts is not None else default_accounts()
         self.catalogue = catalogue if catalogue is not None else demo_catalogue()
-        self.engine = MatchingEngine(self.accounts, self.catalogue, depth=self.settings.depth)
+        self.engine = MatchingEngine(
+            self.accounts, self.catalogue, depth=self.settings.depth, any_price=self.settings.any_price
+        )
         self.registry = SessionRegistry(
             clock,
             retention=self.settings.retention,

@@ -22,7 +22,7 @@ from smarkets_twisted.exchange.accounts import Accounts, default_accounts, load_
 from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_catalogue
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
-from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
 from smarkets_twisted.process import exit_after_stop
 
 #: Loopback only: the simulated exchange has no business on a public interface.
@@ -46,6 +46,7 @@ class Options(usage.Options):
 
     synopsis = (
         "[--endpoint ENDPOINT] [--backlog N] [--accounts FILE] [--catalogue FILE] [--liquidity | --no-liquidity]"
+        " [--any-price]"
     )
 
     optParameters = [
@@ -59,6 +60,7 @@ class Options(usage.Options):
     optFlags = [
         ["liquidity", None, "Run the liquidity simulator (the default)."],
         ["no-liquidity", None, "Do not run the liquidity simulator."],
+        ["any-price", None, "Accept any price from 1 to 9999, not only the ticks of the odds ladder."],
     ]
 
     def __init__(self) -> None:
@@ -130,7 +132,7 @@ def makeService(options: Options) -> IService:
 
     accounts = with_liquidity_account(options.accounts) if options["liquidity"] else options.accounts
     clock: IReactorTime = reactor
-    exchange = Exchange(clock, accounts, options.catalogue)
+    exchange = Exchange(clock, accounts, options.catalogue, ExchangeSettings(any_price=bool(options["any-price"])))
     service = MultiService()  # type: ignore[no-untyped-call]
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
     listener = ListenerService(reactor, options["endpoint"], endpoint, ExchangeFactory(exchange, clock))
