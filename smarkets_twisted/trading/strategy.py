@@ -5,9 +5,10 @@ Subclass `Strategy`, override the hooks you need, and act through
 ``self.orders`` and ``self.positions``.  ``twistd smarkets --strategy
 module:Name`` builds ``Name(factory)`` and starts it with the service::
 
-    class Logger(Strategy):
+    class Watcher(Strategy):
         def logged_in(self, resumed):
-            self.factory.subscribe(100)
+            if not resumed:
+                self.factory.subscribe(100)
 
         def book_changed(self, book, contract_id):
             ...
