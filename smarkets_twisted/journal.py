@@ -69,8 +69,16 @@ def payload_line(time: float, direction: str, payload: Payload) -> dict[str, Any
         "seq": eto.seq,
         "is_replay": eto.is_replay,
         "type": name,
-        "message": json_format.MessageToDict(redacted_copy(payload), preserving_proto_field_name=True),
+        "message": json_format.MessageToDict(_redacted(payload), preserving_proto_field_name=True),
     }
+
+
+def _redacted(payload: Payload) -> Payload:
+    """The payload with its secrets replaced: copied only if it has some (logins, login responses)."""
+    eto = payload.eto_payload
+    if payload.HasField("login") or eto.HasField("login") or eto.HasField("login_response"):
+        return redacted_copy(payload)
+    return payload
 
 
 def payload_of(entry: dict[str, Any]) -> Payload:
