@@ -77,6 +77,8 @@ ANSWERS: dict[str, tuple[Callable[[Any], Key], Callable[[Any], Exception] | None
 class Request:
     """One request: its Deferred, and its payload until it is sent."""
 
+    __slots__ = ("deferred", "keys", "keys_for_seq", "payload", "seq", "timeout_call")
+
     def __init__(self, payload: Any, keys: Callable[[int], tuple[Key, ...]] | None) -> None:
         self.payload = payload
         #: Turns the seq the payload was sent at into the keys its answer may carry;
@@ -91,25 +93,34 @@ class Request:
 class PendingRequests:
     """Requests not yet sent (in order) and requests sent awaiting an answer.
 
-    Each table is an OrderedDict used as an ordered set, so that settling any
-    request (answered, cancelled, timed out, in any order) costs the same
-    whatever else is pending: work stays linear in the number of requests.
+    Settling any request (answered, cancelled, timed out, in any order) costs
+    the same whatever else is pending, so work stays linear in the number of
+    requests: the queues are OrderedDicts used as ordered sets.  Most keys are
+    awaited by one request (an order's seq, a reference), held alone, without
+    a queue: a request allocates little, which keeps the cyclic GC quiet.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         #: Requests to send, oldest first (the values are unused).
         self.unsent: OrderedDict[Request, None] = OrderedDict()
-        self._awaiting: dict[Key, OrderedDict[Request, None]] = {}
-        self._sent: set[Request] = set()
+        #: key → the request awaiting an answer with it or, when several do
+        #: (cancel_all, settings), all of them, oldest first.
+        self._awaiting: dict[Key, Request | OrderedDict[Request, None]] = {}
+        #: Every request not settled, by its Deferred (which a cancellation names).
+        self._pending: dict[Deferred[Any], Request] = {}
+        # One canceller for every Deferred, rather than a closure per request.
+        self._canceller = self._cancel
 
     def __len__(self) -> int:
-        return len(self.unsent) + len(self._sent)
+        return len(self._pending)
 
     def add(self, payload: Any, keys: Callable[[int], tuple[Key, ...]] | None, timeout: float | None) -> Request:
         """Queue a request to be sent; its Deferred can be cancelled and may time out."""
         request = Request(payload, keys)
-        request.deferred = Deferred(lambda _: self._settle(request))
+        deferred: Deferred[Any] = Deferred(self._canceller)
+        request.deferred = deferred
+        self._pending[deferred] = request
         if timeout is not None:
             request.timeout_call = self.clock.callLater(timeout, self._time_out, request)
         self.unsent[request] = None
@@ -128,9 +139,15 @@ class PendingRequests:
             request.deferred.callback(None)
             return
         request.keys = request.keys_for_seq(seq)
-        self._sent.add(request)
+        awaiting = self._awaiting
         for key in request.keys:
-            self._awaiting.setdefault(key, OrderedDict())[request] = None
+            waiting = awaiting.get(key)
+            if waiting is None:
+                awaiting[key] = request
+            elif isinstance(waiting, Request):
+                awaiting[key] = OrderedDict(((waiting, None), (request, None)))
+            else:
+                waiting[request] = None
 
     def not_sent(self, request: Request, error: Exception) -> None:
         """Fail a request taken from the queue that could not be sent."""
@@ -143,10 +160,10 @@ class PendingRequests:
         if rule is None:
             return False
         key_of, error_of = rule
-        queue = self._awaiting.get(key_of(message))
-        if not queue:
+        waiting = self._awaiting.get(key_of(message))
+        if waiting is None:
             return False
-        request = next(iter(queue))
+        request = waiting if isinstance(waiting, Request) else next(iter(waiting))
         self._settle(request)
         if error_of is None:
             request.deferred.callback(message)
@@ -160,10 +177,10 @@ class PendingRequests:
         A SessionLost is given to each request with its own ``sent`` flag,
         unless the error already says.
         """
+        in_flight = [r for r in self._pending.values() if r.seq is not None and (seqs is None or r.seq in seqs)]
+        requests = sorted(in_flight, key=lambda r: r.seq or 0)
         if seqs is None:
-            requests = list(self.unsent) + sorted(self._sent, key=lambda r: r.seq or 0)
-        else:
-            requests = sorted((r for r in self._sent if r.seq in seqs), key=lambda r: r.seq or 0)
+            requests = list(self.unsent) + requests
         for request in requests:
             self._settle(request)
             if isinstance(error, errors.SessionLost):
@@ -177,16 +194,25 @@ class PendingRequests:
         if request.timeout_call is not None and request.timeout_call.active():
             request.timeout_call.cancel()
         request.timeout_call = None
+        self._pending.pop(request.deferred, None)
         if request.seq is None:
             self.unsent.pop(request, None)
             return
-        self._sent.discard(request)
+        awaiting = self._awaiting
         for key in request.keys:
-            queue = self._awaiting.get(key)
-            if queue is not None:
-                queue.pop(request, None)
-                if not queue:
-                    del self._awaiting[key]
+            waiting = awaiting.get(key)
+            if waiting is request:
+                del awaiting[key]
+            elif isinstance(waiting, OrderedDict):
+                waiting.pop(request, None)
+                if not waiting:
+                    del awaiting[key]
+
+    def _cancel(self, deferred: Deferred[Any]) -> None:
+        """The canceller of every request's Deferred: settle the request it belongs to."""
+        request = self._pending.get(deferred)
+        if request is not None:
+            self._settle(request)
 
     def _time_out(self, request: Request) -> None:
         request.timeout_call = None
