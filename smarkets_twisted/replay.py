@@ -38,7 +38,7 @@ from smarkets_twisted.journal import IN, OUT, payload_of, read_journal
 from smarkets_twisted.payloads import Payload, handler_name
 from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.settings import ClientSettings
-from smarkets_twisted.status import market_prices
+from smarkets_twisted.status import market_position, market_prices
 from smarkets_twisted.tradelog import describe, order_name
 
 #: How far ahead in its session's recorded requests a replayed request looks for its own kind.
@@ -242,14 +242,15 @@ def replay_factory(path: str, clock: IReactorTime) -> SmarketsClientFactory:
 
 
 def report(replay: Replay) -> list[str]:
-    """What the replay ended with: the books, the orders and how they stand."""
+    """What the replay ended with: the books, positions and orders."""
     factory = replay.factory
     lines = [
         f"replayed {replay.entries} journal entries"
         + (f"; the recorder had dropped {replay.dropped} payloads" if replay.dropped else "")
         + (f"; {replay.unmatched} requests the recording lacks" if replay.unmatched else "")
     ]
-    lines.extend(market_prices(factory, market_id, stale_too=True) for market_id in sorted(factory.books.markets))
+    lines.extend(market_prices(factory, market_id, stale_too=True) + market_position(factory, market_id)
+                 for market_id in sorted(set(factory.books.markets) | set(factory.positions.markets)))
     states = Counter(order.state.value for order in factory.orders)
     lines.append(f"{sum(states.values())} orders: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
     lines.extend(f"open: {order_name(order)} {describe(order)}" for order in factory.orders.open())

@@ -2,8 +2,9 @@
 
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
-requests waiting for the throttle, open orders and the best bid / best offer
-of each contract of the subscribed markets.  Each
+requests waiting for the throttle, open orders, the balance available and the
+exposure, and per market the best bid / best offer of each contract, the
+net position and the market's exposure (its worst loss).  Each
 line also sends a ping, whose round trip the next line shows.
 """
 
@@ -16,7 +17,7 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading.books import Level
-from smarkets_twisted.trading.prices import format_price
+from smarkets_twisted.trading.prices import format_money, format_price, money
 
 #: Seconds between status lines by default.
 DEFAULT_STATUS_INTERVAL = 10.0
@@ -33,8 +34,25 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         f"{factory.queued} queued",
         f"{len(factory.orders.open())} open orders",
     ]
-    parts.extend(market_prices(factory, market_id) for market_id in sorted(factory.subscriptions))
+    positions = factory.positions
+    if positions.balance is not None:
+        available = positions.available_balance
+        assert available is not None
+        parts.append(f"available {format_money(available)} of {format_money(positions.balance)}")
+    parts.append(f"exposure {format_money(positions.exposure)}")
+    for market_id in sorted(factory.subscriptions | set(positions.markets)):
+        parts.append(market_prices(factory, market_id) + market_position(factory, market_id))
     return ", ".join(parts)
+
+
+def market_position(factory: SmarketsClientFactory, market_id: int) -> str:
+    """' position 1001 +£2.00 1003 -£1.00 exposure £0.63': net payoff per contract and the worst loss; or ''."""
+    market = factory.positions.market(market_id)
+    if market is None:
+        return ""
+    held = " ".join(f"{contract_id} {'+' if position.net > 0 else ''}{format_money(money(position.net))}"
+                    for contract_id, position in sorted(market.contracts.items()) if position.net)
+    return (f" position {held}" if held else "") + f" exposure {format_money(factory.positions.worst_loss(market_id))}"
 
 
 def market_prices(factory: SmarketsClientFactory, market_id: int, stale_too: bool = False) -> str:

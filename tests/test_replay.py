@@ -23,7 +23,7 @@ MARKETS = [100, 200]
 
 
 def final_state(factory: SmarketsClientFactory) -> dict[str, Any]:
-    """What a replay must reproduce: books, orders (and, through them, positions)."""
+    """What a replay must reproduce: books, orders, positions and the balance."""
     books = {
         market_id: {contract_id: (dict(book.bids), dict(book.offers)) for contract_id, book in market.contracts.items()}
         for market_id in MARKETS
@@ -34,7 +34,12 @@ def final_state(factory: SmarketsClientFactory) -> dict[str, Any]:
          order.remaining_quantity, order.reference)
         for order in factory.orders
     )
-    return {"books": books, "orders": orders}
+    positions = {
+        market_id: ({contract_id: (held.bought, held.sold, held.bought_stake, held.sold_stake)
+                     for contract_id, held in market.contracts.items()}, factory.positions.worst_loss(market_id))
+        for market_id, market in factory.positions.markets.items()
+    }
+    return {"books": books, "orders": orders, "positions": positions, "balance": factory.positions.balance}
 
 
 def record(path: str) -> SmarketsClientFactory:
@@ -68,6 +73,8 @@ class ReplayTests(SynchronousTestCase):
         # The recording is worth replaying: fills, a resume, both markets' books.
         self.assertGreater(len([order for order in recorded.orders if order.executed_quantity]), 5)
         self.assertEqual(set(self.recorded["books"]), set(MARKETS))
+        self.assertTrue(self.recorded["positions"])
+        self.assertIsNotNone(self.recorded["balance"])
 
     def test_replay_remakes_the_recorded_requests(self) -> None:
         clock = Clock()

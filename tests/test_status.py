@@ -18,7 +18,7 @@ from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.demo import MarketMaker
-from smarkets_twisted.trading.prices import format_price
+from smarkets_twisted.trading.prices import format_money, format_price, money
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 
 
@@ -40,21 +40,30 @@ class StatusLineTests(SynchronousTestCase):
         line = status_line(self.factory, 0.0123)
         self.assertIn(f"logged in, session held, seq in {state.next_incoming_seq - 1} "
                       f"out {state.next_outgoing_seq - 1}, ping 12.3 ms, 0 queued", line)
-        self.assertTrue(line.endswith("0 open orders"), line)
+        self.assertTrue(line.endswith("0 open orders, exposure £0.00"), line)
 
         self.factory.subscribe(100)
-        self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 200)  # far below the market: stays open
         self.market.flush()
         book = self.factory.books[100]
+        offer = book.contracts[1001].best_offer
+        assert offer is not None
+        self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, offer.price, tif=seto_pb2.IMMEDIATE_OR_CANCEL)
+        self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 200)  # far below the market: stays open
+        self.market.flush()
         bid, offer = book.contracts[1001].best_bid, book.contracts[1001].best_offer
         assert bid is not None and offer is not None
+        demo = self.market.exchange.accounts.get("demo")
+        assert demo is not None
+        exposure = format_money(money(demo.exposure))  # the exchange's own figure
         line = status_line(self.factory, None)
-        self.assertIn(f", 1 open orders, market 100 [1001 {format_price(bid.price)} / {format_price(offer.price)};",
-                      line)
+        available = format_money(money(demo.available_balance))
+        self.assertIn(f", 1 open orders, available {available} of £1000.00, exposure {exposure},"
+                      f" market 100 [1001 {format_price(bid.price)} / {format_price(offer.price)};", line)
+        self.assertTrue(line.endswith(f"] position 1001 +£2.00 exposure {exposure}"), line)
         self.connection.drop()
         line = status_line(self.factory, None)
         self.assertTrue(line.startswith("not connected, session held,"))
-        self.assertTrue(line.endswith("market 100 [prices stale]"), line)
+        self.assertIn("market 100 [prices stale] position 1001 +£2.00", line)
 
     def test_every_interval_one_line_and_no_price_lines_unless_verbose(self) -> None:
         for verbose in (False, True):
