@@ -694,3 +694,43 @@ class SessionBoundsTests(SynchronousTestCase):
         self.assertLessEqual(registry.detached_bytes, 250_000)
         self.assertLess(len(registry), 6)
         self.assertGreater(len(registry), 0)
+
+
+class FairnessTests(SynchronousTestCase):
+    """A client that writes thousands of payloads at once holds the exchange for one turn's worth."""
+
+    def test_a_flood_is_acted_on_a_turn_at_a_time(self) -> None:
+        unthrottled = ExchangeSettings(average_rate_ps=10**6, burst_size=10**6)
+        fixture = ExchangeFixture(ConnectionSettings(frames_per_turn=10), settings=unthrottled)
+        flooder = fixture.client()
+        flooder.login()
+        honest = fixture.client()
+        honest.login("bob", "bob-pw")
+        now = fixture.clock.seconds()
+        for _ in range(45):
+            flooder.session.send(session_message(eto_pb2.PAYLOAD_PING), now)
+        flooder.protocol.dataReceived(flooder.session.data_to_send())
+        self.assertEqual(flooder.names(), ["eto.pong"] * 10)
+        self.assertEqual(flooder.transport.producerState, "paused")
+        # The other connection is served between the flooder's turns.
+        honest.send(session_message(eto_pb2.PAYLOAD_PING))
+        self.assertEqual(honest.names(), ["eto.pong"])
+        pongs = 0
+        for _ in range(5):
+            fixture.clock.advance(0)
+            pongs += len(flooder.names())
+        self.assertEqual(pongs, 35)
+        self.assertEqual(flooder.transport.producerState, "producing")
+        self.assertFalse(flooder.closed)
+
+    def test_frames_before_a_bad_header_are_acted_on_across_turns(self) -> None:
+        fixture = ExchangeFixture(ConnectionSettings(frames_per_turn=2))
+        client = fixture.client()
+        client.login()
+        now = fixture.clock.seconds()
+        for _ in range(3):
+            client.session.send(session_message(eto_pb2.PAYLOAD_PING), now)
+        client.protocol.dataReceived(client.session.data_to_send() + b"\x80" * 11)
+        fixture.clock.advance(0)
+        self.assertEqual(client.names(), ["eto.pong"] * 3)
+        self.assertTrue(client.closed)

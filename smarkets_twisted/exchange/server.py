@@ -31,6 +31,7 @@ malformed: see `smarkets_twisted.exchange.validation`.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
@@ -65,6 +66,9 @@ class ConnectionSettings:
         cannot grow without bound; its session can resume later.
     :ivar close_timeout: abort a connection still open this long after we
         closed it (a client that does not read never lets a close finish).
+    :ivar frames_per_turn: payloads acted on from one connection before the
+        reactor serves the others: a client that floods cannot hold the
+        exchange for more than that.
     """
 
     max_frame_size: int = 64 * 1024
@@ -74,6 +78,7 @@ class ConnectionSettings:
     replay_interval: float = 5.0
     slow_consumer_timeout: float = 30.0
     close_timeout: float = 10.0
+    frames_per_turn: int = 500
 
 
 @implementer(IPushProducer)
@@ -104,6 +109,10 @@ class ExchangeProtocol(Protocol):
         self._closing = False
         self._logged_out = False
         self._taken_over = False
+        #: Frames received and not yet acted on; the call that will, if one is due.
+        self._frames: deque[bytes] = deque()
+        self._next_turn: IDelayedCall | None = None
+        self._reading_paused = False
         #: A throttle_exceeded answered the latest refused ping (none since an accepted one).
         self._throttle_told = False
         #: The seqs resent here lately: (first, after the last, when).
@@ -150,33 +159,62 @@ class ExchangeProtocol(Protocol):
         if self._closing:
             return
         try:
-            frames = self.deframer.feed(data)
+            self._frames.extend(self.deframer.feed(data))
         except DecodeError as error:
             self._drop_for(error)
             return
-        for frame in frames:
-            if self._closing:
+        if self._next_turn is None:
+            self._process()
+
+    def _process(self) -> None:
+        """Act on the frames received, at most ``frames_per_turn`` of them before
+        letting the reactor serve other connections (reading from this one is
+        paused meanwhile, so that its backlog stays one read long)."""
+        self._next_turn = None
+        frames = self._frames
+        for _ in range(self.settings.frames_per_turn):
+            if not frames or self._closing:
+                break
+            if not self._act_on(frames.popleft()):
                 return
-            try:
-                payload = parse_payload(frame)
-                check_request(payload)
-            except ParseError as error:
-                self._drop_for(error)
-                return
-            try:
-                if self.session is None:
-                    self._login(payload)
-                else:
-                    self._received(payload)
-            except Exception:
-                # A bug, or input no check foresaw: lose this connection, not the exchange.
-                self.log.failure("dropping connection of {username} from {peer}: error processing {name}",
-                                 username=self._username(), peer=self._peer, name=handler_name(payload))
-                self._close()
-                return
-        if self.deframer.error is not None and not self._closing:
+        if self._closing:
+            frames.clear()
+            return
+        transport = self.transport
+        assert transport is not None
+        if frames:
+            if not self._reading_paused:
+                self._reading_paused = True
+                transport.pauseProducing()  # type: ignore[attr-defined]
+            self._next_turn = self.clock.callLater(0, self._process)
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resumeProducing()  # type: ignore[attr-defined]
+        if self.deframer.error is not None:
             # The frames before a bad header were processed; now drop the connection.
             self._drop_for(self.deframer.error)
+
+    def _act_on(self, frame: bytes) -> bool:
+        """Parse one frame and act on it; False when the connection is being dropped for it."""
+        try:
+            payload = parse_payload(frame)
+            check_request(payload)
+        except ParseError as error:
+            self._drop_for(error)
+            return False
+        try:
+            if self.session is None:
+                self._login(payload)
+            else:
+                self._received(payload)
+        except Exception:
+            # A bug, or input no check foresaw: lose this connection, not the exchange.
+            self.log.failure("dropping connection of {username} from {peer}: error processing {name}",
+                             username=self._username(), peer=self._peer, name=handler_name(payload))
+            self._close()
+            return False
+        return True
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closing = True
@@ -450,12 +488,13 @@ class ExchangeProtocol(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _cancel_timers(self) -> None:
-        for timer in (self._login_timer, self._liveness_timer, self._slow_timer):
+        for timer in (self._login_timer, self._liveness_timer, self._slow_timer, self._next_turn):
             if timer is not None and timer.active():
                 timer.cancel()
         self._login_timer = None
         self._liveness_timer = None
         self._slow_timer = None
+        self._next_turn = None
 
     def _username(self) -> str:
         return self.exchange_session.account.username if self.exchange_session is not None else "(not logged in)"
