@@ -297,8 +297,7 @@ class Orders:
             return
         order = self._answer_for(message)
         if order is None:
-            self.log.debug("{state} answer for no order of ours", state=state.value)
-            return
+            return  # an answer to another client's order
         order.reason, order.reason_name = reason, reason_name
         self._set(order, f"{state.value}: {reason_name}", _sequence(message), state)
 
@@ -422,8 +421,7 @@ class Orders:
             return None
         order = self._by_id.get(message.order_id if order_id is None else order_id)
         if order is None:
-            self.log.debug("{event} for an order this client does not know", event=name)
-            return None
+            return None  # an order this client never saw live
         if order.state is not OrderState.LIVE and not (closed_too and order.closed):
             self._misfit(order, name)
             return None
@@ -446,7 +444,6 @@ class Orders:
         if sequence is None:
             return False
         if self.account_sequence is not None and sequence <= self.account_sequence:
-            self.log.debug("account event {sequence} applied already", sequence=sequence)
             return True
         self.account_sequence = sequence
         return False
@@ -486,6 +483,10 @@ class Orders:
 
 
 def _sequence(message: Any) -> int | None:
-    if "account_sequence_64" in message.DESCRIPTOR.fields_by_name and message.HasField("account_sequence_64"):
-        return int(message.account_sequence_64)
+    """The account sequence of an account event; None when it has none (order_invalid has no such field)."""
+    try:
+        if message.HasField("account_sequence_64"):
+            return int(message.account_sequence_64)
+    except ValueError:
+        pass
     return None
