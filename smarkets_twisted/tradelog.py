@@ -81,6 +81,8 @@ class TradeLog(OrderListener):
             self.log.warn("{name}: a fill of {amount} at {price} was voided", name=order_name(order),
                           amount=format_money(money(-quantity)), price=format_price(price))
             return
+        if quantity == order.quantity == order.executed_quantity:
+            return  # filled at once: its "filled" line says it all
         verb = "bought" if order.side == seto_pb2.SIDE_BUY else "sold"
         self.log.info(
             "{name}: {verb} {amount} payoff at {price} ({executed} of {asked} filled)",

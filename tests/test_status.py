@@ -143,8 +143,17 @@ class TradeLogTests(SynchronousTestCase):
         self.assertEqual(text, [
             f"order {order_id} accepted: buy £2.00 payoff of market {MARKET} contract {HOME} at 25.00% (4.0),"
             " immediate or cancel, risking £0.50",
-            f"order {order_id}: bought £2.00 payoff at 25.00% (4.0) (£2.00 of £2.00 filled)",
             f"order {order_id} filled: £2.00 at an average 25.00% (4.0)",
+        ])
+
+    def test_filled_in_parts(self) -> None:
+        placed = self.successResultOf(self.order(self.alice, seto_pb2.SIDE_BUY, 20000))
+        text = self.logged(lambda: (self.order(self.bob, seto_pb2.SIDE_SELL, 5000),
+                                    self.order(self.bob, seto_pb2.SIDE_SELL, 15000)))
+        self.assertEqual(text, [
+            f"order {placed.order_id}: bought £0.50 payoff at 25.00% (4.0) (£0.50 of £2.00 filled)",
+            f"order {placed.order_id}: bought £1.50 payoff at 25.00% (4.0) (£2.00 of £2.00 filled)",
+            f"order {placed.order_id} filled: £2.00 at an average 25.00% (4.0)",
         ])
 
     def test_ioc_with_nothing_to_match_expires_unfilled(self) -> None:

@@ -177,11 +177,13 @@ class MarketMaker(Strategy):
         what = f"{_SIDE_NAMES[side]} {format_money(money(self.quantity))} of contract {contract_id} at " \
                f"{format_price(price)}"
         if current is None:
-            self.log.info("quoting: {what}", what=what)
+            if self.verbose:  # else the trade log says it, as "order N accepted: ..."
+                self.log.info("quoting: {what}", what=what)
             self._send(key, self.factory.order(market_id, contract_id, side, self.quantity, price, label=LABEL),
                        what)
         elif current.price != price and current.order_id is not None and not current.replace_pending:
-            self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
+            if self.verbose:
+                self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
             self._send(key, self.factory.replace(current.order_id, price, self.quantity, label=LABEL), what)
 
     def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
