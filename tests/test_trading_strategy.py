@@ -107,7 +107,7 @@ class MarketMakerTests(SynchronousTestCase):
         self.addCleanup(self.liquidity.stopService)
         self.factory, self.connection = self.market.client()
         self.market.flush()
-        self.maker = MarketMaker(self.factory, [100], interval=5)
+        self.maker = MarketMaker(self.factory, [100], interval=5, verbose=True)
         self.addCleanup(self.maker.stop)
 
     def demo_orders(self) -> dict[int, tuple[int, int, int]]:
