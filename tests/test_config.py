@@ -85,6 +85,17 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--username", "other", f"--config={path}", "--market", "300", "-i", "1")
         self.assertEqual((options["username"], options["markets"], options["interval"]), ("other", [300], 1.0))
 
+    def test_flags_and_the_operator_options(self) -> None:
+        journal, state = str(self.directory / "j.jsonl"), str(self.directory / "state")
+        path = self.config(f"[smarkets]\nverbose = yes\nstrategy = none\njournal = {journal}\n"
+                           f"state_file = {state}\nstatus_interval = 30\nmarket = 7\n")
+        options = self.parse("--config", path)
+        self.assertEqual((options["verbose"], options["strategy"], options["journal"], options["state-file"],
+                          options["status-interval"], options["markets"]), (1, "none", journal, state, 30.0, [7]))
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--config", self.config("[smarkets]\nverbose = loud\n"))
+        self.assertIn("verbose is yes or no, not 'loud'", str(caught.exception))
+
     def test_bad_files_are_usage_errors_naming_the_problem(self) -> None:
         cases = [
             ("[smarkets]\npassword = hunter2\n", "never read from a file"),
