@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 from typing import Any
 
@@ -13,30 +14,33 @@ from smarkets_twisted.exchange.engine import MarketStateError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
-from smarkets_twisted.trading.prices import money
+from smarkets_twisted.trading.prices import TICKS, money
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 from tests.trading_helpers import TradingTestCase
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
 NAMES = ("alice", "bob")
+#: Ticks close together, so that orders cross and fill; 1 is the lowest price.
+NEAR_TICKS = [tick for tick in TICKS if 2900 <= tick <= 3200]
 
+orders = st.tuples(st.just("order"), st.sampled_from(NAMES),
+                   st.sampled_from([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)]), st.sampled_from([BUY, SELL]),
+                   st.sampled_from([*NEAR_TICKS, 5000, 6993, 1]), st.integers(min_value=1, max_value=40_000))
 actions = st.lists(
     st.one_of(
-        st.tuples(st.just("order"), st.sampled_from(NAMES), st.sampled_from([(MARKET, HOME), (MARKET, AWAY),
-                                                                               (HALTABLE, OVER)]),
-                  st.sampled_from([BUY, SELL]), st.sampled_from([3000, 3030, 3100, 3200, 5000, 7000]),
-                  st.integers(min_value=1, max_value=40_000)),
+        orders, orders, orders, orders,  # mostly orders, so that they cross
         st.tuples(st.just("cancel"), st.sampled_from(NAMES), st.integers(0, 20)),
         st.tuples(st.just("reduce"), st.sampled_from(NAMES), st.integers(0, 20), st.integers(1, 20_000)),
         st.tuples(st.just("replace"), st.sampled_from(NAMES), st.integers(0, 20),
-                  st.sampled_from([3000, 3030, 3100, 3200]), st.integers(1, 30_000)),
+                  st.sampled_from(NEAR_TICKS), st.integers(1, 30_000)),
         st.tuples(st.just("drop"), st.sampled_from(NAMES)),
         st.tuples(st.just("new session"), st.sampled_from(NAMES)),
         st.tuples(st.just("market"), st.sampled_from(NAMES), st.sampled_from([MARKET, HALTABLE]),
                   st.sampled_from(["halt", "open", "settle", "void"])),
     ),
-    max_size=25,
+    min_size=4,
+    max_size=30,
 )
 
 
@@ -87,25 +91,58 @@ class Flow:
         self.market.flush()
 
 
+def random_action(rng: random.Random) -> tuple[Any, ...]:
+    """One step of a long flow: mostly orders at prices that cross, the rest of every kind."""
+    name = rng.choice(NAMES)
+    kind = rng.choices(["order", "cancel", "reduce", "replace", "drop", "new session", "market"],
+                       [12, 2, 2, 2, 1, 1, 0.3])[0]
+    if kind == "order":
+        outcome = rng.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
+        return kind, name, outcome, rng.choice([BUY, SELL]), rng.choice(NEAR_TICKS), rng.randint(1, 40_000)
+    if kind == "cancel":
+        return kind, name, rng.randint(0, 20)
+    if kind == "reduce":
+        return kind, name, rng.randint(0, 20), rng.randint(1, 20_000)
+    if kind == "replace":
+        return kind, name, rng.randint(0, 20), rng.choice(NEAR_TICKS), rng.randint(1, 30_000)
+    if kind == "market":
+        return kind, name, rng.choice([MARKET, HALTABLE]), rng.choice(["halt", "open", "settle", "void"])
+    return kind, name
+
+
 class RandomFlowTests(SynchronousTestCase):
+    def assertAgrees(self, flow: Flow, action: tuple[Any, ...]) -> None:
+        """Exposure, available balance, and every order settled and live exactly as the exchange has it."""
+        for name, (factory, _) in flow.clients.items():
+            account = flow.market.exchange.account(name)
+            self.assertEqual(factory.positions.exposure, money(account.exposure), (name, action))
+            if factory.positions.balance is not None:
+                self.assertEqual(factory.positions.available_balance, money(account.available_balance))
+            theirs = {o.order_id: (o.price, o.available_quantity, o.executed_quantity)
+                      for o in flow.market.exchange.open_orders(name)}
+            ours = {o.order_id: (o.price, o.remaining_quantity, o.executed_quantity) for o in factory.orders.open()}
+            self.assertEqual(ours, theirs, (name, action))
+
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(actions)
-    def test_exposure_balance_and_orders_are_the_exchanges(self, flow_actions: list[tuple[Any, ...]]) -> None:
-        """After every step (drops and new sessions included): exposure, available balance, and
-        every order settled and live exactly as the exchange has it."""
+    def test_after_every_step_of_any_flow(self, flow_actions: list[tuple[Any, ...]]) -> None:
         flow = Flow()
         for action in flow_actions:
             flow.do(action)
-            for name, (factory, _) in flow.clients.items():
-                account = flow.market.exchange.account(name)
-                self.assertEqual(factory.positions.exposure, money(account.exposure), (name, action))
-                if factory.positions.balance is not None:
-                    self.assertEqual(factory.positions.available_balance, money(account.available_balance))
-                theirs = {o.order_id: (o.price, o.available_quantity, o.executed_quantity)
-                          for o in flow.market.exchange.open_orders(name)}
-                ours = {o.order_id: (o.price, o.remaining_quantity, o.executed_quantity)
-                        for o in factory.orders.open()}
-                self.assertEqual(ours, theirs, (name, action))
+            self.assertAgrees(flow, action)
+
+    def test_after_every_step_of_long_flows(self) -> None:
+        fills = 0
+        for seed in range(30):
+            rng = random.Random(seed)
+            flow = Flow()
+            for _ in range(80):
+                action = random_action(rng)
+                flow.do(action)
+                self.assertAgrees(flow, action)
+            fills += sum(1 for factory, _ in flow.clients.values() for order in factory.orders
+                         for event in order.history if event.name.startswith("executed"))
+        self.assertGreater(fills, 200)  # the flows trade
 
 
 class PositionTests(TradingTestCase):
