@@ -64,7 +64,9 @@ class Deframer:
     """
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self.max_frame_size = max_frame_size
+        self._max_frame_size = max_frame_size
+        #: Lengths that take the short path: a one-byte header, no padding, under the cap.
+        self._short = min(0x80, max_frame_size + 1)
         #: The incomplete frame's bytes, as they came, and how many they are.
         self._held: list[bytes] = []
         self._held_size = 0
@@ -73,6 +75,11 @@ class Deframer:
         #: Padding bytes still to come after the last payload.
         self._skip = 0
         self._error: DecodeError | None = None
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest payload accepted, fixed when the deframer is made."""
+        return self._max_frame_size
 
     @property
     def buffered(self) -> int:
@@ -97,14 +104,26 @@ class Deframer:
             held.clear()
         frames: list[bytes] = []
         append = frames.append
-        # Lengths that take the short path: a one-byte header, no padding, under the cap.
-        short = min(0x80, self.max_frame_size + 1)
+        short = self._short
         end = len(data)
         pos = 0
         while pos < end:
+            # The common case: a one-byte header, no padding, and a frame that
+            # starts far enough from the end to be whole.  The general path
+            # below does the same for these; this loop only does less per frame.
+            limit = end - short
+            while pos < limit:
+                length = data[pos]
+                if not 2 < length < short:
+                    break
+                start = pos + 1
+                pos = start + length
+                append(data[start:pos])
+            if pos >= end:
+                break
             length = data[pos]
             if 2 < length < short:
-                # The common case, and what the general path below does for it.
+                # A short frame near the end: it may not be whole yet.
                 body_end = pos + 1 + length
                 if body_end > end:
                     self._hold(data, pos, 1 + length)
@@ -128,8 +147,8 @@ class Deframer:
                 shift += 7
                 if header_end - pos >= MAX_HEADER_SIZE:
                     return self._fail(DecodeError("frame header longer than 10 bytes"), frames)
-            if length > self.max_frame_size:
-                return self._fail(FrameTooLarge(length, self.max_frame_size), frames)
+            if length > self._max_frame_size:
+                return self._fail(FrameTooLarge(length, self._max_frame_size), frames)
             body_end = header_end + length
             if body_end > end:
                 self._hold(data, pos, body_end - pos)
