@@ -9,12 +9,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
-from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.handlers import HandlerRegistry
 from smarkets_twisted.proto import seto_pb2
-from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.trading.orders import Order, OrderListener, Orders, OrderState
-from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
+from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER
 from tests.trading_helpers import TradingTestCase
 
 BUY = seto_pb2.SIDE_BUY
@@ -177,35 +175,28 @@ class DropsAndSessionsTests(TradingTestCase):
         self.assertOrdersMatchExchange(self.alice, "alice")
 
     def test_fate_unknown_until_the_account_replay_settles_it(self) -> None:
-        """The order reaches the exchange, its answer dies with the connection, the resume is
-        refused: UNKNOWN; the next session's account replay brings the acceptance and a fill."""
-        market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
-                                  settings=ExchangeSettings(sent_log_size=10, any_price=True))
-        alice, connection = market.client("alice", "alice-pw")
-        market.flush()
-        alice.order(HALTABLE, OVER, BUY, 1000, 1000)  # an account sequence to ask from
-        market.flush()
-        placed = alice.order(MARKET, HOME, SELL, 20_000, 4000)
-        connection.pump.serverIO.bufferReceived(connection.pump.clientIO.getOutBuffer())
-        connection.pump.serverIO.getOutBuffer()
-        connection.drop()  # the exchange has the order; its answer is lost
-        self.assertEqual(len(market.exchange.open_orders("alice", MARKET)), 1)
-        market.exchange.place_order("bob", MARKET, HOME, BUY, 5_000, 4000)
-        for price in range(2000, 2010):  # more account events than the exchange keeps for a resume
-            market.exchange.place_order("alice", HALTABLE, OVER, BUY, 1000, price)
-        market.connect(alice)  # refused: a new session is needed
-        market.flush()
-        lost = self.failureResultOf(placed, errors.SessionLost).value
-        self.assertTrue(lost.sent)
-        order = alice.orders.open()[-1]
+        """The order reaches the exchange, its answer dies with the connection, the session is
+        given up: UNKNOWN; the next session's account replay brings the acceptance and a fill."""
+        self.settle(self.alice.order(HALTABLE, OVER, BUY, 1000, 1000))  # an account sequence to ask from
+        old_session = self.alice.state.session_id
+        placed = self.alice.order(MARKET, HOME, SELL, 20_000, 4000)
+        pump = self.alice_connection.pump
+        pump.serverIO.bufferReceived(pump.clientIO.getOutBuffer())
+        pump.serverIO.getOutBuffer()
+        self.alice_connection.drop()  # the exchange has the order; its answer is lost
+        self.assertEqual(len(self.exchange.open_orders("alice", MARKET)), 1)
+        self.alice.stop()  # as when the exchange cannot resume the session
+        self.assertTrue(self.failureResultOf(placed, errors.SessionLost).value.sent)
+        order = self.alice.orders.open()[-1]
         self.assertEqual((order.state, order.order_id), (OrderState.UNKNOWN, None))
-        market.connect(alice)
-        market.flush()
+        self.settle(self.bob.order(MARKET, HOME, BUY, 5_000, 4000))
+        self.assertEqual(order.state, OrderState.UNKNOWN)
+        self.market.connect(self.alice)  # a new session, from the last account sequence seen
+        self.market.flush()
+        self.assertNotIn(self.alice.state.session_id, (None, old_session))
         self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
                          (OrderState.LIVE, 5_000, 15_000))
-        ours = {o.order_id: (o.price, o.remaining_quantity) for o in alice.orders.open()}
-        theirs = {o.order_id: (o.price, o.available_quantity) for o in market.exchange.open_orders("alice")}
-        self.assertEqual(ours, theirs)
+        self.assertOrdersMatchExchange(self.alice, "alice")
 
     def test_sent_unknown_queued_not_sent(self) -> None:
         written = self.alice.order(MARKET, HOME, SELL, 20_000, 4000)
