@@ -23,6 +23,7 @@ from smarkets_twisted.journal import JournalError, read_journal, summarize
 from smarkets_twisted.replay import Replay, replay_factory, report
 from smarkets_twisted.tap import _load_strategy
 from smarkets_twisted.tradelog import TradeLog
+from smarkets_twisted.trading.strategy import Strategy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +70,9 @@ def _replay(arguments: Any) -> list[str]:
     factory.orders.add_listener(TradeLog())
     replay = Replay(arguments.path, factory, reissue=strategy is None)
     if strategy is not None:
-        strategy(factory)
+        started = strategy(factory)
+        if isinstance(started, Strategy):  # a Strategy class was named: built, now started
+            started.start()
     if arguments.realtime:
         done = replay.run_realtime(clock)
         done.addErrback(lambda failure: print(f"replay failed: {failure.getErrorMessage()}", file=sys.stderr))

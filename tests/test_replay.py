@@ -102,5 +102,14 @@ class ReplayTests(SynchronousTestCase):
         self.assertTrue(text.startswith("replayed "), text)
         self.assertIn("market 100 [1001 ", text)
         self.assertRegex(text, r"\d+ orders: .*filled")
+        out.truncate(0)
+        out.seek(0)
+        self.assertEqual(command.main(["journal", "replay", self.path, "--strategy", "tests.test_replay:maker"]), 0)
+        self.assertEqual(out.getvalue(), text)  # the strategy, built and started, made the same orders
         self.assertEqual(command.main(["journal", "replay", self.path, "--strategy", "nowhere:nothing"]), 1)
         self.assertIn("cannot load --strategy", err.getvalue())
+
+
+def maker(factory: SmarketsClientFactory) -> MarketMaker:
+    """The recording's strategy, for --strategy."""
+    return MarketMaker(factory, MARKETS, interval=5)
