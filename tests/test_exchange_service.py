@@ -570,6 +570,41 @@ class AccountReplayTests(ServiceTestCase):
         self.assertEqual(len(received), 2)
 
 
+class LongReplayTests(ServiceTestCase):
+    """A replay of many account events goes out a turn at a time, in account-sequence order."""
+
+    settings = ExchangeSettings(events_per_turn=4)
+
+    def setUp(self) -> None:
+        super().setUp()
+        for price in (2000, 2500, 4000, 5000, 8000):
+            self.exchange.place_order("alice", MARKET, HOME, BUY, 1000, price)  # two events each
+        self.alice.take()
+
+    def sequences(self, payloads: list[Payload]) -> list[int]:
+        return [p.order_accepted.account_sequence_64 for p in payloads if handler_name(p) == "seto.order_accepted"]
+
+    def test_sent_a_turn_at_a_time_with_later_events_after(self) -> None:
+        later = self.fixture.client()
+        received = later.login(account_sequence=0)
+        self.assertEqual([handler_name(p) for p in received[2:]], ["seto.order_accepted", "seto.balance_changed"] * 2)
+        # An account event meanwhile waits its turn behind the replay.
+        self.exchange.place_order("alice", MARKET, HOME, BUY, 1000, 1000)
+        self.assertEqual(later.take(), [])
+        later.advance(0)
+        self.assertEqual(self.sequences(received + later.take()), [1, 3, 5, 7, 9, 11])
+
+    def test_a_connection_lost_mid_replay_resumes_where_it_stopped(self) -> None:
+        later = self.fixture.client()
+        received = later.login(account_sequence=0)
+        later.disconnect()
+        self.fixture.clock.advance(0)
+        resumed = self.fixture.client(later.state)
+        received += resumed.login()
+        resumed.advance(0)
+        self.assertEqual(self.sequences(received + resumed.take()), [1, 3, 5, 7, 9])
+
+
 class PythonApiTests(ServiceTestCase):
     def test_place_order_from_outside_a_session(self) -> None:
         events = self.exchange.place_order("bob", MARKET, HOME, BUY, 10_000, 2500, reference=1)

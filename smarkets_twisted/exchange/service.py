@@ -82,6 +82,8 @@ class ExchangeSettings:
         connected.
     :ivar detached_budget: bytes the sent logs of all detached sessions may
         hold; beyond it, the longest detached sessions end early.
+    :ivar events_per_turn: account events sent to one session per reactor
+        turn when it asked for many (a replay by account sequence).
     :ivar any_price: accept any price from 1 to 9999; by default only the
         ticks of production's odds ladder (`smarkets_twisted.trading.prices`)
         are, others are ORDER_INVALID_INVALID_PRICE.
@@ -95,6 +97,7 @@ class ExchangeSettings:
     sent_log_size: int = DEFAULT_SENT_LOG_SIZE
     sessions_per_account: int = DEFAULT_SESSIONS_PER_ACCOUNT
     detached_budget: int = DEFAULT_DETACHED_BUDGET
+    events_per_turn: int = 500
     any_price: bool = False
 
 
@@ -204,21 +207,22 @@ class Exchange:
                 username=account.username,
                 after=after,
             )
-        now = self.clock.seconds()
+        queued: list[AccountEvent] = []
         # balance_changed has an account sequence but no field to report it in,
         # so the client reports the sequence of the event before it: the
         # balance_changed right after that sequence came in the same batch, and
         # the client had it already.
         same_batch = not replay.truncated
         for event in replay.events:
-            assert isinstance(event, EngineEvent)
+            assert isinstance(event, AccountEvent)
             if isinstance(event, BalanceChanged) and same_batch:
                 continue
             same_batch = False
             if isinstance(event, _ORDER_ANSWERS):
                 # Its seq belonged to an earlier session: 0 matches no request of this one.
                 event = dataclasses.replace(event, request_seq=None)
-            session.send(messages.event_payload(event), now)
+            queued.append(event)
+        self._queue(session, queued)
 
     def _catch_up(self, session: ExchangeSession, after: int) -> None:
         """Send a resumed session the account events it missed while detached.
@@ -226,12 +230,38 @@ class Exchange:
         As if it had been connected: answers to other sessions' requests went
         only to them (`can_resume` made sure the history still holds the rest).
         """
-        now = self.clock.seconds()
+        queued: list[AccountEvent] = []
         for event in session.account.events_after(after).events:
-            assert isinstance(event, EngineEvent)
+            assert isinstance(event, AccountEvent)
             if isinstance(event, _REQUEST_ANSWERS) and getattr(event, "request_seq", 0) is not None:
                 continue
-            session.send(messages.event_payload(event), now)
+            queued.append(event)
+        self._queue(session, queued)
+
+    def _queue(self, session: ExchangeSession, events: list[AccountEvent]) -> None:
+        """Send account events to a session, ``events_per_turn`` at a time.
+
+        A replay of the account's whole history is thousands of payloads: sent
+        at once, it would hold every other session up.  The rest waits in the
+        session's backlog for the next reactor turn, and account events that
+        happen meanwhile join the backlog, so that they arrive in order.  A
+        connection that goes away leaves the backlog behind (the session
+        catches up from the account's history if it resumes).
+        """
+        session.backlog.extend(events)
+        if session.draining is None:
+            self._drain(session)
+
+    def _drain(self, session: ExchangeSession) -> None:
+        session.draining = None
+        backlog = session.backlog
+        now = self.clock.seconds()
+        for _ in range(self.settings.events_per_turn):
+            if not backlog or not session.attached:
+                break
+            session.send(messages.event_payload(backlog.popleft()), now)
+        if backlog and session.attached:
+            session.draining = self.clock.callLater(0, self._drain, session)
 
     def session_failed(self, session: ExchangeSession) -> None:
         """The session's connection failed: cancel its orders if it asked for that."""
@@ -364,7 +394,10 @@ class Exchange:
             else:
                 payload = messages.event_payload(event)
             for target in self._audience(event, requester):
-                target.send(payload, now)
+                if target.backlog and isinstance(event, AccountEvent):
+                    target.backlog.append(event)
+                else:
+                    target.send(payload, now)
 
     def _audience(self, event: EngineEvent, requester: ExchangeSession | None) -> list[ExchangeSession]:
         if isinstance(event, MarketEvent):

@@ -25,7 +25,7 @@ shown by a repr, a log line or an error.
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from smarkets_twisted.exchange.accounts import Account
+from smarkets_twisted.exchange.events import AccountEvent
 from smarkets_twisted.payloads import Payload
 from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.throttle import TokenBucket
@@ -96,6 +97,9 @@ class ExchangeSession:
         self.detached_at_seq: int | None = None
         self.detached_at_account_sequence: int | None = None
         self.held = 0
+        #: Account events waiting to be sent, oldest first (see `Exchange._queue`).
+        self.backlog: deque[AccountEvent] = deque()
+        self.draining: IDelayedCall | None = None
 
     @property
     def attached(self) -> bool:
@@ -237,7 +241,15 @@ class SessionRegistry:
             return
         session.connection = None
         session.detached_at_seq = session.state.next_outgoing_seq
-        session.detached_at_account_sequence = session.account.account_sequence
+        if session.backlog:
+            # What was still to be sent is caught up from the account's history on resume.
+            session.detached_at_account_sequence = session.backlog[0].account_sequence - 1
+            session.backlog.clear()
+        else:
+            session.detached_at_account_sequence = session.account.account_sequence
+        if session.draining is not None and session.draining.active():
+            session.draining.cancel()
+        session.draining = None
         if session.state.session_id in self._sessions:
             session.expiry = self.clock.callLater(self.retention, self._expire, session)
             session.held = session.logged_bytes()
