@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,29 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual([(e["event"], e.get("count")) for e in entries],
                          [("connected", None), ("connected", None), ("dropped", 3)])
 
+    def test_a_stuck_disk_never_stalls_the_client(self) -> None:
+        path = self.mktemp()
+        journal = Journal(path, queue_size=50)
+        stuck = threading.Event()
+        write = journal._file.write
+        journal._file.write = lambda data: (stuck.wait(), write(data))
+        journal.start()
+        market = trader_market()
+        factory = recorded_client(market, journal)
+        for _ in range(100):  # each answered: in and out payloads, far more than the queue holds
+            self.successResultOf(_ping(factory, market))
+        self.assertGreater(journal.dropped, 0)
+        stuck.set()
+        journal.close()
+        entries = list(read_journal(path))
+        payloads = [e for e in entries if "dir" in e]
+        dropped = sum(e["count"] for e in entries if e.get("event") == "dropped")
+        self.assertEqual(dropped, journal.dropped)
+        connected = [e for e in entries if e.get("event") == "connected"]
+        recorded_or_counted = len(payloads) + len(connected) + dropped
+        payloads_in, payloads_out = factory.state.next_incoming_seq - 1, factory.state.next_outgoing_seq - 1
+        self.assertEqual(recorded_or_counted, 1 + payloads_in + payloads_out)  # nothing lost without a word
+
     def test_rotated_by_size_and_read_back_in_order(self) -> None:
         path = self.mktemp()
         journal = Journal(path, rotate_bytes=1024, rotated_files=100)
@@ -170,16 +194,20 @@ class SummaryTests(SynchronousTestCase):
 
 
 class ServiceTests(TestCase):
-    """`twistd smarkets --journal`: the logout is in the journal, which is flushed on stop."""
+    """`twistd smarkets --journal`, flushed and closed once the client logged out."""
 
     timeout = 30
 
-    @defer.inlineCallbacks
-    def test_journal_closed_after_the_client_logs_out(self) -> Any:
+    def service(self, *argv: str) -> tuple[Any, str]:
+        """The service `twistd smarkets --journal PATH *argv` runs (not started), and PATH."""
         path = self.mktemp()
         options = tap.Options()
-        options.parseOptions(["--journal", path, "--strategy", "tests.test_journal:no_strategy"])
-        service = tap.makeService(options)
+        options.parseOptions(["--journal", path, *argv])
+        return tap.makeService(options), path
+
+    @defer.inlineCallbacks
+    def test_journal_closed_after_the_client_logs_out(self) -> Any:
+        service, path = self.service("--strategy", "tests.test_journal:no_strategy")
         service.startService()
         yield _client(service).whenLoggedIn()
         yield service.stopService()
@@ -187,21 +215,11 @@ class ServiceTests(TestCase):
         self.assertEqual(types[:2], ["seto.login", "eto.login_response"])
         self.assertIn("eto.logout", types[-3:])
 
-
-class RecorderTests(TestCase):
-    """`--journal` with `--market` and `--strategy none` records market data and trades nothing."""
-
-    timeout = 30
-
     @defer.inlineCallbacks
-    def test_records_the_markets_and_places_no_order(self) -> Any:
-        path = self.mktemp()
-        options = tap.Options()
-        options.parseOptions(["--journal", path, "--strategy", "none", "--market", "200"])
-        service = tap.makeService(options)
-        factory = _client(service)
+    def test_a_recorder_records_the_markets_and_places_no_order(self) -> Any:
+        service, path = self.service("--strategy", "none", "--market", "200")
         quoted: defer.Deferred[None] = defer.Deferred()
-        factory.add_handler("seto.market_quotes", lambda quotes: quoted.called or quoted.callback(None))
+        _client(service).add_handler("seto.market_quotes", lambda quotes: quoted.called or quoted.callback(None))
         service.startService()
         yield quoted
         yield service.stopService()
@@ -213,6 +231,12 @@ class RecorderTests(TestCase):
         subscriptions = [e["message"]["market_subscribe"]["market_id"] for e in read_journal(path)
                          if e.get("type") == "seto.market_subscribe"]
         self.assertEqual(subscriptions, [200])
+
+
+def _ping(factory: SmarketsClientFactory, market: InMemoryExchange) -> defer.Deferred[float]:
+    d = factory.ping()
+    market.flush()
+    return d
 
 
 def no_strategy(factory: SmarketsClientFactory) -> None:
