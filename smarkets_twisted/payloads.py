@@ -145,32 +145,35 @@ def application_message(field: str, **fields: object) -> Payload:
     for name, value in fields.items():
         if value is None:
             continue
-        if name in composite:
-            attr = getattr(sub, name)
-            if hasattr(attr, "CopyFrom"):
-                attr.CopyFrom(value)
-            else:
-                attr.extend(value)
-        else:
+        if name not in composite:
             setattr(sub, name, value)
+        elif name in _MESSAGE_FIELDS[field]:
+            getattr(sub, name).CopyFrom(value)
+        else:
+            getattr(sub, name).extend(value)
     return payload
 
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
 
-def _composite_fields(field: str) -> frozenset[str]:
-    """The names of the message and repeated fields of a seto body."""
+def _body_fields(field: str, repeated: bool) -> frozenset[str]:
+    """The names of a seto body's repeated fields, or of its single message fields."""
     body: Any = Payload.DESCRIPTOR.fields_by_name[field].message_type
     return frozenset(
         inner.name
         for inner in body.fields
-        if inner.message_type is not None or inner.label == inner.LABEL_REPEATED
+        if (inner.label == inner.LABEL_REPEATED) == repeated and (repeated or inner.message_type is not None)
     )
 
 
+#: seto body field → its single message fields (set by CopyFrom).
+_MESSAGE_FIELDS = {field: _body_fields(field, repeated=False) for field in SETO_FIELDS.values()}
+
 #: seto body field → its message and repeated fields; every other field of
 #: the body is a scalar, set by assignment.
-_COMPOSITE_FIELDS = {field: _composite_fields(field) for field in SETO_FIELDS.values()}
+_COMPOSITE_FIELDS = {
+    field: _MESSAGE_FIELDS[field] | _body_fields(field, repeated=True) for field in SETO_FIELDS.values()
+}
 
 
 def login_message(
