@@ -80,6 +80,9 @@ class Options(usage.Options):
         self.password: str | None = None
         self.strategy: Callable[[SmarketsClientFactory], object] | None = None
         self._markets_from_file = False
+        #: The --state-file, and the account sequence it holds (None for a first start).
+        self.state: StateFile | None = None
+        self.account_sequence: int | None = None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Read ``--config`` first, so that every other option on the command line overrides it."""
@@ -158,6 +161,18 @@ class Options(usage.Options):
             self["markets"] = [market.id for market in demo_catalogue()]
         if self["strategy"] is not None and self["strategy"] != RECORDER:
             self.strategy = _load_strategy(self["strategy"])
+        # Files that cannot be used stop start-up here, with the usage message, not a traceback.
+        if self["state-file"] is not None:
+            self.state = StateFile(self["state-file"], self["username"])
+            try:
+                self.account_sequence = self.state.load()
+            except StateFileError as e:
+                raise usage.UsageError(str(e)) from None
+        if self["journal"] is not None:
+            directory = os.path.dirname(os.path.abspath(self["journal"]))
+            if not os.access(directory, os.W_OK):
+                raise usage.UsageError(f"cannot write the journal {self['journal']}: {directory} is not a writable"
+                                       " directory")
 
 
 _BOOLEANS = configparser.ConfigParser.BOOLEAN_STATES
@@ -319,24 +334,16 @@ class StrategyService(Service):
 
 
 def build_client(options: Options, clock: IReactorTime) -> SmarketsClientFactory:
-    """The client factory the options describe, its state file read and attached."""
-    state = None
-    account_sequence = None
-    if options["state-file"] is not None:
-        state = StateFile(options["state-file"], options["username"])
-        try:
-            account_sequence = state.load()
-        except StateFileError as e:
-            raise usage.UsageError(str(e)) from None
+    """The client factory the options describe, starting from its state file's sequence and saving to it."""
     settings = ClientSettings(
         username=options["username"],
         password=options.password,
         request_timeout=options["request-timeout"],
-        account_sequence=account_sequence,
+        account_sequence=options.account_sequence,
     )
     factory = SmarketsClientFactory(settings, clock)
-    if state is not None:
-        state.attach(factory)
+    if options.state is not None:
+        options.state.attach(factory)
     return factory
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smarkets_twisted import __main__ as command
@@ -138,6 +139,11 @@ class WriterTests(SynchronousTestCase):
         for name in files[:-1]:
             self.assertLess(Path(name).stat().st_size, 2 * 1024 + 100)
         self.assertEqual([e["time"] for e in read_journal(path)], [float(n) for n in range(200)])
+
+    def test_an_unwritable_journal_is_a_usage_error(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            tap.Options().parseOptions(["--journal", "/nonexistent/dir/j.jsonl"])
+        self.assertIn("/nonexistent/dir is not a writable directory", str(caught.exception))
 
     def test_unreadable_journals(self) -> None:
         self.assertRaises(JournalError, lambda: list(read_journal(self.mktemp())))

@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -115,10 +114,8 @@ class StateFileTests(SynchronousTestCase):
 
     def test_bad_state_file_stops_start_up(self) -> None:
         self.path.write_text("garbage")
-        options = tap.Options()
-        options.parseOptions(["--state-file", str(self.path)])
         with self.assertRaises(usage.UsageError) as caught:
-            tap.build_client(options, Clock())
+            tap.Options().parseOptions(["--state-file", str(self.path)])
         self.assertIn("is not JSON", str(caught.exception))
 
 
