@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from smarkets_twisted.journal import JournalError, read_journal, summarize
 from smarkets_twisted.replay import Replay, replay_factory, report
-from smarkets_twisted.tap import _load_strategy
+from smarkets_twisted.tap import load_strategy
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.strategy import Strategy
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _replay(arguments: Any) -> list[str]:
-    strategy = _load_strategy(arguments.strategy) if arguments.strategy else None
+    strategy = load_strategy(arguments.strategy) if arguments.strategy else None
     if arguments.log:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     if arguments.realtime:

@@ -124,6 +124,10 @@ class SmarketsClientFactory(ClientFactory):
         self.orders.account_sequence = config.account_sequence
         self.positions = AccountPositions(self.handlers, self.orders, self.books)
 
+    def references_from(self, start: int) -> None:
+        """Number the client references of requests from ``start`` (a replay takes the recording's)."""
+        self._references = itertools.count(start)
+
     def __repr__(self) -> str:
         return f"<SmarketsClientFactory user={self.config.username!r} {self.state!r}>"
 

@@ -18,7 +18,6 @@ deterministic strategy makes the same ones.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -119,7 +118,7 @@ class Replay:
                 if first_reference is None:
                     first_reference = entry["message"].get(entry["type"][len("seto."):], {}).get("reference")
         if first_reference is not None:
-            self.factory._references = itertools.count(int(first_reference))
+            self.factory.references_from(int(first_reference))
         return sessions
 
     def align(self, payload: Payload) -> None:

@@ -160,7 +160,7 @@ class Options(usage.Options):
         if embedded and not self["markets"]:
             self["markets"] = [market.id for market in demo_catalogue()]
         if self["strategy"] is not None and self["strategy"] != RECORDER:
-            self.strategy = _load_strategy(self["strategy"])
+            self.strategy = load_strategy(self["strategy"])
         # Files that cannot be used stop start-up here, with the usage message, not a traceback.
         if self["state-file"] is not None:
             self.state = StateFile(self["state-file"], self["username"])
@@ -191,7 +191,8 @@ def _config_argument(argv: list[str]) -> str | None:
     return path
 
 
-def _load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
+def load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
+    """The callable ``module:Name`` names (mystrat.py in the current directory too); UsageError if none."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise usage.UsageError(f"--strategy takes module:callable, not {spec!r}")
