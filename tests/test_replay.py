@@ -13,7 +13,7 @@ from smarkets_twisted import __main__ as command
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.journal import Journal
+from smarkets_twisted.journal import Journal, read_journal
 from smarkets_twisted.replay import Replay, replay_factory
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import InMemoryExchange
@@ -91,6 +91,20 @@ class ReplayTests(SynchronousTestCase):
         MarketMaker(factory, MARKETS, interval=5).start()
         replay.run(clock)
         self.assertEqual(replay.unmatched, 0)
+        self.assertEqual(final_state(factory), self.recorded)
+
+    def test_realtime_keeps_the_recorded_pace(self) -> None:
+        clock = Clock()
+        clock.advance(1000)  # the replay's time need not be the recording's
+        factory = replay_factory(self.path, clock)
+        replay = Replay(self.path, factory)
+        done = replay.run_realtime(clock)
+        times = [entry["time"] for entry in read_journal(self.path)]
+        for elapsed in (10, 45, 60):
+            clock.advance(elapsed - (clock.seconds() - 1000))
+            self.assertEqual(replay.entries, sum(1 for t in times if t - times[0] <= elapsed))
+        clock.advance(times[-1] - times[0])
+        self.successResultOf(done)
         self.assertEqual(final_state(factory), self.recorded)
 
     def test_replay_command_prints_the_final_state(self) -> None:
