@@ -264,18 +264,27 @@ def journal_files(path: str) -> list[str]:
 
 
 def read_journal(path: str) -> Iterator[dict[str, Any]]:
-    """Every entry of a journal and its rotated files, oldest first."""
+    """Every entry of a journal and its rotated files, oldest first.
+
+    A last line cut short (the process died while writing it) is reported as
+    a ``{"event": "truncated"}`` entry instead of failing the whole read.
+    """
+    time = 0.0
     for file_name in journal_files(path):
-        with open(file_name, encoding="utf-8") as f:
+        with open(file_name, encoding="utf-8", errors="replace") as f:
             for number, text in enumerate(f, 1):
                 if not text.strip():
                     continue
                 try:
                     entry = json.loads(text)
                 except ValueError:
+                    if not text.endswith("\n"):
+                        yield {"time": time, "event": "truncated", "file": file_name}
+                        continue
                     raise JournalError(f"{file_name} line {number} is not JSON") from None
-                if not isinstance(entry, dict) or "time" not in entry:
+                if not isinstance(entry, dict) or not isinstance(entry.get("time"), (int, float)):
                     raise JournalError(f"{file_name} line {number} is not a journal entry")
+                time = entry["time"]
                 yield entry
 
 
@@ -310,7 +319,7 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     types: dict[str, dict[str, int]] = {IN: {}, OUT: {}}
     replayed = {IN: 0, OUT: 0}
     sessions: list[dict[str, _Seqs]] = []
-    resumes = connections = dropped = undecodable = 0
+    resumes = connections = dropped = undecodable = truncated = 0
     fills: set[tuple[int, int]] = set()
     filled = 0
     for entry in entries:
@@ -323,6 +332,8 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
             connections += 1
         elif event == "dropped":
             dropped += entry["count"]
+        elif event == "truncated":
+            truncated += 1
         if event is not None:
             continue
         if "error" in entry:
@@ -351,7 +362,8 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         f"{count} entries over {last_time - first_time:.1f} s; {connections} connections, "
         f"{len(sessions)} sessions, {resumes} resumes"
         + (f"; {dropped} payloads dropped by the recorder" if dropped else "")
-        + (f"; {undecodable} undecodable" if undecodable else ""),
+        + (f"; {undecodable} undecodable" if undecodable else "")
+        + (f"; {truncated} lines cut short" if truncated else ""),
     ]
     for number, seqs in enumerate(sessions, 1):
         lines.append(

@@ -152,6 +152,15 @@ class WriterTests(SynchronousTestCase):
         with self.assertRaises(JournalError) as caught:
             list(read_journal(str(path)))
         self.assertIn("line 2", str(caught.exception))
+        path.write_text('{"time": "x"}\n')
+        self.assertRaises(JournalError, lambda: list(read_journal(str(path))))
+
+    def test_a_last_line_cut_short_is_said_not_fatal(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text('{"time": 1, "event": "connected"}\n{"time": 2, "dir": "in", "se')
+        entries = list(read_journal(str(path)))
+        self.assertEqual([e["event"] for e in entries], ["connected", "truncated"])
+        self.assertIn("1 lines cut short", summarize(iter(entries))[0])
 
 
 def entry(seq: int, type_: str, direction: str = "in", is_replay: bool = False, **message: Any) -> dict[str, Any]:
