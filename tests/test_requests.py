@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smarkets_twisted import errors
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.requests import PendingRequests
+from tests.test_client import result_of
 
 
 @contextmanager
@@ -30,12 +31,6 @@ def no_cyclic_gc() -> Iterator[None]:
 
 def accepted(seq: int) -> Any:
     return seto_pb2.OrderAccepted(seq=seq, order_id=seq * 10)
-
-
-def results(deferred: Deferred[Any]) -> list[Any]:
-    out: list[Any] = []
-    deferred.addBoth(out.append)
-    return out
 
 
 class PendingRequestsTests(SynchronousTestCase):
@@ -73,7 +68,7 @@ class PendingRequestsTests(SynchronousTestCase):
 
     def test_cancelling_queued_requests_newest_first_keeps_the_order_of_the_rest(self) -> None:
         requests = [self.pending.add(n, None, None) for n in range(10)]
-        outcomes = [results(r.deferred) for r in requests]
+        outcomes = [result_of(r.deferred) for r in requests]
         for request in reversed(requests[5:]):
             request.deferred.cancel()
         for request in requests[1:5:2]:
@@ -89,7 +84,7 @@ class PendingRequestsTests(SynchronousTestCase):
             request = self.pending.add(object(), lambda s: (("cancel_all",),), None)
             self.pending.next_unsent()
             self.pending.sent(request, seq)
-            sent.append(results(request.deferred))
+            sent.append(result_of(request.deferred))
             deferreds.append(request.deferred)
         deferreds[0].cancel()
         answer = seto_pb2.OrderCancelAllAccepted()
@@ -101,8 +96,8 @@ class PendingRequestsTests(SynchronousTestCase):
         self.assertEqual(len(self.pending), 0)
 
     def test_fail_gives_each_request_its_sent_flag(self) -> None:
-        in_flight = results(self.order(4))
-        unsent = results(self.pending.add(object(), None, None).deferred)
+        in_flight = result_of(self.order(4))
+        unsent = result_of(self.pending.add(object(), None, None).deferred)
         self.pending.fail(errors.SessionLost("gone"))
         self.assertEqual((unsent[0].value.sent, in_flight[0].value.sent), (False, True))
         self.assertEqual(len(self.pending), 0)
