@@ -121,16 +121,6 @@ class Deframer:
                 append(data[start:pos])
             if pos >= end:
                 break
-            length = data[pos]
-            if 2 < length < short:
-                # A short frame near the end: it may not be whole yet.
-                body_end = pos + 1 + length
-                if body_end > end:
-                    self._hold(data, pos, 1 + length)
-                    return frames
-                append(data[pos + 1 : body_end])
-                pos = body_end
-                continue
             # Read the ULEB128 header.
             length = 0
             shift = 0
