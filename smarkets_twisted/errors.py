@@ -10,6 +10,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 
+from twisted.internet.defer import CancelledError
+
 
 class SmarketsError(Exception):
     """Base class for every Smarkets error."""
@@ -143,6 +145,19 @@ class RequestTimeout(SmarketsError, TimeoutError):
 
     def __init__(self, message: str = "no answer from the exchange in time", sent: bool | None = None) -> None:
         super().__init__(message)
+        self.sent = sent
+
+
+class RequestCancelled(SmarketsError, CancelledError):
+    """The caller cancelled a request's Deferred.
+
+    Cancelling stops the waiting; ``sent`` says whether the request had gone
+    out (the exchange may still act on it) or was dropped from the queue
+    before it did (it never will).
+    """
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__("cancelled after it was sent" if sent else "cancelled before it was sent")
         self.sent = sent
 
 

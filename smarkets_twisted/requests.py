@@ -209,10 +209,15 @@ class PendingRequests:
                     del awaiting[key]
 
     def _cancel(self, deferred: Deferred[Any]) -> None:
-        """The canceller of every request's Deferred: settle the request it belongs to."""
+        """The canceller of every request's Deferred: settle the request it belongs to.
+
+        The error says whether the request had gone out, so that an order
+        dropped from the queue is known never to reach the exchange.
+        """
         request = self._pending.get(deferred)
         if request is not None:
             self._settle(request)
+            deferred.errback(errors.RequestCancelled(sent=request.seq is not None))
 
     def _time_out(self, request: Request) -> None:
         request.timeout_call = None

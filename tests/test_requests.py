@@ -77,6 +77,7 @@ class PendingRequestsTests(SynchronousTestCase):
         self.assertEqual(len(self.pending), 3)
         for outcome in outcomes[5:] + outcomes[1:5:2]:
             self.assertIsInstance(outcome[0].value, CancelledError)
+            self.assertIs(outcome[0].value.sent, False)  # dropped from the queue: it never goes out
 
     def test_a_shared_key_is_answered_oldest_first_skipping_the_settled(self) -> None:
         sent, deferreds = [], []
@@ -87,6 +88,7 @@ class PendingRequestsTests(SynchronousTestCase):
             sent.append(result_of(request.deferred))
             deferreds.append(request.deferred)
         deferreds[0].cancel()
+        self.assertIs(sent[0][0].value.sent, True)
         answer = seto_pb2.OrderCancelAllAccepted()
         self.assertTrue(self.pending.answer("seto.order_cancel_all_accepted", answer))
         self.assertEqual((sent[1], sent[2]), ([answer], []))

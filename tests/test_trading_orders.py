@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
@@ -211,6 +211,51 @@ class DropsAndSessionsTests(TradingTestCase):
         self.assertEqual(self.alice.orders.open(), [sent])
         self.failureResultOf(self.alice.order(MARKET, HOME, SELL, 20_000, 4000), errors.NotLoggedIn)
         self.assertEqual(len(self.alice.orders), 2)
+
+    def test_cancelled_before_it_was_sent_is_not_sent(self) -> None:
+        """A Deferred cancelled while its order waits for the resume: the order never goes out."""
+        self.alice_connection.drop()
+        queued = self.alice.order(MARKET, HOME, SELL, 10_000, 4000)
+        queued.cancel()
+        self.assertFalse(self.failureResultOf(queued, CancelledError).value.sent)
+        (order,) = self.alice.orders
+        self.assertEqual((order.state, order.remaining_quantity), (OrderState.NOT_SENT, 0))
+        self.market.connect(self.alice)
+        self.market.flush()
+        self.assertEqual(self.exchange.open_orders("alice"), [])
+        self.assertEqual(self.alice.orders.open(), [])
+
+    def test_cancelled_after_it_was_sent_is_unknown_until_its_answer(self) -> None:
+        placed = self.alice.order(MARKET, HOME, SELL, 10_000, 4000)
+        placed.cancel()
+        self.assertTrue(self.failureResultOf(placed, CancelledError).value.sent)
+        (order,) = self.alice.orders
+        self.assertEqual(order.state, OrderState.UNKNOWN)
+        self.market.flush()
+        self.assertEqual(order.state, OrderState.LIVE)
+        self.assertOrdersMatchExchange(self.alice, "alice")
+
+    def test_timed_out_in_the_queue_is_not_sent(self) -> None:
+        self.alice_connection.drop()
+        queued = self.alice.order(MARKET, HOME, SELL, 10_000, 4000, timeout=1)
+        self.market.advance(1)
+        self.assertFalse(self.failureResultOf(queued, errors.RequestTimeout).value.sent)
+        (order,) = self.alice.orders
+        self.assertEqual((order.state, order.remaining_quantity), (OrderState.NOT_SENT, 0))
+        self.assertEqual(self.alice.orders.open(), [])
+
+    def test_timed_out_after_it_was_sent_is_unknown_until_its_answer(self) -> None:
+        placed = self.alice.order(MARKET, HOME, SELL, 10_000, 4000, timeout=1)
+        pump = self.alice_connection.pump
+        held = pump.clientIO.getOutBuffer()
+        self.market.advance(1)
+        self.assertTrue(self.failureResultOf(placed, errors.RequestTimeout).value.sent)
+        (order,) = self.alice.orders
+        self.assertEqual(order.state, OrderState.UNKNOWN)
+        pump.serverIO.bufferReceived(held)
+        self.market.flush()
+        self.assertEqual(order.state, OrderState.LIVE)
+        self.assertOrdersMatchExchange(self.alice, "alice")
 
     def test_restart_from_a_saved_account_sequence(self) -> None:
         """An application restarted with ClientSettings.account_sequence gets the fills it missed, once."""

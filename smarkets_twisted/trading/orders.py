@@ -11,7 +11,9 @@ Nothing is applied twice: account events carry an increasing account
 sequence, and one at or below the last applied (an account-sequence replay
 after a new session, or a restart from a saved sequence) is skipped.  An
 event that does not fit the order's state is logged, not applied.  An order
-whose session was lost after it was sent is UNKNOWN until an event settles it.
+whose answer will not come (session lost, timeout, Deferred cancelled) is
+UNKNOWN until an event settles it if the request layer says it was sent, and
+NOT_SENT if it says it never was.
 
 Closed orders are kept up to ``max_closed`` (oldest forgotten first), so the
 memory held is bounded however long the client runs.
@@ -33,13 +35,16 @@ from smarkets_twisted import errors
 from smarkets_twisted.handlers import HandlerRegistry, notify
 from smarkets_twisted.proto import seto_pb2
 
+#: Failures that end the wait for an answer, not the order: it may or may not be at the exchange.
+_NO_ANSWER = (errors.SessionLost, errors.RequestTimeout, CancelledError)
+
 #: Closed orders kept for queries by default.
 MAX_CLOSED = 10_000
 
 
 class OrderState(enum.Enum):
     PENDING = "pending"  # queued or sent; no answer yet
-    UNKNOWN = "unknown"  # sent, then the session was lost: the exchange may have it
+    UNKNOWN = "unknown"  # sent, then no answer (session lost, timeout, cancelled): the exchange may have it
     LIVE = "live"  # accepted, with quantity left to match
     FILLED = "filled"
     CANCELLED = "cancelled"  # by request, reduction, halt, or an IOC's unmatched rest
@@ -230,10 +235,12 @@ class Orders:
         if order.state not in (OrderState.PENDING, OrderState.UNKNOWN):
             return failure
         error = failure.value
-        if isinstance(error, errors.SessionLost) and error.sent is False:
+        # The request layer says whether the order went out: if not, it never will.
+        sent = getattr(error, "sent", None)
+        if isinstance(error, _NO_ANSWER) and sent is False:
             self._unawait(order)
             self._set(order, "not sent: " + str(error), None, OrderState.NOT_SENT)
-        elif isinstance(error, errors.SessionLost | CancelledError):
+        elif isinstance(error, _NO_ANSWER):
             self._set(order, "fate unknown: " + (str(error) or "cancelled"), None, OrderState.UNKNOWN)
         return failure
 
