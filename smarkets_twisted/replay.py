@@ -149,7 +149,7 @@ class Replay:
             self.log.warn("the recorder dropped {count} payloads here: the replay may differ from now on",
                           count=entry["count"])
         elif event == "truncated":
-            self.log.warn("{file} ends with a line cut short: the replay ends before it", file=entry["file"])
+            self.log.warn("{file} ends with a line cut short: the replay lacks that entry", file=entry["file"])
         elif entry.get("dir") == IN and "message" in entry:
             if self._protocol is None:
                 self._connect()

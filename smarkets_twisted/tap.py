@@ -163,6 +163,9 @@ class Options(usage.Options):
             self.strategy = load_strategy(self["strategy"])
         # Files that cannot be used stop start-up here, with the usage message, not a traceback.
         if self["state-file"] is not None:
+            if embedded:
+                # Its account sequences start again at each run: a saved one would hide every new event.
+                raise usage.UsageError("--state-file needs --endpoint: the embedded exchange starts afresh each run")
             self.state = StateFile(self["state-file"], self["username"])
             try:
                 self.account_sequence = self.state.load()

@@ -86,6 +86,11 @@ class StateFileTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.path = Path(self.mktemp())
 
+    def test_not_with_the_embedded_exchange(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            tap.Options().parseOptions(["--state-file", str(self.path)])
+        self.assertIn("needs --endpoint", str(caught.exception))
+
     def test_saved_atomically_and_read_back(self) -> None:
         state = StateFile(str(self.path), "alice")
         self.assertIsNone(state.load())
@@ -115,7 +120,10 @@ class StateFileTests(SynchronousTestCase):
     def test_bad_state_file_stops_start_up(self) -> None:
         self.path.write_text("garbage")
         with self.assertRaises(usage.UsageError) as caught:
-            tap.Options().parseOptions(["--state-file", str(self.path)])
+            password = self.path.parent / "password"
+            password.write_text("pw")
+            tap.Options().parseOptions(["-e", "tcp:127.0.0.1:1", "-u", "me", "-p", str(password),
+                                        "--state-file", str(self.path)])
         self.assertIn("is not JSON", str(caught.exception))
 
 
