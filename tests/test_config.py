@@ -88,7 +88,8 @@ class OptionsTests(SynchronousTestCase):
     def test_flags_and_the_operator_options(self) -> None:
         journal, state = str(self.directory / "j.jsonl"), str(self.directory / "state")
         path = self.config(f"[smarkets]\nverbose = yes\nstrategy = none\njournal = {journal}\n"
-                           f"state_file = {state}\nstatus_interval = 30\nmarket = 7\n")
+                           f"state_file = {state}\nstatus_interval = 30\nmarket = 7\nendpoint = tcp:127.0.0.1:1\n"
+                           f"username = me\npassword_file = {self.directory / 'password'}\n")
         options = self.parse("--config", path)
         self.assertEqual((options["verbose"], options["strategy"], options["journal"], options["state-file"],
                           options["status-interval"], options["markets"]), (1, "none", journal, state, 30.0, [7]))
