@@ -12,8 +12,9 @@ raw bytes and a time on a bounded queue; a writer thread parses, redacts,
 renders and writes them, rotating the file by size.  When the queue is full
 (the disk has been slower than the exchange for ``queue_size`` entries),
 entries are dropped, never waited for, and counted: once there is room
-again a ``{"event": "dropped", "count": N}`` line says how many payloads the
-journal lacks at that point.
+again a ``{"event": "dropped", "count": N}`` line says how many entries the
+journal lacks at that point (an entry is one payload received, what one
+write sent (usually one payload), or a connection event).
 """
 
 from __future__ import annotations
@@ -361,7 +362,7 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     lines = [
         f"{count} entries over {last_time - first_time:.1f} s; {connections} connections, "
         f"{len(sessions)} sessions, {resumes} resumes"
-        + (f"; {dropped} payloads dropped by the recorder" if dropped else "")
+        + (f"; {dropped} entries dropped by the recorder" if dropped else "")
         + (f"; {undecodable} undecodable" if undecodable else "")
         + (f"; {truncated} lines cut short" if truncated else ""),
     ]

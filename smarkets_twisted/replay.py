@@ -91,7 +91,7 @@ class Replay:
         self.path = path
         self.factory = factory
         self.reissue = reissue
-        #: Entries fed so far, and payloads the recorder had to drop (the replay may differ there).
+        #: Entries fed so far, and entries the recorder had to drop (the replay may differ there).
         self.entries = 0
         self.dropped = 0
         #: Requests the replayed client sent that the recording lacks.
@@ -146,7 +146,7 @@ class Replay:
             self._disconnect(entry.get("reason", "recorded disconnection"))
         elif event == "dropped":
             self.dropped += entry["count"]
-            self.log.warn("the recorder dropped {count} payloads here: the replay may differ from now on",
+            self.log.warn("the recorder dropped {count} entries here: the replay may differ from now on",
                           count=entry["count"])
         elif event == "truncated":
             self.log.warn("{file} ends with a line cut short: the replay lacks that entry", file=entry["file"])
@@ -247,7 +247,7 @@ def report(replay: Replay) -> list[str]:
     factory = replay.factory
     lines = [
         f"replayed {replay.entries} journal entries"
-        + (f"; the recorder had dropped {replay.dropped} payloads" if replay.dropped else "")
+        + (f"; the recorder had dropped {replay.dropped} entries" if replay.dropped else "")
         + (f"; {replay.unmatched} requests the recording lacks" if replay.unmatched else "")
     ]
     lines.extend(market_prices(factory, market_id, stale_too=True) + market_position(factory, market_id)

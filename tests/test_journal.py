@@ -188,7 +188,7 @@ class SummaryTests(SynchronousTestCase):
             {"time": 7.0, "event": "dropped", "count": 4},
         ]
         text = "\n".join(summarize(iter(entries)))
-        self.assertIn("2 connections, 1 sessions, 1 resumes; 4 payloads dropped", text)
+        self.assertIn("2 connections, 1 sessions, 1 resumes; 4 entries dropped", text)
         self.assertIn("session 1: in seqs 1-6 (1 gaps, 2 missing), out seqs 1-3", text)
         self.assertIn("in: 7 payloads, 3 replayed", text)
         self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fills for 2.00 in payoff", text)
