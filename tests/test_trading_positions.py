@@ -14,6 +14,7 @@ from smarkets_twisted.exchange.engine import MarketStateError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
+from smarkets_twisted.trading.orders import Order, OrderListener
 from smarkets_twisted.trading.prices import TICKS, money
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 from tests.trading_helpers import TradingTestCase
@@ -159,6 +160,22 @@ class PositionTests(TradingTestCase):
         self.assertEqual(home.bought_avg_price, Decimal(2500))
         self.assertEqual(self.alice.positions.exposure, money(self.exchange.account("alice").exposure))
         self.assertEqual(self.alice.positions.available_balance, Decimal("990.00"))
+
+    def test_a_fill_hook_sees_the_positions_after_the_fill(self) -> None:
+        """In ``order_filled`` the fill is counted and its quantity no longer reserved as open."""
+        seen: list[Decimal] = []
+
+        class Filled(OrderListener):
+            def order_filled(self, order: Order, price: int, quantity: int) -> None:
+                seen.append(positions.exposure)
+
+        positions = self.alice.positions
+        self.alice.orders.add_listener(Filled())
+        self.settle(self.alice.subscribe(MARKET))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        self.assertEqual(seen, [positions.exposure])
+        self.assertEqual(seen, [money(self.exchange.account("alice").exposure)])
 
     def test_a_hedge_reserves_less_once_the_contracts_are_known(self) -> None:
         self.settle(self.alice.order(MARKET, HOME, BUY, 100_000, 5000))

@@ -95,6 +95,9 @@ class AccountPositions(OrderListener):
     def order_filled(self, order: Order, price: int, quantity: int) -> None:
         if order.market_id not in self.closed:
             self._market(order.market_id).add_trade(order.side, order.contract_id, price, quantity)
+        # Release the filled quantity now, not at order_changed: the other
+        # listeners' fill hooks, called before that, see the exchange's figures.
+        self.order_changed(order)
 
     def order_changed(self, order: Order) -> None:
         """Reserve what a live order has open, as the exchange does; release the rest."""
