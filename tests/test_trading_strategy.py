@@ -187,6 +187,42 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual(self.factory.positions.exposure,
                          prices.money(self.market.exchange.account("demo").exposure))
 
+    def test_a_full_fill_of_its_quote_keeps_it_within_the_limit(self) -> None:
+        """With £3.00 of room, the second bid is for £1.00, not another £2.00."""
+        maker = MarketMaker(self.factory, [100], interval=5, position_limit=30_000)
+        maker.start()
+        self.addCleanup(maker.stop)
+        self.market.advance(6)
+        for _ in range(3):
+            bid = maker.quotes.get((1001, BUY))
+            if bid is not None:
+                self.market.exchange.place_order("taker", 100, 1001, SELL, bid.remaining_quantity, bid.price)
+            self.market.advance(5)
+            position = self.factory.positions.contract(100, 1001)
+            assert position is not None
+            bid = maker.quotes.get((1001, BUY))
+            self.assertLessEqual(position.net + (bid.remaining_quantity if bid else 0), 30_000)
+        self.assertEqual(position.net, 30_000)
+        self.assertOrdersAgree()
+
+    def test_a_quote_beyond_the_limit_shrinks_then_goes(self) -> None:
+        """The limit lowered under a partly filled bid: the bid shrinks to the room left, then is pulled."""
+        self.maker.start()
+        self.market.advance(6)
+        bid = self.maker.quotes[(1001, BUY)]
+        self.market.exchange.place_order("taker", 100, 1001, SELL, 10_000, bid.price)
+        self.market.flush()
+        self.maker.position_limit = 15_000
+        self.market.advance(5)
+        shrunk = self.maker.quotes[(1001, BUY)]
+        self.assertEqual((bid.state, shrunk.remaining_quantity), (OrderState.REPLACED, 5_000))
+        self.maker.position_limit = 10_000
+        self.market.advance(5)
+        self.assertEqual(shrunk.state, OrderState.CANCELLED)
+        self.assertNotIn((1001, BUY), self.maker.quotes)
+        self.assertIn((1001, SELL), self.maker.quotes)
+        self.assertOrdersAgree()
+
     def test_one_request_in_flight_per_quote_and_none_behind_the_throttle(self) -> None:
         self.maker.start()
         self.market.advance(1)

@@ -145,10 +145,8 @@ class MarketMaker(Strategy):
                 below, above = prices.ticks_below(mid), prices.ticks_above(mid)
                 position = self.positions.contract(market_id, contract_id)
                 net = position.net if position is not None else 0
-                if below and net < self.position_limit:
-                    self._quote(market_id, contract_id, BUY, below[0])
-                if above and net > -self.position_limit:
-                    self._quote(market_id, contract_id, SELL, above[0])
+                self._quote(market_id, contract_id, BUY, below[0] if below else None, self.position_limit - net)
+                self._quote(market_id, contract_id, SELL, above[0] if above else None, self.position_limit + net)
 
     def _mid(self, contract: ContractBook) -> int | None:
         """The mid of the best bid and offer that are not ours."""
@@ -166,25 +164,36 @@ class MarketMaker(Strategy):
                 return level.price
         return None
 
-    def _quote(self, market_id: int, contract_id: int, side: int, price: int) -> None:
+    def _quote(self, market_id: int, contract_id: int, side: int, price: int | None, room: int) -> None:
+        """Quote ``side`` of the contract at ``price``, for no more than ``room``: the payoff the
+        position limit leaves that way, so that even a full fill keeps the position within it."""
         key = (contract_id, side)
         if key in self._in_flight:
             return
         current = self.quotes.get(key)
+        quantity = min(self.quantity, room)
+        if quantity <= 0:
+            if current is not None and current.order_id is not None:
+                self.log.info("contract {contract}: at the position limit; pulling the {side} quote",
+                              contract=contract_id, side=_SIDE_NAMES[side])
+                self._send(key, self.factory.cancel(current.order_id), f"cancel order {current.order_id}")
+            return
+        if price is None:
+            return  # the mid is at the end of the ladder: no tick beyond it
         other = self.quotes.get((contract_id, SELL if side == BUY else BUY))
         if other is not None and (price >= other.price if side == BUY else price <= other.price):
             return  # would cross our own other quote: it moves first
-        what = f"{_SIDE_NAMES[side]} {format_money(money(self.quantity))} of contract {contract_id} at " \
+        what = f"{_SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at " \
                f"{format_price(price)}"
         if current is None:
             if self.verbose:  # else the trade log says it, as "order N accepted: ..."
                 self.log.info("quoting: {what}", what=what)
-            self._send(key, self.factory.order(market_id, contract_id, side, self.quantity, price, label=LABEL),
-                       what)
-        elif current.price != price and current.order_id is not None and not current.replace_pending:
+            self._send(key, self.factory.order(market_id, contract_id, side, quantity, price, label=LABEL), what)
+        elif ((current.price != price or current.remaining_quantity > quantity) and current.order_id is not None
+              and not current.replace_pending):
             if self.verbose:
                 self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
-            self._send(key, self.factory.replace(current.order_id, price, self.quantity, label=LABEL), what)
+            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what)
 
     def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
         self._in_flight.add(key)
