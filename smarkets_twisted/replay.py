@@ -19,7 +19,7 @@ deterministic strategy makes the same ones.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -62,19 +62,22 @@ def recorded_username(path: str) -> str | None:
     return None
 
 
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
 #: Recorded request type → how to make it again through the factory.
 _REISSUE: dict[str, Callable[[SmarketsClientFactory, Any], Deferred[Any] | None]] = {
     "seto.order_create": lambda f, m: f.order(
-        m.market_id, m.contract_id, m.side, m.quantity, m.price, tif=m.tif,
-        reference=m.reference if m.HasField("reference") else None,
-        label=m.label if m.HasField("label") else None, maq=m.maq if m.HasField("maq") else None),
-    "seto.order_cancel": lambda f, m: f.cancel(m.order_id, reference=m.reference if m.HasField("reference") else None),
-    "seto.order_cancel_all": lambda f, m: f.cancel_all(m.market_id if m.HasField("market_id") else None),
-    "seto.order_quantity_reduce": lambda f, m: f.reduce(
-        m.order_id, m.new_quantity, reference=m.reference if m.HasField("reference") else None),
-    "seto.order_cancel_replace": lambda f, m: f.replace(
-        m.orig_order_id, m.price, m.quantity, reference=m.reference if m.HasField("reference") else None,
-        label=m.label if m.HasField("label") else None),
+        m.market_id, m.contract_id, m.side, m.quantity, m.price, tif=m.tif, reference=_optional(m, "reference"),
+        label=_optional(m, "label"), maq=_optional(m, "maq")),
+    "seto.order_cancel": lambda f, m: f.cancel(m.order_id, reference=_optional(m, "reference")),
+    "seto.order_cancel_all": lambda f, m: f.cancel_all(_optional(m, "market_id")),
+    "seto.order_quantity_reduce": lambda f, m: f.reduce(m.order_id, m.new_quantity,
+                                                        reference=_optional(m, "reference")),
+    "seto.order_cancel_replace": lambda f, m: f.replace(m.orig_order_id, m.price, m.quantity,
+                                                        reference=_optional(m, "reference"),
+                                                        label=_optional(m, "label")),
     # A subscription the factory renews by itself on a new session is not asked twice.
     "seto.market_subscribe": lambda f, m: None if m.market_id in f.subscriptions else f.subscribe(m.market_id),
     "seto.market_unsubscribe": lambda f, m: f.unsubscribe(m.market_id),
@@ -180,8 +183,7 @@ class Replay:
 
     def run(self, clock: Clock) -> None:
         """Replay every entry as fast as it can, moving ``clock`` (the factory's) to each entry's time."""
-        for entry in read_journal(self.path):
-            delay = entry["time"] - clock.seconds()
+        for delay, entry in self._paced(clock):
             if delay > 0:
                 clock.advance(delay)
             self.feed(entry)
@@ -189,14 +191,18 @@ class Replay:
     @inlineCallbacks
     def run_realtime(self, reactor: IReactorTime) -> Any:
         """Replay every entry at its recorded pace on ``reactor`` (the factory's clock)."""
-        start = reactor.seconds()
-        first = None
-        for entry in read_journal(self.path):
-            first = entry["time"] if first is None else first
-            delay = (entry["time"] - first) - (reactor.seconds() - start)
+        for delay, entry in self._paced(reactor):
             if delay > 0:
                 yield deferLater(reactor, delay)
             self.feed(entry)
+
+    def _paced(self, clock: IReactorTime) -> Iterator[tuple[float, dict[str, Any]]]:
+        """Each entry, with how long until its time: as far from the start as it was from the first."""
+        start = clock.seconds()
+        first = None
+        for entry in read_journal(self.path):
+            first = entry["time"] if first is None else first
+            yield (entry["time"] - first) - (clock.seconds() - start), entry
 
 
 _ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
