@@ -119,7 +119,7 @@ class SmarketsClientFactory(ClientFactory):
         #: Called with the account sequence of each account event, once its handlers ran.
         self.on_account_event: Callable[[int], object] | None = None
         #: The trading layer, kept from what the exchange says (`smarkets_twisted.trading`).
-        self.books = Books(self.handlers)
+        self.books = Books(self.handlers, self.subscriptions)
         self.orders = Orders(self.handlers)
         self.orders.account_sequence = config.account_sequence
         self.positions = AccountPositions(self.handlers, self.orders, self.books)

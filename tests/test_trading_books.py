@@ -89,3 +89,12 @@ class BookTests(TradingTestCase):
         self.settle(self.bob.unsubscribe(MARKET))
         self.assertNotIn(MARKET, self.bob.books)
         self.assertEqual(recorder.events[-1], ("stale", MARKET, None))
+
+    def test_a_snapshot_arriving_after_the_unsubscribe_makes_no_book(self) -> None:
+        """Else the book would look live while no quote moves it again."""
+        subscribed = self.bob.subscribe(MARKET)
+        self.bob.unsubscribe(MARKET)  # before the snapshot answering the subscription is in
+        self.settle(subscribed)
+        self.assertNotIn(MARKET, self.bob.books)
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))
+        self.assertNotIn(MARKET, self.bob.books)

@@ -13,6 +13,7 @@ can pull its quotes from a market it no longer sees.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any, NamedTuple
 
 from smarkets_twisted.handlers import ClientListener, HandlerRegistry, notify
@@ -144,9 +145,15 @@ class BookListener:
 
 
 class Books(ClientListener):
-    """The books of every market quotes arrive for, by market id: ``factory.books``."""
+    """The books of the subscribed markets, by market id: ``factory.books``.
 
-    def __init__(self, handlers: HandlerRegistry) -> None:
+    ``subscriptions`` is the client's own set of subscribed markets: a
+    snapshot for a market no longer in it (one already on its way when the
+    market was unsubscribed) makes no book, which no delta would ever move.
+    """
+
+    def __init__(self, handlers: HandlerRegistry, subscriptions: Container[int]) -> None:
+        self._subscriptions = subscriptions
         self.markets: dict[int, MarketBook] = {}
         self._listeners: list[BookListener] = []
         handlers.add_handler("seto.market_quotes", self._snapshot)
@@ -176,6 +183,8 @@ class Books(ClientListener):
             self._tell("book_stale", book)
 
     def _snapshot(self, quotes: Any) -> None:
+        if quotes.market_id not in self._subscriptions:
+            return
         book = self.markets.get(quotes.market_id)
         if book is None:
             book = self.markets[quotes.market_id] = MarketBook(quotes.market_id)
