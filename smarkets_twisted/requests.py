@@ -23,7 +23,8 @@ from smarkets_twisted.proto import seto_pb2
 Key = Hashable
 
 
-def _enum_name(enum: Any, value: int) -> str:
+def enum_name(enum: Any, value: int) -> str:
+    """The schema's name for an enum value, or the number when the schema has none."""
     try:
         return str(enum.Name(value))
     except ValueError:
@@ -31,11 +32,11 @@ def _enum_name(enum: Any, value: int) -> str:
 
 
 def _rejection(error: type[errors.RequestRejected], enum: Any) -> Callable[[Any], Exception]:
-    return lambda message: error(message.reason, _enum_name(enum, message.reason), message)
+    return lambda message: error(message.reason, enum_name(enum, message.reason), message)
 
 
 def _invalid(message: Any) -> Exception:
-    names = [_enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
+    names = [enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
     return errors.OrderInvalid(list(message.reasons), names, message)
 
 

@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from smarkets_twisted import errors
 from smarkets_twisted.handlers import HandlerRegistry, notify
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.requests import enum_name
 
 #: Failures that end the wait for an answer, not the order: it may or may not be at the exchange.
 _NO_ANSWER = (errors.SessionLost, errors.RequestTimeout, CancelledError)
@@ -140,13 +141,6 @@ class OrderListener:
 
     def order_filled(self, order: Order, price: int, quantity: int) -> None:
         """A fill of ``quantity`` at ``price``; a voided fill comes with a negative quantity."""
-
-
-def _enum_name(enum_type: Any, value: int) -> str:
-    try:
-        return str(enum_type.Name(value))
-    except ValueError:
-        return str(value)
 
 
 class Orders:
@@ -292,10 +286,10 @@ class Orders:
 
     def _rejected(self, message: Any) -> None:
         self._refused(message, OrderState.REJECTED, message.reason,
-                      _enum_name(seto_pb2.OrderRejectedReason, message.reason))
+                      enum_name(seto_pb2.OrderRejectedReason, message.reason))
 
     def _invalid(self, message: Any) -> None:
-        reasons = [_enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
+        reasons = [enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
         self._refused(message, OrderState.INVALID, message.reasons[0] if message.reasons else None,
                       ", ".join(reasons))
 
@@ -351,7 +345,7 @@ class Orders:
         return order
 
     def _cancelled(self, message: Any) -> None:
-        self._live_event(message, "cancelled: " + _enum_name(seto_pb2.OrderCancelledReason, message.reason),
+        self._live_event(message, "cancelled: " + enum_name(seto_pb2.OrderCancelledReason, message.reason),
                          OrderState.CANCELLED, reason=message.reason)
 
     def _quantity_reduced(self, message: Any) -> None:
@@ -394,7 +388,7 @@ class Orders:
             self._set(new, "accepted", _sequence(message), OrderState.LIVE)
 
     def _replace_rejected(self, message: Any) -> None:
-        name = _enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
+        name = enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
         # Too late, most often: the order filled or was cancelled meanwhile.
         self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id,
                          change=lambda order: setattr(order, "replace_pending", False), closed_too=True)
