@@ -478,6 +478,10 @@ class CertificateTests(TestCase):
         return self.check_refused(_certificate("localhost", key, (other_ca, other_key), san="localhost"), key,
                                   "unknown CA")
 
+    def test_a_self_signed_certificate(self) -> None:
+        key = _key()
+        return self.check_refused(_certificate("localhost", key, san="localhost"), key, "unknown CA (self-signed")
+
     def test_an_expired_certificate(self) -> None:
         key = _key()
         return self.check_refused(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost",
