@@ -691,6 +691,25 @@ class ExitTests(SynchronousTestCase):
         self.assertTrue(any("no --market" in line for line in warnings), warnings)
 
 
+    def test_the_embedded_exchange_exits_when_it_cannot_listen(self) -> None:
+        exits: list[Any] = []
+        self.patch(client_tap, "exit_after_stop", exits.append)
+
+        class Unlistenable:
+            def listen(self, factory: IProtocolFactory) -> Deferred[Any]:
+                return fail(net_error.CannotListenError("127.0.0.1", 0, OSError("no ports left")))
+
+        self.patch(client_tap, "serverFromString", lambda reactor, description: Unlistenable())
+        embedded = client_tap.EmbeddedExchangeService(Clock())
+        waiting = result_of(embedded.listening())
+        embedded.startService()
+        self.addCleanup(embedded.stopService)
+        self.assertEqual(len(exits), 1)
+        waiting[0].trap(net_error.CannotListenError)
+        critical = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertIn("the embedded exchange cannot listen", critical[0])
+
 class AccountEventsOnceTests(SynchronousTestCase):
     """Point 8: after a LOGOUT_UNKNOWN_SESSION recovery, each balance_changed reaches the handlers once.
 
