@@ -105,10 +105,21 @@ class ListenerService(Service):
         self.endpoint = endpoint
         self.factory = factory
         self.port: IListeningPort | None = None
+        self._listened = False
+
+    def privilegedStartService(self) -> None:
+        # Before twistd drops privileges (--uid), as StreamServerEndpointService does.
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._listen()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self.endpoint.listen(self.factory).addCallbacks(self._listening, self._cannot_listen)
+        self._listen()
+
+    def _listen(self) -> None:
+        if not self._listened:
+            self._listened = True
+            self.endpoint.listen(self.factory).addCallbacks(self._listening, self._cannot_listen)
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
@@ -120,6 +131,7 @@ class ListenerService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()  # type: ignore[no-untyped-call]
+        self._listened = False
         if self.port is None:
             return None
         port, self.port = self.port, None
