@@ -317,3 +317,22 @@ class ReplayedEventTests(SynchronousTestCase):
         self.assertEqual(len(self.orders), 3)  # the live one and the two newest closed
         self.assertIsNone(self.orders.by_reference(100))
         self.assertIsNotNone(self.orders.by_reference(104))
+
+    def test_a_refusal_without_a_reference_still_closes_the_order(self) -> None:
+        """The request layer matches it by seq; the order follows its Deferred, as for an acceptance."""
+        placed: Deferred[Any] = Deferred()
+        order = self.orders.placed(Order(MARKET, HOME, BUY, 4000, 1, reference=6), placed)
+        refusal = _message("OrderRejected", seq=2, reason=seto_pb2.ORDER_REJECTED_INSUFFICIENT_FUNDS,
+                           account_sequence_64=11)
+        self.handlers.dispatch("seto.order_rejected", None, refusal)
+        placed.errback(errors.OrderRejected(refusal.reason, "ORDER_REJECTED_INSUFFICIENT_FUNDS", refusal))
+        self.failureResultOf(placed, errors.OrderRejected)
+        self.assertEqual((order.state, order.remaining_quantity, order.reason_name),
+                         (OrderState.REJECTED, 0, "ORDER_REJECTED_INSUFFICIENT_FUNDS"))
+
+    def test_a_request_failed_for_another_cause_is_not_left_pending(self) -> None:
+        placed: Deferred[Any] = Deferred()
+        order = self.orders.placed(Order(MARKET, HOME, BUY, 4000, 1, reference=6), placed)
+        placed.errback(errors.SequenceError("the outgoing seq ran out"))
+        self.failureResultOf(placed, errors.SequenceError)
+        self.assertEqual(order.state, OrderState.UNKNOWN)  # nothing says it did not go out

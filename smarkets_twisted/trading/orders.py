@@ -11,9 +11,9 @@ Nothing is applied twice: account events carry an increasing account
 sequence, and one at or below the last applied (an account-sequence replay
 after a new session, or a restart from a saved sequence) is skipped.  An
 event that does not fit the order's state is logged, not applied.  An order
-whose answer will not come (session lost, timeout, Deferred cancelled) is
-UNKNOWN until an event settles it if the request layer says it was sent, and
-NOT_SENT if it says it never was.
+whose Deferred failed without the exchange's answer (session lost, timeout,
+cancelled...) is NOT_SENT if the request layer says it never went out, else
+UNKNOWN until an event settles it.
 
 Closed orders are kept up to ``max_closed`` (oldest forgotten first), so the
 memory held is bounded however long the client runs.
@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,9 +34,6 @@ from smarkets_twisted import errors
 from smarkets_twisted.handlers import HandlerRegistry, notify
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.requests import enum_name
-
-#: Failures that end the wait for an answer, not the order: it may or may not be at the exchange.
-_NO_ANSWER = (errors.SessionLost, errors.RequestTimeout, CancelledError)
 
 #: Closed orders kept for queries by default.
 MAX_CLOSED = 10_000
@@ -229,12 +225,16 @@ class Orders:
         if order.state not in (OrderState.PENDING, OrderState.UNKNOWN):
             return failure
         error = failure.value
-        # The request layer says whether the order went out: if not, it never will.
-        sent = getattr(error, "sent", None)
-        if isinstance(error, _NO_ANSWER) and sent is False:
+        # The handlers have matched a refusal by reference unless the exchange echoed none.
+        if isinstance(error, errors.OrderRejected):
+            self._rejected(error.message, order)
+        elif isinstance(error, errors.OrderInvalid):
+            self._invalid(error.message, order)
+        elif getattr(error, "sent", None) is False:
+            # The request layer says it never went out, so it never will.
             self._unawait(order)
             self._set(order, "not sent: " + str(error), None, OrderState.NOT_SENT)
-        elif isinstance(error, _NO_ANSWER):
+        else:
             self._set(order, "fate unknown: " + (str(error) or "cancelled"), None, OrderState.UNKNOWN)
         return failure
 
@@ -284,21 +284,27 @@ class Orders:
             order.quantity = order.remaining_quantity = message.quantity
         self._set(order, "accepted", _sequence(message), OrderState.LIVE)
 
-    def _rejected(self, message: Any) -> None:
-        self._refused(message, OrderState.REJECTED, message.reason,
+    def _rejected(self, message: Any, order: Order | None = None) -> None:
+        self._refused(message, order, OrderState.REJECTED, message.reason,
                       enum_name(seto_pb2.OrderRejectedReason, message.reason))
 
-    def _invalid(self, message: Any) -> None:
+    def _invalid(self, message: Any, order: Order | None = None) -> None:
         reasons = [enum_name(seto_pb2.OrderInvalidReason, reason) for reason in message.reasons]
-        self._refused(message, OrderState.INVALID, message.reasons[0] if message.reasons else None,
+        self._refused(message, order, OrderState.INVALID, message.reasons[0] if message.reasons else None,
                       ", ".join(reasons))
 
-    def _refused(self, message: Any, state: OrderState, reason: int | None, reason_name: str) -> None:
-        if self._seen(message):
-            return
-        order = self._answer_for(message)
+    def _refused(
+        self, message: Any, order: Order | None, state: OrderState, reason: int | None, reason_name: str
+    ) -> None:
+        """Close the order a refusal answers: found by reference, or ``order``, whose Deferred it failed."""
         if order is None:
-            return  # an answer to another client's order
+            if self._seen(message):
+                return
+            order = self._answer_for(message)
+            if order is None:
+                return  # an answer to another client's order
+        else:
+            self._unawait(order)
         order.reason, order.reason_name = reason, reason_name
         self._set(order, f"{state.value}: {reason_name}", _sequence(message), state)
 
