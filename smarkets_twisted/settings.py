@@ -75,6 +75,9 @@ class ClientSettings:
             _check_positive(name, getattr(self, name), optional, number=(int, float))
         for name in ("max_frame_size", "sent_log_size"):
             _check_positive(name, getattr(self, name), False, number=(int,))
+        sequence = self.account_sequence
+        if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0):
+            raise ValueError(f"ClientSettings.account_sequence must be an integer from 0, or None, not {sequence!r}")
 
 
 def _check_positive(name: str, value: object, optional: bool, number: tuple[type, ...]) -> None:

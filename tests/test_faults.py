@@ -128,6 +128,8 @@ class SettingsTests(SynchronousTestCase):
             {"max_frame_size": 1.5},
             {"sent_log_size": 0},
             {"password": b"bytes"},
+            {"account_sequence": -1},
+            {"account_sequence": "7"},
         ]
         for fields in bad:
             with self.assertRaises(ValueError) as caught:
