@@ -336,3 +336,14 @@ class ReplayedEventTests(SynchronousTestCase):
         placed.errback(errors.SequenceError("the outgoing seq ran out"))
         self.failureResultOf(placed, errors.SequenceError)
         self.assertEqual(order.state, OrderState.UNKNOWN)  # nothing says it did not go out
+
+    def test_an_acceptance_without_a_reference_makes_one_order(self) -> None:
+        """Matched through its Deferred, not taken for another session's order as well."""
+        placed: Deferred[Any] = Deferred()
+        order = self.orders.placed(Order(MARKET, HOME, BUY, 4000, 10_000, reference=6), placed)
+        accepted = _message("OrderAccepted", seq=2, order_id=12, account_sequence_64=11)
+        self.handlers.dispatch("seto.order_accepted", None, accepted)
+        placed.callback(accepted)
+        self.assertIs(self.orders.get(12), order)
+        self.assertEqual(self.orders.open(), [self.order, order])
+        self.assertEqual(order.state, OrderState.LIVE)

@@ -265,6 +265,8 @@ class Orders:
             return
         order = self._by_id.get(message.order_id) or self._answer_for(message)
         if order is None:
+            if not message.HasField("reference") and self._awaiting:
+                return  # maybe the answer to one of ours: its Deferred brings it (`_answered`)
             # Placed by another session of this account, or before a restart.
             order = self._add(Order(message.market_id, message.contract_id, message.side, message.price,
                                     message.quantity, message.reference if message.HasField("reference") else None,
