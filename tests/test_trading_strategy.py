@@ -166,6 +166,16 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual(len(self.demo_orders()), 6)
         self.assertOrdersAgree()
 
+    def test_pulls_its_quotes_when_it_stops(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.maker.stop()
+        self.market.flush()
+        self.assertEqual(self.demo_orders(), {})
+        self.market.advance(10)
+        self.assertEqual(self.demo_orders(), {})
+
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)
         self.market.flush()

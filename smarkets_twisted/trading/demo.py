@@ -2,10 +2,11 @@
 
 Every ``interval`` seconds it quotes both sides of each contract of its
 markets, one tick either side of the mid of the others' best prices, for a
-small payoff; it moves a quote (cancel-replace) when the mid moves, stops
-buying (selling) a contract once its net position reaches the limit, pulls
-its quotes from a market whose book goes stale, and never queues requests
-behind the throttle: a side with a request in flight waits for its answer.
+small payoff; it moves a quote (cancel-replace) when the mid moves, sizes
+each quote so that even a full fill keeps the contract's net position within
+the limit, pulls its quotes from a market whose book goes stale (and all of
+them when it stops), and never queues requests behind the throttle: a side
+with a request in flight waits for its answer.
 It logs what it does in prices a person reads (25.00% (4.0), £2.00).
 """
 
@@ -70,8 +71,13 @@ class MarketMaker(Strategy):
             self._quoter.start(self.interval, now=False).addErrback(self._failed, "quoting loop")
 
     def stop(self) -> None:
+        """Stop quoting and pull the quotes: nothing is left resting in the market unwatched."""
         if self._quoter.running:
             self._quoter.stop()
+        if self.running and self.quotes and self.factory.session_available:
+            self.log.info("stopping: pulling {count} quotes", count=len(self.quotes))
+            for order in list(self.quotes.values()):
+                self._pull(order)
         super().stop()
 
     # Hooks
@@ -91,9 +97,7 @@ class MarketMaker(Strategy):
         self.log.info("market {market}: prices can no longer be trusted; pulling {count} quotes",
                       market=book.market_id, count=len(mine))
         for order in mine:
-            if order.order_id is not None:
-                self._send((order.contract_id, order.side), self.factory.cancel(order.order_id),
-                           f"cancel order {order.order_id}")
+            self._pull(order)
 
     def book_changed(self, book: MarketBook, contract_id: int | None) -> None:
         if not self.verbose or book.market_id not in self.market_ids:
@@ -176,7 +180,7 @@ class MarketMaker(Strategy):
             if current is not None and current.order_id is not None:
                 self.log.info("contract {contract}: at the position limit; pulling the {side} quote",
                               contract=contract_id, side=_SIDE_NAMES[side])
-                self._send(key, self.factory.cancel(current.order_id), f"cancel order {current.order_id}")
+                self._pull(current)
             return
         if price is None:
             return  # the mid is at the end of the ladder: no tick beyond it
@@ -194,6 +198,12 @@ class MarketMaker(Strategy):
             if self.verbose:
                 self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
             self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what)
+
+    def _pull(self, order: Order) -> None:
+        """Cancel a quote the exchange has accepted."""
+        if order.order_id is not None:
+            self._send((order.contract_id, order.side), self.factory.cancel(order.order_id),
+                       f"cancel order {order.order_id}")
 
     def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
         self._in_flight.add(key)
