@@ -35,7 +35,7 @@ def describe(order: Order) -> str:
 def ending(order: Order) -> str:
     """How a closed order ended, in words."""
     executed, asked = format_money(money(order.executed_quantity)), format_money(money(order.quantity))
-    reason = f" ({_words(order.reason_name)})" if order.reason_name else ""
+    reason = f" ({reason_words(order.reason_name)})" if order.reason_name else ""
     state = order.state
     if state is OrderState.FILLED:
         return f"filled: {asked}" + _average(order)
@@ -53,10 +53,15 @@ def ending(order: Order) -> str:
     return str(state.value)
 
 
-def _words(reason_name: str) -> str:
-    """'ORDER_CANCELLED_MEMBER_REQUESTED' -> 'member requested'; 'ORDER_INVALID_INVALID_PRICE' -> 'invalid price'."""
-    return ", ".join(re.sub(r"^ORDER_[A-Z]+?_", "", name.strip()).replace("_", " ").lower()
+def reason_words(reason_name: str) -> str:
+    """'ORDER_CANCELLED_MEMBER_REQUESTED' -> 'member requested'; 'ORDER_INVALID_INVALID_PRICE' -> 'invalid price';
+    'ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE' -> 'too late'."""
+    return ", ".join(_REASON_PREFIX.sub("", name.strip()).replace("_", " ").lower()
                      for name in reason_name.split(","))
+
+
+#: What the schema's reason names start with: the request, then how it ended.
+_REASON_PREFIX = re.compile(r"^ORDER_(?:[A-Z]+_)*?(?:REJECTED|CANCELLED|INVALID)_")
 
 
 def _average(order: Order) -> str:

@@ -6,7 +6,7 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import tap
@@ -175,6 +175,25 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual(self.demo_orders(), {})
         self.market.advance(10)
         self.assertEqual(self.demo_orders(), {})
+
+    def test_a_move_that_comes_too_late_is_said_in_words(self) -> None:
+        """A replace racing a fill is routine for a maker: one line a trader reads, not an enum name."""
+        self.maker.start()
+        self.market.advance(6)
+        bid = self.maker.quotes[(1001, BUY)]
+        lower = prices.ticks_below(bid.price)[0]
+        held = self.connection.pump
+        with capturedLogs() as events:
+            self.maker._quote(100, 1001, BUY, lower, 20_000)
+            replace = held.clientIO.getOutBuffer()
+            self.market.exchange.place_order("taker", 100, 1001, SELL, 20_000, bid.price)  # fills it first
+            self.market.flush()
+            held.serverIO.bufferReceived(replace)
+            self.market.flush()
+        lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
+        self.assertIn(f"moving quote {prices.format_price(bid.price)} -> buy £2.00 of contract 1001 at "
+                      f"{prices.format_price(lower)}: refused (too late)", lines)
+        self.assertFalse([line for line in lines if "ORDER_" in line])
 
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)

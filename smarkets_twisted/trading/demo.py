@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.tradelog import reason_words
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import ContractBook, Level, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState
@@ -197,7 +198,8 @@ class MarketMaker(Strategy):
               and not current.replace_pending):
             if self.verbose:
                 self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
-            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what)
+            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL),
+                       f"moving quote {format_price(current.price)} -> {what}")
 
     def _pull(self, order: Order) -> None:
         """Cancel a quote the exchange has accepted."""
@@ -211,7 +213,11 @@ class MarketMaker(Strategy):
         deferred.addBoth(lambda _: self._in_flight.discard(key))
 
     def _failed(self, failure: Failure, what: str) -> None:
-        if failure.check(errors.RequestRejected, errors.RequestTimeout, errors.SessionLost, errors.NotLoggedIn):
+        error = failure.value
+        if isinstance(error, errors.RequestRejected) and error.reason_name is not None:
+            # Routine for a maker (a move that comes too late, after a fill): said in words.
+            self.log.info("{what}: refused ({reason})", what=what, reason=reason_words(error.reason_name))
+        elif failure.check(errors.RequestRejected, errors.RequestTimeout, errors.SessionLost, errors.NotLoggedIn):
             self.log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
         else:
             self.log.failure("{what} failed", failure, what=what)
