@@ -195,6 +195,20 @@ class MarketMakerTests(SynchronousTestCase):
                       f"{prices.format_price(lower)}: refused (too late)", lines)
         self.assertFalse([line for line in lines if "ORDER_" in line])
 
+    def test_a_bug_in_quoting_stops_it_and_pulls_the_quotes(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        self.assertEqual(len(self.demo_orders()), 6)
+
+        def broken(contract: object) -> int:
+            raise RuntimeError("quoting bug")
+
+        self.maker._mid = broken  # type: ignore[method-assign]
+        self.market.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(self.maker.running)
+        self.assertEqual(self.demo_orders(), {})
+
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)
         self.market.flush()

@@ -69,7 +69,7 @@ class MarketMaker(Strategy):
     def start(self) -> None:
         super().start()
         if not self._quoter.running:
-            self._quoter.start(self.interval, now=False).addErrback(self._failed, "quoting loop")
+            self._quoter.start(self.interval, now=False).addErrback(self._quoting_failed)
 
     def stop(self) -> None:
         """Stop quoting and pull the quotes: nothing is left resting in the market unwatched."""
@@ -211,6 +211,11 @@ class MarketMaker(Strategy):
         self._in_flight.add(key)
         deferred.addErrback(self._failed, what)
         deferred.addBoth(lambda _: self._in_flight.discard(key))
+
+    def _quoting_failed(self, failure: Failure) -> None:
+        """A bug stopped the quoting loop: stop, pulling the quotes nothing would move any more."""
+        self.log.failure("the market maker's quoting failed; stopping", failure)
+        self.stop()
 
     def _failed(self, failure: Failure, what: str) -> None:
         error = failure.value
