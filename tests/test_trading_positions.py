@@ -63,9 +63,15 @@ class Flow:
         kind, name, *rest = action
         factory, connection = self.clients[name]
         live = [o.order_id for o in factory.orders.open() if o.order_id is not None]
-        if kind == "order":
-            (market_id, contract_id), side, price, quantity = rest
-            factory.order(market_id, contract_id, side, quantity, price).addErrback(lambda _: None)
+        if kind in ("order", "order given up"):
+            (market_id, contract_id), side, price, quantity, *while_down = rest
+            if while_down and while_down[0]:
+                connection.drop()  # the order waits in the queue for the resume
+            placed = factory.order(market_id, contract_id, side, quantity, price).addErrback(lambda _: None)
+            if kind == "order given up":
+                placed.cancel()  # sent: UNKNOWN until its answer; still queued: NOT_SENT, never sent
+            if while_down and while_down[0]:
+                self.clients[name] = (factory, self.market.connect(factory))
         elif kind in ("drop", "new session"):
             if kind == "new session":
                 factory.stop()  # gives the session up: the next login starts anew, from the account sequence
@@ -95,11 +101,12 @@ class Flow:
 def random_action(rng: random.Random) -> tuple[Any, ...]:
     """One step of a long flow: mostly orders at prices that cross, the rest of every kind."""
     name = rng.choice(NAMES)
-    kind = rng.choices(["order", "cancel", "reduce", "replace", "drop", "new session", "market"],
-                       [12, 2, 2, 2, 1, 1, 0.3])[0]
-    if kind == "order":
+    kind = rng.choices(["order", "order given up", "cancel", "reduce", "replace", "drop", "new session", "market"],
+                       [12, 1, 2, 2, 2, 1, 1, 0.3])[0]
+    if kind in ("order", "order given up"):
         outcome = rng.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
-        return kind, name, outcome, rng.choice([BUY, SELL]), rng.choice(NEAR_TICKS), rng.randint(1, 40_000)
+        return (kind, name, outcome, rng.choice([BUY, SELL]), rng.choice(NEAR_TICKS), rng.randint(1, 40_000),
+                kind == "order given up" and rng.random() < 0.5)
     if kind == "cancel":
         return kind, name, rng.randint(0, 20)
     if kind == "reduce":
