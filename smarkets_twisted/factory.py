@@ -455,13 +455,13 @@ class SmarketsClientFactory(ClientFactory):
         return self.state.session_id is not None or self._connection is not None
 
     def _referenced(
-        self, field: str, fallback: Key, timeout: float | None, reference: int | None, **fields: Any
+        self, field: str, fallback: tuple[Any, ...], timeout: float | None, reference: int | None, **fields: Any
     ) -> Deferred[Any]:
         """A request tagged with a client reference (the caller's, or a fresh one), which its answer echoes."""
         if reference is None:
             reference = next(self._references)
         payload = application_message(field, reference=reference, **fields)
-        keys = (("reference", reference), fallback)
+        keys = ((reference, *fallback), fallback)  # as `requests._by_reference` makes them of the answer
         return self._request(payload, lambda seq: keys, timeout)
 
     def _request(

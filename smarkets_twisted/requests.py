@@ -40,9 +40,13 @@ def _invalid(message: Any) -> Exception:
     return errors.OrderInvalid(list(message.reasons), names, message)
 
 
-def _by_reference(fallback: Callable[[Any], Key]) -> Callable[[Any], Key]:
-    """Our reference when the answer echoes one, else the fallback key."""
-    return lambda m: ("reference", m.reference) if m.HasField("reference") else fallback(m)
+def _by_reference(fallback: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], Key]:
+    """The echoed reference with the fallback key (the request and its order), else the fallback key.
+
+    The reference alone would not do: a caller's reference may be an order's
+    too, and the exchange echoes an order's own on a cancellation nobody asked for.
+    """
+    return lambda m: (m.reference, *fallback(m)) if m.HasField("reference") else fallback(m)
 
 
 #: handler name → (key of the request it answers, None for success or the error it raises).

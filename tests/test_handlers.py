@@ -95,3 +95,17 @@ class RequestOptionTests(TradingTestCase):
         replaced = self.settle(self.alice.replace(accepted.order_id, 4100, 5_000, reference=5, label="x"))
         self.assertEqual((sent[2].order_cancel_replace.label, replaced.reference, replaced.label), ("x", 5, "x"))
         self.assertEqual(self.settle(self.alice.cancel(replaced.order_id, reference=6)).reference, 6)
+
+    def test_a_callers_reference_answers_only_its_own_request(self) -> None:
+        """A reference used for an order and a cancel alike (a strategy's tag): another order's
+        cancellation, which echoes the order's reference, does not answer the cancel."""
+        tagged = self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4000, reference=7))
+        other = self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4100))
+        cancel = self.alice.cancel(other.order_id, reference=7)
+        pump = self.alice_connection.pump
+        held = pump.clientIO.getOutBuffer()  # the cancel, not yet at the exchange
+        self.exchange.cancel_order("alice", tagged.order_id)  # the exchange cancels the tagged order itself
+        self.market.flush()
+        self.assertNoResult(cancel)
+        pump.serverIO.bufferReceived(held)
+        self.assertEqual(self.settle(cancel).order_id, other.order_id)
