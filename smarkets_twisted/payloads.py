@@ -137,43 +137,15 @@ def application_message(field: str, **fields: object) -> Payload:
     seto_type = _SETO_TYPES.get(field)
     if seto_type is None:
         raise ValueError(f"no seto payload type carries {field!r}")
-    payload = Payload(type=seto_type)  # type: ignore[arg-type]
-    payload.eto_payload.seq = 0
-    sub = getattr(payload, field)
-    sub.SetInParent()
-    composite = _COMPOSITE_FIELDS[field]
-    for name, value in fields.items():
-        if value is None:
-            continue
-        if name not in composite:
-            setattr(sub, name, value)
-        elif name in _MESSAGE_FIELDS[field]:
-            getattr(sub, name).CopyFrom(value)
-        else:
-            getattr(sub, name).extend(value)
-    return payload
+    # protobuf's constructor fills the body from the dict in C, leaving None
+    # values unset (and an empty body present): twice as fast as field by field.
+    return Payload(type=seto_type, eto_payload=_UNSENT, **{field: fields})  # type: ignore[arg-type]
 
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
 
-def _body_fields(field: str, repeated: bool) -> frozenset[str]:
-    """The names of a seto body's repeated fields, or of its single message fields."""
-    body: Any = Payload.DESCRIPTOR.fields_by_name[field].message_type
-    return frozenset(
-        inner.name
-        for inner in body.fields
-        if (inner.label == inner.LABEL_REPEATED) == repeated and (repeated or inner.message_type is not None)
-    )
-
-
-#: seto body field → its single message fields (set by CopyFrom).
-_MESSAGE_FIELDS = {field: _body_fields(field, repeated=False) for field in SETO_FIELDS.values()}
-
-#: seto body field → its message and repeated fields; every other field of
-#: the body is a scalar, set by assignment.
-_COMPOSITE_FIELDS = {
-    field: _MESSAGE_FIELDS[field] | _body_fields(field, repeated=True) for field in SETO_FIELDS.values()
-}
+#: The eto payload of a payload not yet sent: `Session.send` sets its seq.
+_UNSENT = {"seq": 0}
 
 
 def login_message(
