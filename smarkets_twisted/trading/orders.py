@@ -69,6 +69,11 @@ class OrderEvent(NamedTuple):
 class Order:
     """One order and everything the exchange said about it."""
 
+    # A client may hold thousands: no per-order dict.
+    __slots__ = ("market_id", "contract_id", "side", "price", "quantity", "reference", "label", "tif", "order_id",
+                 "state", "executed_quantity", "executed_value", "remaining_quantity", "reason", "reason_name",
+                 "replaces", "replaced_by", "replace_pending", "history")
+
     def __init__(
         self,
         market_id: int,
