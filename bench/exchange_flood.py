@@ -139,13 +139,19 @@ def replay_flood(port: int, scale: float) -> None:
         Client(port, "history", account_sequence=0).close()
 
 
-def ping_flood(port: int, scale: float) -> None:
+def ping_stream(count: int) -> bytes:
+    """``count`` pings numbered from 2, as a freshly logged-in client sends them (made before the flood starts)."""
+    state = SessionState()
+    state.next_outgoing_seq = 2
+    session = Session(state, Role.CLIENT, now=0.0)
+    for _ in range(count):
+        session.send(ping(), 0.0)
+    return session.data_to_send()
+
+
+def ping_flood(port: int, stream: bytes) -> None:
     client = Client(port, "pings")
-    now = time.monotonic()
-    for _ in range(int(200 * scale)):
-        for _ in range(1000):
-            client.session.send(ping(), now)
-        client.socket.sendall(client.session.data_to_send())
+    client.socket.sendall(stream)
     client.close()
 
 
@@ -163,7 +169,9 @@ def main() -> int:
         twistd = str(Path(sys.executable).with_name("twistd"))
         command = [twistd, "-n", "--pidfile=", "-l", os.devnull, "smarkets-exchange", "--no-liquidity",
                    "--accounts", str(accounts), "--endpoint", f"tcp:{port}:interface=127.0.0.1"]
-        exchange = subprocess.Popen(command, cwd=directory)
+        # This tree's code, not an installed copy.
+        environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        exchange = subprocess.Popen(command, cwd=directory, env=environment)
         try:
             return run(exchange, port, scale)
         finally:
@@ -187,30 +195,31 @@ def run(exchange: subprocess.Popen[bytes], port: int, scale: float) -> int:
     honest.start()
     time.sleep(0.5)
     windows = []
-    floods: tuple[tuple[str, Callable[[int, float], None]], ...] = (
-        ("sessions", sessions_flood),
-        ("account replays", replay_flood),
-        ("pings", ping_flood),
+    pings = ping_stream(int(200_000 * scale))
+    floods: tuple[tuple[str, Callable[[], None]], ...] = (
+        ("sessions", lambda: sessions_flood(port, scale)),
+        ("account replays", lambda: replay_flood(port, scale)),
+        ("pings", lambda: ping_flood(port, pings)),
     )
     for name, flood in floods:
         before = rss(exchange.pid)
         start = time.monotonic()
         try:
-            flood(port, scale)
+            flood()
         except (OSError, EOFError) as error:
             print(f"{name}: the flood's connection failed: {error}")
-        time.sleep(0.5)
-        windows.append((name, start, time.monotonic(), rss(exchange.pid) - before))
+        time.sleep(2.0)  # what the exchange still had to process counts too
+        windows.append((name, start, time.monotonic(), before, rss(exchange.pid)))
     stop_parent.send(True)
     samples = results_parent.recv()
     honest.join(10)
-    for name, start, end, growth in windows:
+    for name, start, end, before, after in windows:
         rtts = sorted(rtt for when, rtt in samples if start <= when < end)
         if not rtts:
             print(f"{name:>16}: no pings answered")
             continue
         p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
-        print(f"{name:>16}: RSS +{growth / 2**20:.1f} MiB; honest ping median {statistics.median(rtts) * 1e3:.1f} ms,"
+        print(f"{name:>16}: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB (+{(after - before) / 2**20:.1f}); honest ping median {statistics.median(rtts) * 1e3:.1f} ms,"
               f" p99 {p99 * 1e3:.1f} ms, max {rtts[-1] * 1e3:.1f} ms ({len(rtts)} pings, {end - start:.1f} s)")
     return 0
 

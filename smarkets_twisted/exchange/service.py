@@ -97,7 +97,7 @@ class ExchangeSettings:
     sent_log_size: int = DEFAULT_SENT_LOG_SIZE
     sessions_per_account: int = DEFAULT_SESSIONS_PER_ACCOUNT
     detached_budget: int = DEFAULT_DETACHED_BUDGET
-    events_per_turn: int = 500
+    events_per_turn: int = 100
     any_price: bool = False
 
 
