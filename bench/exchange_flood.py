@@ -219,7 +219,8 @@ def run(exchange: subprocess.Popen[bytes], port: int, scale: float) -> int:
             print(f"{name:>16}: no pings answered")
             continue
         p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
-        print(f"{name:>16}: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB (+{(after - before) / 2**20:.1f}); honest ping median {statistics.median(rtts) * 1e3:.1f} ms,"
+        print(f"{name:>16}: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB (+{(after - before) / 2**20:.1f});"
+              f" honest ping median {statistics.median(rtts) * 1e3:.1f} ms,"
               f" p99 {p99 * 1e3:.1f} ms, max {rtts[-1] * 1e3:.1f} ms ({len(rtts)} pings, {end - start:.1f} s)")
     return 0
 
