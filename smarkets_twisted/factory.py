@@ -394,7 +394,7 @@ class SmarketsClientFactory(ClientFactory):
             label=label,
         )
         tracked = self.session_available
-        deferred = self._request(payload, _order_keys, timeout)
+        deferred = self._request(payload, lambda seq: ((reference, "order", seq), ("order", seq)), timeout)
         if tracked:
             self.orders.placed(Order(market_id, contract_id, side, price, quantity, reference, label, tif), deferred)
         return deferred
@@ -520,11 +520,6 @@ class SmarketsClientFactory(ClientFactory):
     def _pump_later(self) -> None:
         self._pump_call = None
         self._pump()
-
-
-def _order_keys(seq: int) -> tuple[Key, ...]:
-    """An order's answer names the seq its order_create was sent at."""
-    return (("order", seq),)
 
 
 def _fixed(key: Key) -> Callable[[int], tuple[Key, ...]]:

@@ -45,15 +45,20 @@ def _by_reference(fallback: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any],
 
     The reference alone would not do: a caller's reference may be an order's
     too, and the exchange echoes an order's own on a cancellation nobody asked for.
+    Nor would the seq alone: a new session's account replay repeats the last
+    session's order answers, whose seqs started from 1 too.
     """
     return lambda m: (m.reference, *fallback(m)) if m.HasField("reference") else fallback(m)
 
 
 #: handler name → (key of the request it answers, None for success or the error it raises).
 ANSWERS: dict[str, tuple[Callable[[Any], Key], Callable[[Any], Exception] | None]] = {
-    "seto.order_accepted": (lambda m: ("order", m.seq), None),
-    "seto.order_rejected": (lambda m: ("order", m.seq), _rejection(errors.OrderRejected, seto_pb2.OrderRejectedReason)),
-    "seto.order_invalid": (lambda m: ("order", m.seq), _invalid),
+    "seto.order_accepted": (_by_reference(lambda m: ("order", m.seq)), None),
+    "seto.order_rejected": (
+        _by_reference(lambda m: ("order", m.seq)),
+        _rejection(errors.OrderRejected, seto_pb2.OrderRejectedReason),
+    ),
+    "seto.order_invalid": (_by_reference(lambda m: ("order", m.seq)), _invalid),
     "seto.order_cancelled": (_by_reference(lambda m: ("cancel", m.order_id)), None),
     "seto.order_cancel_rejected": (
         _by_reference(lambda m: ("cancel", m.order_id)),

@@ -150,6 +150,17 @@ class OrderTests(ClientTestCase):
         self.exchange.send_app("order_accepted", seq=create.eto_payload.seq, order_id=9, reference=77)
         self.assertEqual(accepted[0].order_id, 9)
 
+    def test_an_answer_at_the_same_seq_for_another_reference_is_not_this_orders(self) -> None:
+        """A new session's account replay repeats the last session's answers, whose seqs started at 1 too."""
+        accepted = result_of(self.factory.order(100, 1001, BUY, 10000, 5000, reference=5))
+        (create,) = self.sent()
+        seq = create.eto_payload.seq
+        self.exchange.send_app("order_accepted", seq=seq, order_id=1, reference=4, account_sequence_64=7)
+        self.assertEqual(accepted, [])
+        self.exchange.send_app("order_accepted", seq=seq, order_id=2, reference=5, account_sequence_64=8)
+        self.assertEqual(accepted[0].order_id, 2)
+        self.assertEqual(self.factory.orders.by_reference(5).order_id, 2)  # type: ignore[union-attr]
+
     def test_pipelined_orders_correlate_by_seq_whatever_the_answer_order(self) -> None:
         outcomes = [result_of(self.factory.order(100, 1001, BUY, 10000 * i, 5000)) for i in (1, 2, 3)]
         creates = self.sent()
