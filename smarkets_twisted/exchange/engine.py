@@ -13,7 +13,8 @@ Money model
 Cash moves only at settlement.  Until then, each account's *exposure* in a
 market is its worst-case loss there, as `smarkets_twisted.trading.positions`
 computes it from the account's fills and open orders (the client uses the
-same module); the account's exposure is the sum over markets, and an order
+same module; `smarkets_twisted.exchange.ledger` keeps it for the engine); the
+account's exposure is the sum over markets, and an order
 is rejected for insufficient funds when the exposure with the order would
 exceed the balance.  At settlement the account's net result in the market is
 added to its balance, rounded down (so a winner gets at most what it won and
@@ -57,9 +58,9 @@ from smarkets_twisted.exchange.events import (
     ReplaceRejected,
     account_event,
 )
+from smarkets_twisted.exchange.ledger import Ledger
 from smarkets_twisted.exchange.orders import Order, order_event
 from smarkets_twisted.proto import seto_pb2
-from smarkets_twisted.trading.positions import MarketPosition
 from smarkets_twisted.trading.prices import is_tick
 
 MIN_PRICE = 1
@@ -104,42 +105,6 @@ _TRANSITIONS: dict[int, frozenset[int]] = {
 
 class MarketStateError(SmarketsError, ValueError):
     """A market state change that cannot be made (unknown market, bad transition or winner)."""
-
-
-class _Stake:
-    """One account's position in one market, and the exposure last reserved for it."""
-
-    __slots__ = ("account", "exposure", "position")
-
-    def __init__(self, account: Account) -> None:
-        self.account = account
-        self.position = MarketPosition()
-        self.exposure = 0
-
-    def add_open(self, order: Order, quantity: int) -> None:
-        self.position.add_open(order.side, order.contract_id, order.price, quantity)
-
-
-class _Traded:
-    """What one account traded on one side of one contract, kept until the market settles.
-
-    Voiding undoes it in one order_execute_voided, so that the memory kept per
-    market grows with its accounts and contracts, not with its trades.
-    """
-
-    __slots__ = ("last_order", "quantity", "value")
-
-    def __init__(self, order: Order) -> None:
-        #: The latest order that traded: the voided execution is reported against it.
-        self.last_order = order
-        self.quantity = 0
-        #: Sum of quantity x price.
-        self.value = 0
-
-    @property
-    def avg_price(self) -> int:
-        """The quantity-weighted average price, rounded half up."""
-        return (2 * self.value + self.quantity) // (2 * self.quantity)
 
 
 class _Batch:
@@ -196,17 +161,11 @@ class MatchingEngine:
         self._orders_by_market: dict[int, dict[int, Order]] = {}
         self._orders_by_account: dict[str, dict[int, Order]] = {}
         self._finished: OrderedDict[int, str] = OrderedDict()
-        self._positions: dict[int, dict[str, _Stake]] = {}
-        self._contract_ids: dict[int, tuple[int, ...]] = {}
-        #: Market id -> (username, contract id, side) -> what was traded, in the order first traded.
-        self._traded: dict[int, dict[tuple[str, int, int], _Traded]] = {}
+        self.ledger = Ledger(catalogue)
         self._volume: dict[int, int] = {}
         self._in_play: set[int] = set()
         for market in catalogue:
-            self._positions[market.id] = {}
-            self._contract_ids[market.id] = tuple(contract.id for contract in market.contracts)
             self._orders_by_market[market.id] = {}
-            self._traded[market.id] = {}
             self._volume[market.id] = 0
             for contract in market.contracts:
                 self._books[contract.id] = Book(depth)
@@ -262,7 +221,7 @@ class MatchingEngine:
             order = Order(
                 next(self._order_ids), account, market_id, contract_id, side, price, quantity, tif, reference, label
             )
-            if self._reserve(batch, market, order, None):
+            if self.ledger.reserve(batch, market, order, None):
                 batch.record(account, order_event(OrderAccepted, order, request_seq=request_seq))
                 self._touch_book(batch, contract_id)
                 self._match(batch, market, order)
@@ -329,9 +288,8 @@ class MatchingEngine:
         if order is not None and 0 < new_quantity < order.available:
             market = self._market_of(order)
             self._touch_book(batch, order.contract_id)
-            self._stake(market, account).add_open(order, new_quantity - order.available)
+            self.ledger.release(batch, market, order, order.available - new_quantity)
             self._books[order.contract_id].side(order.side).take(order, order.available - new_quantity)
-            self._refresh_exposure(batch, market, account)
             reduced = seto_pb2.ORDER_QUANTITY_REDUCED_MEMBER_REQUESTED
             batch.record(
                 account,
@@ -419,7 +377,7 @@ class MatchingEngine:
             reason, detail = _REPLACE_REJECTED_FOR_STATE[market.state], f"market is {market.state_name}"
         elif self._would_cross_self(account, new.contract_id, new.side, price, quantity):
             reason, detail = seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_CROSSED_SELF, "would cross own order"
-        elif not self._reserve(batch, market, new, orig):
+        elif not self.ledger.reserve(batch, market, new, orig):
             reason, detail = unavailable, "insufficient funds"
         else:
             self._touch_book(batch, orig.contract_id)
@@ -485,7 +443,10 @@ class MatchingEngine:
         elif state in (seto_pb2.MARKET_STATE_SETTLED, seto_pb2.MARKET_STATE_VOIDED):
             for order in orders:
                 self._cancel_order(batch, market, order, seto_pb2.ORDER_CANCELLED_ADMIN_REQUESTED, None)
-            self._close(batch, market, winner)
+            for traded in self.ledger.close(batch, market, winner):
+                order = traded.last_order
+                voided = order_event(ExecutionVoided, order, price=traded.avg_price, quantity=traded.quantity)
+                batch.record(order.account, voided)
         return self._finish(batch)
 
     def book(self, market_id: int, depth: int | None = None) -> MarketBook | None:
@@ -557,24 +518,12 @@ class MatchingEngine:
         price = resting.price
         self._books[resting.contract_id].side(resting.side).take(resting, quantity)
         incoming.available -= quantity
+        self.ledger.trade(batch, market, incoming, resting, price, quantity)
         for order in (incoming, resting):
-            stake = self._stake(market, order.account)
-            stake.add_open(order, -quantity)
-            stake.position.add_trade(order.side, order.contract_id, price, quantity)
             order.executed += quantity
             order.executed_value += quantity * price
-            self._refresh_exposure(batch, market, order.account)
         for order in (incoming, resting):
             batch.record(order.account, order_event(OrderExecuted, order, price=price, quantity=quantity))
-        traded = self._traded[market.id]
-        for order in (incoming, resting) if incoming.side == BUY else (resting, incoming):
-            key = (order.account.username, order.contract_id, order.side)
-            kept = traded.get(key)
-            if kept is None:
-                kept = traded[key] = _Traded(order)
-            kept.last_order = order
-            kept.quantity += quantity
-            kept.value += quantity * price
         self._volume[market.id] += quantity
         batch.executions.setdefault(incoming.contract_id, []).append(Execution(price, quantity, incoming.side))
 
@@ -626,9 +575,8 @@ class MatchingEngine:
     ) -> None:
         """Cancel the available quantity of an order that is not (or no longer) resting."""
         cancelled = order.available
-        self._stake(market, order.account).add_open(order, -cancelled)
+        self.ledger.release(batch, market, order, cancelled)
         order.available = 0
-        self._refresh_exposure(batch, market, order.account)
         if reference is None:
             reference = order.reference
         batch.record(
@@ -648,54 +596,6 @@ class MatchingEngine:
         self._finished[order.order_id] = order.account.username
         while len(self._finished) > self._finished_order_memory:
             self._finished.popitem(last=False)
-
-    # Money
-
-    def _stake(self, market: Market, account: Account) -> _Stake:
-        stakes = self._positions[market.id]
-        stake = stakes.get(account.username)
-        if stake is None:
-            stake = stakes[account.username] = _Stake(account)
-        return stake
-
-    def _refresh_exposure(self, batch: _Batch, market: Market, account: Account) -> None:
-        """Recompute the account's exposure in one market, after its position changed."""
-        batch.touch_account(account)
-        stake = self._stake(market, account)
-        exposure = stake.position.worst_loss(self._contract_ids[market.id])
-        account.exposure += exposure - stake.exposure
-        stake.exposure = exposure
-
-    def _reserve(self, batch: _Batch, market: Market, order: Order, replacing: Order | None) -> bool:
-        """Reserve a new order's open quantity (releasing ``replacing``'s); False if unaffordable."""
-        stake = self._stake(market, order.account)
-        stake.add_open(order, order.quantity)
-        if replacing is not None:
-            stake.add_open(replacing, -replacing.available)
-        self._refresh_exposure(batch, market, order.account)
-        if order.account.exposure <= order.account.balance:
-            return True
-        stake.add_open(order, -order.quantity)
-        if replacing is not None:
-            stake.add_open(replacing, replacing.available)
-        self._refresh_exposure(batch, market, order.account)
-        return False
-
-    def _close(self, batch: _Batch, market: Market, winner: int | None) -> None:
-        """Settle (with a winner) or void (without) a market whose orders are all cancelled."""
-        stakes = self._positions[market.id]
-        for stake in stakes.values():
-            batch.touch_account(stake.account)
-            if winner is not None:
-                stake.account.balance += stake.position.result(winner)
-            stake.account.exposure -= stake.exposure
-        if winner is None:
-            for kept in self._traded[market.id].values():
-                order = kept.last_order
-                voided = order_event(ExecutionVoided, order, price=kept.avg_price, quantity=kept.quantity)
-                batch.record(order.account, voided)
-        stakes.clear()
-        self._traded[market.id].clear()
 
     # Market data and the end of a call
 
