@@ -50,6 +50,8 @@ def ending(order: Order) -> str:
         return f"replaced by order {order.replaced_by}{filled}"
     if state in (OrderState.REJECTED, OrderState.INVALID):
         return f"refused by the exchange{reason}"
+    if state is OrderState.NOT_SENT:
+        return order.history[-1].name  # 'not sent: ' and why
     return str(state.value)
 
 
@@ -112,7 +114,8 @@ class TradeLog(OrderListener):
         if order.state is OrderState.LIVE:
             self.log.info("{name} accepted: {order}", name=order_name(order), order=describe(order))
         elif order.state is OrderState.UNKNOWN:
-            self.log.warn("{name}: fate unknown, the session was lost after it was sent", name=order_name(order))
+            # Its last event says why no answer will come (timeout, cancel, session lost).
+            self.log.warn("{name}: {why}; it may be at the exchange", name=order_name(order), why=order.history[-1].name)
 
 
 def order_name(order: Order) -> str:

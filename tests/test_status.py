@@ -119,7 +119,7 @@ class TradeLogTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
-        self.alice, _ = self.market.client("alice", "alice-pw")
+        self.alice, self.alice_connection = self.market.client("alice", "alice-pw")
         self.bob, _ = self.market.client("bob", "bob-pw")
         self.market.flush()
         self.alice.orders.add_listener(TradeLog())
@@ -178,3 +178,26 @@ class TradeLogTests(SynchronousTestCase):
         self.assertEqual(text, [f"an order (buy £100000.00 payoff of market {MARKET} contract {HOME} at 50.00% (2.0),"
                                 " good till cancelled, risking £50000.00)"
                                 " refused by the exchange (insufficient funds)"])
+
+    def test_an_order_whose_answer_will_not_come_says_why(self) -> None:
+        """Given up after it went out (timeout, cancel, lost session): it may be at the exchange."""
+
+        def give_up() -> None:
+            self.alice.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2500, timeout=1).addErrback(lambda _: None)
+            self.alice_connection.pump.clientIO.getOutBuffer()  # sent; no answer comes
+            self.market.clock.advance(1)
+
+        text = self.logged(give_up)
+        self.assertEqual(text[0], "an order: fate unknown: no answer from the exchange in time;"
+                                  " it may be at the exchange")
+
+    def test_an_order_that_never_went_out_says_so(self) -> None:
+        def never_sent() -> None:
+            placed = self.alice.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2500)
+            placed.addErrback(lambda _: None)
+            placed.cancel()
+
+        self.alice.bucket.spend(10**6, self.market.clock.seconds())  # held back by the throttle
+        text = self.logged(never_sent)
+        self.assertEqual(text, [f"an order (buy £2.00 payoff of market {MARKET} contract {HOME} at 25.00% (4.0),"
+                                " good till cancelled, risking £0.50) not sent: cancelled before it was sent"])
