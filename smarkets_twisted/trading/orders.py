@@ -217,8 +217,14 @@ class Orders:
         self._add(order)
         if order.reference is not None:
             self._awaiting.setdefault(order.reference, deque()).append(order)
-        answer.addCallbacks(self._answered, self._failed, callbackArgs=(order,), errbackArgs=(order,))
+        # One callback for both outcomes: a placed order costs one bound method and one tuple less.
+        answer.addBoth(self._settled, order)
         return order
+
+    def _settled(self, outcome: Any, order: Order) -> Any:
+        if isinstance(outcome, Failure):
+            return self._failed(outcome, order)
+        return self._answered(outcome, order)
 
     def _answered(self, accepted: Any, order: Order) -> Any:
         # The handler has matched the answer by reference unless the exchange echoed none.
