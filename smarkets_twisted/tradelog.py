@@ -115,7 +115,8 @@ class TradeLog(OrderListener):
             self.log.info("{name} accepted: {order}", name=order_name(order), order=describe(order))
         elif order.state is OrderState.UNKNOWN:
             # Its last event says why no answer will come (timeout, cancel, session lost).
-            self.log.warn("{name}: {why}; it may be at the exchange", name=order_name(order), why=order.history[-1].name)
+            self.log.warn("{name}: {why}; it may be at the exchange", name=order_name(order),
+                          why=order.history[-1].name)
 
 
 def order_name(order: Order) -> str:
