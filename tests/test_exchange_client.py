@@ -7,9 +7,11 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
+from smarkets_twisted.exchange.server import ConnectionSettings
 from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.books import MarketBook
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
@@ -279,3 +281,25 @@ class FailureAndResumeTests(ClientAgainstExchangeTestCase):
         (fill,) = fills["seto.order_executed"]
         self.assertEqual(fill.quantity, 10_000)
         self.assertGreater(fill.account_sequence_64, seen)
+
+
+class ManyAtOnceTests(SynchronousTestCase):
+    """Work the exchange leaves for its next turn (a flood of payloads, a long replay) is done by a flush."""
+
+    def test_more_payloads_than_one_turn_and_a_long_replay(self) -> None:
+        market = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
+                                  settings=ExchangeSettings(events_per_turn=3, burst_size=2000),
+                                  connection_settings=ConnectionSettings(frames_per_turn=5))
+        alice, _ = market.client("alice", "alice-pw")
+        market.flush()
+        pongs = [alice.ping() for _ in range(12)]
+        market.flush()
+        for pong in pongs:
+            self.successResultOf(pong)
+        for price in (2000, 2500, 4000, 5000):
+            market.exchange.place_order("bob", MARKET, HOME, BUY, 1000, price)
+        bob = SmarketsClientFactory(ClientSettings(username="bob", password="bob-pw", account_sequence=0), market.clock)
+        accepted = Recorder(bob, "seto.order_accepted")
+        market.connect(bob)
+        market.flush()
+        self.assertEqual([m.price for m in accepted["seto.order_accepted"]], [2000, 2500, 4000, 5000])
