@@ -21,7 +21,8 @@ from smarkets_twisted.exchange.events import (
     ReplaceAccepted,
 )
 from smarkets_twisted.proto import seto_pb2 as seto
-from smarkets_twisted.trading.positions import BUY, SELL, MarketPosition, available_balance, exposure
+from smarkets_twisted.trading.positions import MarketPosition, available_balance, exposure
+from smarkets_twisted.trading.prices import BUY, SELL
 
 HOME, AWAY = 1001, 1002
 POUND = 10_000

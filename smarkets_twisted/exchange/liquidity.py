@@ -21,8 +21,7 @@ from smarkets_twisted.exchange.accounts import Account, Accounts, parse_amount
 from smarkets_twisted.exchange.events import OrderAccepted
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.proto import seto_pb2
-from smarkets_twisted.trading.positions import PRICE_SCALE
-from smarkets_twisted.trading.prices import snap
+from smarkets_twisted.trading.prices import PRICE_SCALE, snap
 
 #: The bot's username; nobody can log in as it (its password is random).
 BOT_USERNAME = "liquidity"

@@ -33,12 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-#: A contract that wins pays out its whole quantity: price 10000 is certainty.
-PRICE_SCALE = 10_000
-
-#: The two sides, as the protocol numbers them (seto ``Side``).
-BUY = 1
-SELL = 2
+from smarkets_twisted.trading.prices import BUY, PRICE_SCALE
 
 
 class ContractPosition:
