@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -208,6 +209,13 @@ def load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
         raise usage.UsageError(f"cannot load --strategy {spec}: {e}") from None
     if not callable(strategy):
         raise usage.UsageError(f"--strategy {spec} is not callable")
+    try:
+        inspect.signature(strategy).bind(None)
+    except TypeError as e:
+        # Found now, in one line, rather than as a traceback once the service starts.
+        raise usage.UsageError(f"--strategy {spec} cannot be called with the client factory alone: {e}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): it is called as it is
     return strategy  # type: ignore[no-any-return]
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import tap
@@ -283,7 +284,22 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual((self.factory.queued, len(self.factory.orders)), (1, 6))
 
 
+class NeedsAMarket(Strategy):
+    """Cannot be built from the factory alone."""
+
+    def __init__(self, factory: SmarketsClientFactory, market_id: int) -> None:
+        super().__init__(factory)
+
+
 class StrategyOptionTests(SynchronousTestCase):
+    def test_a_strategy_that_cannot_be_built_from_the_factory_is_a_usage_error(self) -> None:
+        """Said in one line when the options are read, not as a traceback once twistd is running."""
+        options = tap.Options()
+        with self.assertRaises(usage.UsageError) as caught:
+            options.parseOptions(["--strategy", "tests.test_trading_strategy:NeedsAMarket"])
+        self.assertIn("NeedsAMarket", str(caught.exception))
+        self.assertIn("market_id", str(caught.exception))
+
     def test_a_strategy_class_is_built_started_and_stopped(self) -> None:
         options = tap.Options()
         options.parseOptions(["--strategy", "tests.test_trading_strategy:Recording"])
