@@ -117,24 +117,24 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def place_orders(port: int, username: str, count: int) -> None:
+    """``count`` orders from one new session, each answered before the next, within the throttle (500/s)."""
+    client = Client(port, username)
+    for _ in range(count):
+        client.send(order())
+        client.wait_for("seto.order_accepted")
+        time.sleep(1 / 450)
+    client.close()
+
+
 def sessions_flood(port: int, scale: float) -> None:
     for _ in range(int(600 * scale)):
         Client(port, "flood").close()
-    client = Client(port, "flood")
-    for _ in range(int(500 * scale)):
-        client.send(order())
-        client.wait_for("seto.order_accepted")
-        time.sleep(1 / 400)  # within the throttle (500/s)
-    client.close()
+    place_orders(port, "flood", int(500 * scale))
 
 
 def replay_flood(port: int, scale: float) -> None:
-    client = Client(port, "history")
-    for _ in range(int(5000 * scale)):
-        client.send(order())
-        client.wait_for("seto.order_accepted")
-        time.sleep(1 / 450)  # within the throttle (500/s)
-    client.close()
+    place_orders(port, "history", int(5000 * scale))
     for _ in range(int(100 * scale)):
         Client(port, "history", account_sequence=0).close()
 
