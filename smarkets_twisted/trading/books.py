@@ -54,8 +54,10 @@ class ContractBook:
         """Apply one ContractQuotes (a snapshot entry or a delta); return the quantity it traded."""
         for side, levels in ((self.bids, quotes.bids), (self.offers, quotes.offers)):
             for quote in levels:
-                if quote.quantity:
-                    side[quote.price] = quote.quantity
+                # Each field read costs a protobuf lookup: quantity once, not twice.
+                quantity = quote.quantity
+                if quantity:
+                    side[quote.price] = quantity
                 else:
                     side.pop(quote.price, None)
         traded = 0
