@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import Level, MarketBook
-from smarkets_twisted.trading.demo import LABEL, MarketMaker
+from smarkets_twisted.trading.demo import LABEL, POSITION_LIMIT, MarketMaker
 from smarkets_twisted.trading.orders import Order, OrderState
 from smarkets_twisted.trading.strategy import Strategy
 from tests.exchange_helpers import HOME, MARKET
@@ -185,7 +186,7 @@ class MarketMakerTests(SynchronousTestCase):
         lower = prices.ticks_below(bid.price)[0]
         held = self.connection.pump
         with capturedLogs() as events:
-            self.maker._quote(100, 1001, BUY, lower, 20_000)
+            self.maker._quote(100, 1001, BUY, lower, POSITION_LIMIT)
             replace = held.clientIO.getOutBuffer()
             self.market.exchange.place_order("taker", 100, 1001, SELL, 20_000, bid.price)  # fills it first
             self.market.flush()
@@ -209,6 +210,42 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertFalse(self.maker.running)
         self.assertEqual(self.demo_orders(), {})
+
+    def test_never_past_its_limit_nor_off_the_ladder_over_a_long_random_session(self) -> None:
+        """The market moves, a taker hits the maker's quotes for random amounts, the connection drops."""
+        rng = random.Random(3)
+        maker = MarketMaker(self.factory, [100], interval=1, position_limit=50_000)
+        maker.start()
+        self.addCleanup(maker.stop)
+        fills = most = 0
+        for _ in range(300):
+            step = rng.random()
+            if step < 0.3:
+                self.liquidity.requote()
+            elif step < 0.8 and maker.quotes:
+                quote = rng.choice(sorted(maker.quotes.values(), key=lambda order: order.order_id or 0))
+                taker_side = SELL if quote.side == BUY else BUY
+                quantity = rng.randint(1, max(1, quote.remaining_quantity))
+                self.market.exchange.place_order("taker", 100, quote.contract_id, taker_side, quantity, quote.price,
+                                                 tif=seto_pb2.IMMEDIATE_OR_CANCEL)
+                fills += 1
+            elif step < 0.82:
+                self.connection.drop()
+                self.connection = self.market.connect(self.factory)
+            self.market.advance(rng.choice([0.5, 1, 2]))
+            for contract_id in (1001, 1002, 1003):
+                position = self.factory.positions.contract(100, contract_id)
+                net = position.net if position is not None else 0
+                self.assertLessEqual(abs(net), 50_000)
+                most = max(most, abs(net))
+                bid, offer = maker.quotes.get((contract_id, BUY)), maker.quotes.get((contract_id, SELL))
+                self.assertLessEqual(net + (bid.remaining_quantity if bid else 0), 50_000)
+                self.assertGreaterEqual(net - (offer.remaining_quantity if offer else 0), -50_000)
+            self.assertTrue(all(prices.is_tick(o.price) for o in self.market.exchange.open_orders("demo")))
+            self.assertEqual(self.factory.positions.exposure,
+                             prices.money(self.market.exchange.account("demo").exposure))
+        self.assertGreater(fills, 100)
+        self.assertGreaterEqual(most, 40_000)  # the limit was reached for, and held
 
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)
@@ -249,8 +286,9 @@ class MarketMakerTests(SynchronousTestCase):
         self.assertEqual(position.net, 30_000)
         self.assertOrdersAgree()
 
-    def test_a_quote_beyond_the_limit_shrinks_then_goes(self) -> None:
-        """The limit lowered under a partly filled bid: the bid shrinks to the room left, then is pulled."""
+    def test_a_quote_beyond_the_limit_is_pulled_then_sized_to_the_room(self) -> None:
+        """The limit lowered under a partly filled bid: the bid is pulled (a smaller replace could
+        still see the old one fill first), then quoted afresh for the room left."""
         self.maker.start()
         self.market.advance(6)
         bid = self.maker.quotes[(1001, BUY)]
@@ -258,11 +296,13 @@ class MarketMakerTests(SynchronousTestCase):
         self.market.flush()
         self.maker.position_limit = 15_000
         self.market.advance(5)
-        shrunk = self.maker.quotes[(1001, BUY)]
-        self.assertEqual((bid.state, shrunk.remaining_quantity), (OrderState.REPLACED, 5_000))
+        self.assertEqual(bid.state, OrderState.CANCELLED)
+        self.market.advance(5)
+        fresh = self.maker.quotes[(1001, BUY)]
+        self.assertEqual(fresh.remaining_quantity, 5_000)
         self.maker.position_limit = 10_000
         self.market.advance(5)
-        self.assertEqual(shrunk.state, OrderState.CANCELLED)
+        self.assertEqual(fresh.state, OrderState.CANCELLED)
         self.assertNotIn((1001, BUY), self.maker.quotes)
         self.assertIn((1001, SELL), self.maker.quotes)
         self.assertOrdersAgree()

@@ -170,36 +170,45 @@ class MarketMaker(Strategy):
         return None
 
     def _quote(self, market_id: int, contract_id: int, side: int, price: int | None, room: int) -> None:
-        """Quote ``side`` of the contract at ``price``, for no more than ``room``: the payoff the
-        position limit leaves that way, so that even a full fill keeps the position within it."""
+        """Quote ``side`` of the contract at ``price``, within ``room``: the payoff the position
+        limit leaves that way, so that even a full fill keeps the position within it."""
         key = (contract_id, side)
         if key in self._in_flight:
             return
         current = self.quotes.get(key)
-        quantity = min(self.quantity, room)
-        if quantity <= 0:
-            if current is not None and current.order_id is not None:
-                self.log.info("contract {contract}: at the position limit; pulling the {side} quote",
-                              contract=contract_id, side=_SIDE_NAMES[side])
-                self._pull(current)
+        if current is not None and current.remaining_quantity > room:
+            self.log.info("contract {contract}: at the position limit; pulling the {side} quote",
+                          contract=contract_id, side=_SIDE_NAMES[side])
+            self._pull(current)
             return
         if price is None:
             return  # the mid is at the end of the ladder: no tick beyond it
         other = self.quotes.get((contract_id, SELL if side == BUY else BUY))
         if other is not None and (price >= other.price if side == BUY else price <= other.price):
             return  # would cross our own other quote: it moves first
-        what = f"{_SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at " \
-               f"{format_price(price)}"
         if current is None:
-            if self.verbose:  # else the trade log says it, as "order N accepted: ..."
-                self.log.info("quoting: {what}", what=what)
-            self._send(key, self.factory.order(market_id, contract_id, side, quantity, price, label=LABEL), what)
-        elif ((current.price != price or current.remaining_quantity > quantity) and current.order_id is not None
-              and not current.replace_pending):
+            quantity = min(self.quantity, room)
+            if quantity > 0:
+                what = self._describe(contract_id, side, quantity, price)
+                if self.verbose:  # else the trade log says it, as "order N accepted: ..."
+                    self.log.info("quoting: {what}", what=what)
+                self._send(key, self.factory.order(market_id, contract_id, side, quantity, price, label=LABEL), what)
+        elif current.price != price and not current.replace_pending:
+            # Until the replace lands the old quote can still fill, partly, and the new one
+            # comes whole: it is sized for that (a full fill first makes the replace too late).
+            quantity = min(self.quantity, room - current.remaining_quantity)
+            if quantity <= 0:
+                self._pull(current)  # and quote afresh, sized exactly, once it is gone
+                return
+            what = f"moving quote {format_price(current.price)} -> " \
+                   f"{self._describe(contract_id, side, quantity, price)}"
             if self.verbose:
-                self.log.info("moving quote {old} -> {what}", old=format_price(current.price), what=what)
-            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL),
-                       f"moving quote {format_price(current.price)} -> {what}")
+                self.log.info("{what}", what=what)
+            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what)
+
+    @staticmethod
+    def _describe(contract_id: int, side: int, quantity: int, price: int) -> str:
+        return f"{_SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at {format_price(price)}"
 
     def _pull(self, order: Order) -> None:
         """Cancel a quote the exchange has accepted."""
