@@ -193,7 +193,7 @@ class MarketMaker(Strategy):
                 if self.verbose:  # else the trade log says it, as "order N accepted: ..."
                     self.log.info("quoting: {what}", what=what)
                 self._send(key, self.factory.order(market_id, contract_id, side, quantity, price, label=LABEL), what)
-        elif current.price != price and not current.replace_pending:
+        elif current.price != price and current.order_id is not None and not current.replace_pending:
             # Until the replace lands the old quote can still fill, partly, and the new one
             # comes whole: it is sized for that (a full fill first makes the replace too late).
             quantity = min(self.quantity, room - current.remaining_quantity)
