@@ -46,22 +46,30 @@ class ConfigurationReader:
         """Every file read for ``name``, in the order read (the last one wins)."""
         return list(self._collect(name, {}, []))
 
-    def read(self, name: str) -> configparser.ConfigParser:
-        """The configuration ``name`` and the files it inherits from, merged."""
+    def read(self, name: str, path: str | None = None) -> configparser.ConfigParser:
+        """The configuration ``name`` and the files it inherits from, merged.
+
+        With ``path``, that file is ``name``, as it is: only its parents are looked up.
+        """
         merged = _parser()
-        for parser in self._collect(name, {}, []).values():
+        for parser in self._collect(name, {}, [], path).values():
             merged.read_dict(parser)
         merged.remove_section("inherit")
         return merged
 
     def _collect(
-        self, name: str, order: dict[str, configparser.ConfigParser], chain: list[str]
+        self, name: str, order: dict[str, configparser.ConfigParser], chain: list[str], path: str | None = None
     ) -> dict[str, configparser.ConfigParser]:
-        """Add the files of ``name`` to ``order`` (path → its contents), parents first."""
+        """Add the files of ``name`` (or the one at ``path``) to ``order`` (path → its contents), parents first."""
         if name in chain or len(chain) > _MAX_DEPTH:
             raise ConfigurationError(f"configuration {name} inherits from itself: {' -> '.join([*chain, name])}")
-        found = {path: _load(path) for path in (os.path.join(d, name) for d in reversed(self.directories))
-                 if os.path.isfile(path)}
+        if path is not None:
+            if not os.path.isfile(path):
+                raise ConfigurationError(f"configuration {path} not found")
+            found = {path: _load(path)}
+        else:
+            found = {p: _load(p) for p in (os.path.join(d, name) for d in reversed(self.directories))
+                     if os.path.isfile(p)}
         if not found:
             where = ", ".join(self.directories)
             raise ConfigurationError(
@@ -79,11 +87,12 @@ def read_options(path: str, directories: Sequence[str] = DEFAULT_DIRECTORIES) ->
     """The ``[smarkets]`` options of a configuration file, by command-line name.
 
     ``path`` is a name looked up in ``directories``; one with a directory part
-    is looked up in that directory first.
+    (``/etc/live.conf``, ``conf/live.conf``) is that file, as it is, and the
+    files it inherits from are looked up in its directory first.
     """
     directory, name = os.path.split(path)
     search = [directory, *directories] if directory else list(directories)
-    parser = ConfigurationReader(search).read(name)
+    parser = ConfigurationReader(search).read(name, path if directory else None)
     if not parser.has_section(SECTION):
         return {}
     return {key.replace("_", "-"): value for key, value in parser.items(SECTION)}

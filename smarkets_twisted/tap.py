@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import importlib
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -47,6 +48,26 @@ from smarkets_twisted.trading.strategy import Strategy
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
+#: Market ids are uint64 on the wire.
+_MARKET_IDS = range(1, 2**64)
+
+
+def _number(name: str, kind: type[int] | type[float], least: float, above: bool = False) -> Callable[[str], float]:
+    """The coercion of ``--name``: a finite ``kind`` of at least (or ``above``) ``least``, or a UsageError naming it."""
+    what = f"{'a whole number' if kind is int else 'a number'} {'above' if above else 'of at least'} {least:g}"
+
+    def coerce(text: str) -> float:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or value < least or (above and value == least):
+            raise usage.UsageError(f"--{name} takes {what}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"({what})"  # type: ignore[attr-defined]
+    return coerce
+
 #: ``--strategy none``: trade nothing, only subscribe to the markets (a recorder, with --journal).
 RECORDER = "none"
 
@@ -62,12 +83,16 @@ class Options(usage.Options):
         ["password-file", "p", None, f"File whose first line is the password (or set {PASSWORD_VARIABLE})."],
         ["strategy", "s", None, "module:Name, a Strategy class or a callable of the factory; none: only subscribe"
                                 " to the markets (a recorder). Default: the demo market maker."],
-        ["interval", "i", 5.0, "Seconds between the demo market maker's quoting passes.", float],
-        ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.", float],
+        ["interval", "i", 5.0, "Seconds between the demo market maker's quoting passes.",
+         _number("interval", float, 0, above=True)],
+        ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.",
+         _number("request-timeout", float, 0, above=True)],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
-        ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.", int],
+        ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.",
+         _number("journal-rotate-mb", int, 1)],
         ["state-file", None, None, "Keep the last account sequence here, so that a restart misses no fill."],
-        ["status-interval", None, DEFAULT_STATUS_INTERVAL, "Seconds between status lines (0: none).", float],
+        ["status-interval", None, DEFAULT_STATUS_INTERVAL, "Seconds between status lines (0: none).",
+         _number("status-interval", float, 0)],
         ["config", None, None, "Read options from this ini file ([smarkets] section); the command line overrides it."],
     ]
 
@@ -108,7 +133,10 @@ class Options(usage.Options):
                     f" give password-file or set {PASSWORD_VARIABLE}"
                 )
             if key in ("market", "markets"):
-                self["markets"] = [self._market_id(item) for item in text.replace(",", " ").split()]
+                try:
+                    self["markets"] = _market_ids(text)
+                except usage.UsageError as e:
+                    raise usage.UsageError(f"configuration {path}: {e}") from None
                 self._markets_from_file = True
             elif key in flags:
                 if text.lower() not in _BOOLEANS:
@@ -118,30 +146,31 @@ class Options(usage.Options):
                 convert = coerce[key]
                 try:
                     self[key] = text if convert is None else convert(text)
-                except ValueError:
-                    raise usage.UsageError(f"configuration {path}: bad {key} {text!r}") from None
+                except usage.UsageError as e:
+                    raise usage.UsageError(f"configuration {path}: {e}") from None
             else:
                 raise usage.UsageError(f"configuration {path}: unknown option {key!r}")
 
-    def opt_market(self, market_id: str) -> None:
-        """Subscribe to this market (repeatable). Default with the embedded exchange: every demo market."""
+    def opt_market(self, market_ids: str) -> None:
+        """Subscribe to this market, or these (100,200); repeatable. Default with the embedded exchange: every
+        demo market."""
         if self._markets_from_file:
             # The command line's markets replace the file's.
             self["markets"] = []
             self._markets_from_file = False
-        self["markets"].append(self._market_id(market_id))
-
-    @staticmethod
-    def _market_id(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise usage.UsageError(f"--market takes a market id, not {text!r}") from None
+        self["markets"].extend(_market_ids(market_ids))
 
     opt_m = opt_market
 
     def postOptions(self) -> None:
         embedded = self["endpoint"] is None
+        if not embedded:
+            from twisted.internet import reactor
+
+            try:
+                clientFromString(reactor, self["endpoint"])  # type: ignore[no-untyped-call]
+            except (ValueError, KeyError, TypeError) as e:
+                raise usage.UsageError(f"bad --endpoint {self['endpoint']!r}: {e}") from None
         if self["username"] is None:
             if not embedded:
                 raise usage.UsageError("--username is needed with --endpoint")
@@ -180,6 +209,22 @@ class Options(usage.Options):
 
 
 _BOOLEANS = configparser.ConfigParser.BOOLEAN_STATES
+
+
+def _market_ids(text: str) -> list[int]:
+    """The market ids in ``100, 200`` (commas or spaces), or a UsageError naming the one that is not."""
+    ids = []
+    for item in text.replace(",", " ").split():
+        try:
+            market_id = int(item)
+        except ValueError:
+            market_id = 0
+        if market_id not in _MARKET_IDS:
+            raise usage.UsageError(f"--market takes market ids (whole numbers from 1), not {item!r}")
+        ids.append(market_id)
+    if not ids:
+        raise usage.UsageError("--market takes market ids, not nothing")
+    return ids
 
 
 def _config_argument(argv: list[str]) -> str | None:
@@ -370,10 +415,7 @@ def makeService(options: Options) -> IService:
         embedded.setServiceParent(top)  # type: ignore[no-untyped-call]
         endpoint = EmbeddedExchangeEndpoint(reactor, embedded)
     else:
-        try:
-            endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
-        except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(f"bad --endpoint {options['endpoint']!r}: {e}") from None
+        endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
     factory = build_client(options, reactor)
     factory.orders.add_listener(TradeLog())
     client: MultiService = top

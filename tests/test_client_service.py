@@ -69,6 +69,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, self.parse, "--strategy", "nomodule")
         self.assertRaises(usage.UsageError, self.parse, "--strategy", "tests.nothing_here:f")
 
+    def test_bad_values_are_one_line_naming_the_option(self) -> None:
+        cases = [
+            (("--interval", "-1"), "--interval takes a number above 0, not '-1'"),
+            (("--interval", "0"), "--interval takes a number above 0"),
+            (("--interval", "abc"), "--interval takes a number above 0, not 'abc'"),
+            (("--interval", "nan"), "--interval"),
+            (("--request-timeout", "0"), "--request-timeout takes a number above 0"),
+            (("--status-interval", "-5"), "--status-interval takes a number of at least 0, not '-5'"),
+            (("--journal-rotate-mb", "0"), "--journal-rotate-mb takes a whole number of at least 1, not '0'"),
+            (("--market", "-5"), "--market takes market ids (whole numbers from 1), not '-5'"),
+            (("--market", str(2**64)), "--market takes market ids"),
+            (("--endpoint", "bogus:foo", "-u", "me"), "bad --endpoint 'bogus:foo': Unknown endpoint type: 'bogus'"),
+        ]
+        os.environ[tap.PASSWORD_VARIABLE] = "pw"
+        self.addCleanup(os.environ.pop, tap.PASSWORD_VARIABLE)
+        for argv, words in cases:
+            with self.assertRaises(usage.UsageError, msg=argv) as caught:
+                self.parse(*argv)
+            self.assertIn(words, str(caught.exception))
+        self.assertEqual(self.parse("--status-interval", "0")["status-interval"], 0)
+
+    def test_markets_separated_by_commas_as_in_the_config_file(self) -> None:
+        self.assertEqual(self.parse("--market", "100,200", "-m", "300")["markets"], [100, 200, 300])
+
     def test_make_service_builds_client_and_embedded_exchange(self) -> None:
         service = tap.makeService(self.parse())
         self.assertTrue(IService.providedBy(service))

@@ -52,6 +52,15 @@ class ReaderTests(SynchronousTestCase):
         options = read_options(str(self.etc / "live.conf"), directories=(str(self.home),))
         self.assertEqual(options, {"request-timeout": "9", "username": "me"})
 
+    def test_a_path_is_that_file_only(self) -> None:
+        (self.etc / "live.conf").write_text("[smarkets]\nusername = me\n")
+        (self.home / "live.conf").write_text("[smarkets]\nusername = someone else\ninterval = 1\n")
+        options = read_options(str(self.etc / "live.conf"), directories=(str(self.home),))
+        self.assertEqual(options, {"username": "me"})
+        with self.assertRaises(ConfigurationError) as caught:
+            read_options(str(self.etc / "other.conf"), directories=(str(self.home),))
+        self.assertEqual(str(caught.exception), f"configuration {self.etc / 'other.conf'} not found")
+
 
 class OptionsTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -101,7 +110,8 @@ class OptionsTests(SynchronousTestCase):
         cases = [
             ("[smarkets]\npassword = hunter2\n", "never read from a file"),
             ("[smarkets]\nfavourite_colour = blue\n", "unknown option 'favourite-colour'"),
-            ("[smarkets]\ninterval = soon\n", "bad interval 'soon'"),
+            ("[smarkets]\ninterval = soon\n", "live.conf: --interval takes a number above 0, not 'soon'"),
+            ("[smarkets]\ninterval = -1\n", "--interval takes a number above 0, not '-1'"),
             ("[smarkets]\nmarket = 1, x\n", "not 'x'"),
         ]
         for text, words in cases:
