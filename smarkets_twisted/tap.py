@@ -34,6 +34,7 @@ from smarkets_twisted.exchange.catalogue import demo_catalogue
 from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
+from smarkets_twisted.exchange.tap import describe_simulation
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
 from smarkets_twisted.process import exit_after_stop
@@ -262,18 +263,6 @@ def load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
     except ValueError:
         pass  # no signature to check (a builtin): it is called as it is
     return strategy  # type: ignore[no-any-return]
-
-
-def describe_simulation(exchange: Exchange, port: IListeningPort) -> str:
-    """What a person must know of the embedded exchange: that it is one, and what it holds."""
-    address = port.getHost()
-    accounts = ", ".join(f"{a.username} (balance {format_money(money(a.balance))})" for a in exchange.accounts
-                         if a.username != BOT_USERNAME)
-    markets = ", ".join(f"{m.id} {m.name} ({m.state_name})" for m in exchange.catalogue)
-    return (
-        f"SIMULATED exchange (not Smarkets, no real money) on {address.host}:{address.port}"  # type: ignore[attr-defined]
-        f" with accounts {accounts}; markets {markets}; a liquidity bot trades in them"
-    )
 
 
 class EmbeddedExchangeService(Service):

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
@@ -98,6 +99,24 @@ class MakeServiceTests(SynchronousTestCase):
         names = {plugin.tapname: plugin for plugin in getPlugins(IServiceMaker, twisted.plugins)}
         self.assertIn("smarkets-exchange", names)
         self.assertEqual(names["smarkets-exchange"].options, tap.Options)
+
+
+class BannerTests(TestCase):
+    def test_says_it_is_a_simulation_with_its_accounts_and_markets_and_no_reprs(self) -> Deferred[None]:
+        options = tap.Options()
+        options.parseOptions(["--endpoint", "tcp:0:interface=127.0.0.1"])
+        service = tap.makeService(options)
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        text = "\n".join(formatEvent(event) or "" for event in events)
+        self.assertIn("SIMULATED exchange (not Smarkets, no real money) on 127.0.0.1:", text)
+        self.assertIn("accounts demo (balance £1000.00)", text)
+        self.assertIn("markets 100 ", text)
+        self.assertIn("a liquidity bot trades in them", text)
+        self.assertNotIn("object at 0x", text)
+        self.assertNotIn("Starting factory", text)
+        return succeed(None)
 
 
 class LiquidityTests(SynchronousTestCase):

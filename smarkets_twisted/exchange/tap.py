@@ -20,10 +20,11 @@ from twisted.python.failure import Failure
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import Accounts, default_accounts, load_accounts
 from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_catalogue
-from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
 from smarkets_twisted.process import exit_after_stop
+from smarkets_twisted.trading.prices import format_money, money
 
 #: Loopback only: the simulated exchange has no business on a public interface.
 DEFAULT_ENDPOINT = "tcp:3701:interface=127.0.0.1"
@@ -90,7 +91,7 @@ class Options(usage.Options):
 
 
 class ListenerService(Service):
-    """Listens on an endpoint while running; an endpoint it cannot listen on ends the process.
+    """Listens on an endpoint while running, and says what it is; an endpoint it cannot listen on ends the process.
 
     twistd's own StreamServerEndpointService logs a traceback there and keeps
     running, listening nowhere; a supervisor must see the process fail.
@@ -99,7 +100,7 @@ class ListenerService(Service):
     log = Logger()
 
     def __init__(self, reactor: Any, description: str, endpoint: IStreamServerEndpoint,
-                 factory: IProtocolFactory) -> None:
+                 factory: ExchangeFactory) -> None:
         self.reactor = reactor
         self.description = description
         self.endpoint = endpoint
@@ -123,6 +124,7 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        self.log.info("{description}", description=describe_simulation(self.factory.exchange, port))
 
     def _cannot_listen(self, failure: Failure) -> None:
         self.log.critical("cannot listen on {endpoint}: {error}", endpoint=self.description,
@@ -138,6 +140,19 @@ class ListenerService(Service):
         return port.stopListening()
 
 
+def describe_simulation(exchange: Exchange, port: IListeningPort) -> str:
+    """What a person must know of a simulated exchange: that it is one, and what it holds."""
+    address = port.getHost()
+    accounts = ", ".join(f"{a.username} (balance {format_money(money(a.balance))})" for a in exchange.accounts
+                         if a.username != BOT_USERNAME)
+    markets = ", ".join(f"{m.id} {m.name} ({m.state_name})" for m in exchange.catalogue)
+    bot = "; a liquidity bot trades in them" if exchange.accounts.get(BOT_USERNAME) is not None else ""
+    return (
+        f"SIMULATED exchange (not Smarkets, no real money) on {address.host}:{address.port}"  # type: ignore[attr-defined]
+        f" with accounts {accounts or 'none'}; markets {markets or 'none'}{bot}"
+    )
+
+
 def makeService(options: Options) -> IService:
     """The exchange listening on ``--endpoint``, with the liquidity simulator if asked."""
     from twisted.internet import reactor
@@ -147,7 +162,9 @@ def makeService(options: Options) -> IService:
     exchange = Exchange(clock, accounts, options.catalogue, ExchangeSettings(any_price=bool(options["any-price"])))
     service = MultiService()  # type: ignore[no-untyped-call]
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
-    listener = ListenerService(reactor, options["endpoint"], endpoint, ExchangeFactory(exchange, clock))
+    factory = ExchangeFactory(exchange, clock)
+    factory.noisy = False  # no "Starting factory <...ExchangeFactory object at 0x...>"
+    listener = ListenerService(reactor, options["endpoint"], endpoint, factory)
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["liquidity"]:
         LiquiditySimulator(exchange, clock).setServiceParent(service)  # type: ignore[no-untyped-call]
