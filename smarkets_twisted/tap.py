@@ -31,7 +31,7 @@ from smarkets_twisted.config import read_options
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
-from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.exchange.tap import describe_simulation
@@ -44,7 +44,6 @@ from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.demo import MarketMaker
-from smarkets_twisted.trading.prices import format_money, money
 from smarkets_twisted.trading.strategy import Strategy
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
