@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import TypeVar
 
 from smarkets_twisted.exchange.accounts import Account
-from smarkets_twisted.exchange.events import AccountEvent, OpenOrder, account_event, field_names
+from smarkets_twisted.exchange.events import AccountEvent, OpenOrder, account_event_from, field_names
 from smarkets_twisted.proto import seto_pb2
 
 
@@ -127,4 +127,4 @@ def order_event(event_type: type[_A], order: Order, **values: object) -> Callabl
     for name, get in from_order:
         if name not in values:
             values[name] = get(order)
-    return account_event(event_type, order.account, **values)
+    return account_event_from(event_type, order.account, values)
