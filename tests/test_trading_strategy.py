@@ -17,6 +17,7 @@ from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidi
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryExchange
+from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import Level, MarketBook
 from smarkets_twisted.trading.demo import LABEL, POSITION_LIMIT, MarketMaker
@@ -246,6 +247,19 @@ class MarketMakerTests(SynchronousTestCase):
                              prices.money(self.market.exchange.account("demo").exposure))
         self.assertGreater(fills, 100)
         self.assertGreaterEqual(most, 40_000)  # the limit was reached for, and held
+
+    def test_a_fill_is_said_then_what_it_leaves_the_maker_holding(self) -> None:
+        self.factory.orders.add_listener(TradeLog())  # as twistd smarkets does, before the strategy starts
+        self.maker.start()
+        self.market.advance(6)
+        bid = self.maker.quotes[(1001, BUY)]
+        with capturedLogs() as events:
+            self.market.exchange.place_order("taker", 100, 1001, SELL, 20_000, bid.price)
+            self.market.flush()
+        lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
+        filled = lines.index(f"order {bid.order_id} filled: £2.00 at an average {prices.format_price(bid.price)}")
+        self.assertEqual(lines[filled + 1], f"contract 1001: net position £2.00 payoff, exposure "
+                                            f"{prices.format_money(self.factory.positions.exposure)}")
 
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)

@@ -63,6 +63,8 @@ class MarketMaker(Strategy):
         self.quotes: dict[tuple[int, int], Order] = {}
         self._in_flight: set[tuple[int, int]] = set()
         self._best: dict[int, tuple[int | None, int | None]] = {}
+        #: The order a fill was just heard for, until its order_changed.
+        self._filled: Order | None = None
         self._quoter = LoopingCall(self.requote)
         self._quoter.clock = factory.clock
 
@@ -113,6 +115,13 @@ class MarketMaker(Strategy):
                           market=book.market_id, contract=contract.contract_id, bid=_level(bid), offer=_level(offer))
 
     def order_changed(self, order: Order) -> None:
+        if order is self._filled:
+            # After the trade log's line for the fill, what it leaves the maker holding.
+            self._filled = None
+            position = self.positions.contract(order.market_id, order.contract_id)
+            self.log.info("contract {contract}: net position {net} payoff, exposure {exposure}",
+                          contract=order.contract_id, net=format_money(money(position.net if position else 0)),
+                          exposure=format_money(self.positions.exposure))
         key = (order.contract_id, order.side)
         if order.label != LABEL:
             return
@@ -122,11 +131,8 @@ class MarketMaker(Strategy):
             del self.quotes[key]
 
     def fill(self, order: Order, price: int, quantity: int) -> None:
-        # The fill itself is in the trade log; what it leaves the maker holding is said here.
-        position = self.positions.contract(order.market_id, order.contract_id)
-        self.log.info("contract {contract}: net position {net} payoff, exposure {exposure}",
-                      contract=order.contract_id, net=format_money(money(position.net if position else 0)),
-                      exposure=format_money(self.positions.exposure))
+        # Said at the order_changed that follows every fill, once the trade log has said the fill.
+        self._filled = order
 
     def balance_changed(self, available_balance: Decimal, exposure: Decimal) -> None:
         if self.verbose:
