@@ -91,8 +91,8 @@ class Request:
 
     def __init__(self, payload: Any, keys: Callable[[int], tuple[Key, ...]] | None) -> None:
         self.payload = payload
-        #: Turns the seq the payload was sent at into the keys its answer may carry;
-        #: None for a request answered as soon as it is sent.
+        #: Until it is sent: turns the seq the payload was sent at into the keys
+        #: its answer may carry; None for a request answered as soon as it is sent.
         self.keys_for_seq = keys
         self.keys: tuple[Key, ...] = ()
         self.seq: int | None = None
@@ -148,7 +148,8 @@ class PendingRequests:
             self._settle(request)
             request.deferred.callback(None)
             return
-        request.keys = request.keys_for_seq(seq)
+        # The keys are known: what made them (often a closure) is not kept while the answer is awaited.
+        request.keys, request.keys_for_seq = request.keys_for_seq(seq), None
         awaiting = self._awaiting
         for key in request.keys:
             waiting = awaiting.get(key)
