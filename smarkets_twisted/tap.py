@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -365,10 +365,12 @@ class StrategyService(Service):
             self.strategy = started
             started.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
+        """Stop the strategy; the Deferred it may return (its orders cancelled) delays the logout."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self.strategy is not None:
-            self.strategy.stop()
+            return self.strategy.stop()
+        return None
 
     def _subscribe(self, protocol: object) -> None:
         for market_id in self.options["markets"]:
@@ -376,6 +378,27 @@ class StrategyService(Service):
 
     def _not_subscribed(self, failure: Failure, market_id: int) -> None:
         self.log.warn("cannot subscribe to market {market}: {error}", market=market_id, error=failure.getErrorMessage())
+
+
+class StopInOrder(MultiService):
+    """Stops its services one after the other, the last started first, each once the one before has stopped.
+
+    MultiService stops them all at once: the client would log out while the
+    strategy's cancels are still on their way, leaving its orders resting.
+    """
+
+    log = Logger()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        stopped: Deferred[None] = succeed(None)
+        for service in reversed(list(self)):
+            stopped.addCallback(self._stop, service)
+        return stopped
+
+    def _stop(self, _: object, service: IService) -> Deferred[None]:
+        return maybeDeferred(service.stopService).addErrback(
+            lambda failure: self.log.failure("stopping {service}", failure, service=type(service).__name__))
 
 
 def build_client(options: Options, clock: IReactorTime) -> SmarketsClientFactory:
@@ -406,15 +429,18 @@ def makeService(options: Options) -> IService:
         endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
     factory = build_client(options, reactor)
     factory.orders.add_listener(TradeLog())
-    client: MultiService = top
+    parent: MultiService = top
     if options["journal"] is not None:
         try:
             factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * 1024 * 1024)
         except JournalError as e:
             raise usage.UsageError(str(e)) from None
         # The client stops (and logs out) before the journal is flushed and closed.
-        client = JournalService(factory.journal)
-        client.setServiceParent(top)  # type: ignore[no-untyped-call]
+        parent = JournalService(factory.journal)
+        parent.setServiceParent(top)  # type: ignore[no-untyped-call]
+    # Stopped in order: the status line, the strategy (its orders cancelled), then the connection (logout).
+    client = StopInOrder()  # type: ignore[no-untyped-call]
+    client.setServiceParent(parent)  # type: ignore[no-untyped-call]
     address = "the embedded exchange" if options["endpoint"] is None else address_of(options["endpoint"])
     connection = SmarketsClientService(endpoint, factory, address=address)
     connection.on_refused = lambda error: exit_after_stop(reactor)

@@ -15,16 +15,21 @@ from twisted.application.service import IService
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smarkets_twisted import errors, tap
+from smarkets_twisted.exchange.accounts import default_accounts
+from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
+from smarkets_twisted.trading.orders import Order, OrderListener
+from tests.test_journal import _client
 
 
 def fast_retry(attempt: int) -> float:
@@ -96,9 +101,56 @@ class OptionsTests(SynchronousTestCase):
     def test_make_service_builds_client_and_embedded_exchange(self) -> None:
         service = tap.makeService(self.parse())
         self.assertTrue(IService.providedBy(service))
-        kinds = {type(child).__name__ for child in service}
-        self.assertEqual(kinds, {"EmbeddedExchangeService", "SmarketsClientService", "StrategyService",
-                                 "StatusService"})
+        self.assertEqual([type(child).__name__ for child in service], ["EmbeddedExchangeService", "StopInOrder"])
+        client = list(service)[1]  # type: ignore[call-overload]
+        # Stopped last started first: the status line, the strategy (its orders cancelled), the logout.
+        self.assertEqual([type(child).__name__ for child in client],
+                         ["SmarketsClientService", "StrategyService", "StatusService"])
+
+
+class DemoStopTests(TestCase):
+    """Stopping `twistd smarkets` with the demo: its orders cancelled, answered, then the logout."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stopping_cancels_the_demo_orders_before_the_logout(self) -> Any:
+        exchange = Exchange(reactor, with_liquidity_account(default_accounts()))
+        liquidity = LiquiditySimulator(exchange, reactor, interval=0.05)
+        liquidity.startService()
+        self.addCleanup(liquidity.stopService)
+        port: IListeningPort = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            ExchangeFactory(exchange, reactor))
+        self.addCleanup(port.stopListening)
+        os.environ[tap.PASSWORD_VARIABLE] = "demo"
+        self.addCleanup(os.environ.pop, tap.PASSWORD_VARIABLE)
+        options = tap.Options()
+        options.parseOptions(["--endpoint", f"tcp:127.0.0.1:{port.getHost().port}", "--username", "demo",  # type: ignore[attr-defined]
+                              "--market", "100", "--interval", "0.05", "--status-interval", "0"])
+        service = tap.makeService(options)
+        factory = _client(service)
+        quoting: defer.Deferred[None] = defer.Deferred()
+
+        class Quoting(OrderListener):
+            def order_changed(self, order: Order) -> None:
+                # Both sides of the three contracts, and the maker moving them.
+                if len(factory.orders) > 12 and not quoting.called:
+                    quoting.callback(None)
+
+        factory.orders.add_listener(Quoting())
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service.startService()
+        yield quoting
+        self.assertTrue(exchange.open_orders("demo"))
+        yield service.stopService()
+        self.assertEqual(exchange.open_orders("demo"), [])
+        lines = [str(formatEvent(event)) for event in events]
+        cancelling = next(i for i, line in enumerate(lines) if line.startswith("stopping: cancelling"))
+        closed = lines.index("stopping: every order of the market maker is closed")
+        self.assertLess(cancelling, closed)
+        self.assertLess(closed, lines.index("logged out"))
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

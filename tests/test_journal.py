@@ -259,9 +259,13 @@ def no_strategy(factory: SmarketsClientFactory) -> None:
 
 
 def _client(service: Any) -> SmarketsClientFactory:
-    for child in service:
-        for grandchild in getattr(child, "services", ()):
-            factory = getattr(grandchild, "factory", None)
-            if factory is not None:
-                return factory  # type: ignore[no-any-return]
+    """The client factory of the first service under ``service`` that has one."""
+    for child in getattr(service, "services", ()):
+        factory = getattr(child, "factory", None)
+        if isinstance(factory, SmarketsClientFactory):
+            return factory
+        try:
+            return _client(child)
+        except AssertionError:
+            pass
     raise AssertionError("no client factory in the service")

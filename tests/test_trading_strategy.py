@@ -173,11 +173,28 @@ class MarketMakerTests(SynchronousTestCase):
         self.maker.start()
         self.market.advance(6)
         self.assertEqual(len(self.demo_orders()), 6)
-        self.maker.stop()
+        stopped = self.maker.stop()
+        self.assertNoResult(stopped)
         self.market.flush()
         self.assertEqual(self.demo_orders(), {})
+        self.successResultOf(stopped)
         self.market.advance(10)
         self.assertEqual(self.demo_orders(), {})
+
+    def test_a_stop_waits_for_the_answers_no_longer_than_its_timeout(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        self.connection.drop()  # the session is held: the cancels wait for a connection that does not come
+        with capturedLogs() as events:
+            stopped = self.maker.stop()
+            self.market.clock.advance(self.maker.stop_timeout - 0.1)
+            self.assertNoResult(stopped)
+            self.market.clock.advance(0.1)
+            self.successResultOf(stopped)
+        lines = [str(formatEvent(event)) for event in events]
+        self.assertIn("stopping: cancelling 6 orders before the logout", lines)
+        self.assertRegex(lines[-1], r"^stopping: 6 orders still open \(\d+, .*\); they may rest on the exchange$")
+        self.assertFalse(self.maker.running)
 
     def test_a_move_that_comes_too_late_is_said_in_words(self) -> None:
         """A replace racing a fill is routine for a maker: one line a trader reads, not an enum name."""

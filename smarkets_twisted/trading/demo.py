@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
@@ -34,6 +36,9 @@ DEMO_QUANTITY = 20_000
 #: The net payoff held in one contract, either way, past which that side stops quoting: £10.00.
 POSITION_LIMIT = 100_000
 
+#: Seconds a stopping maker waits for the exchange to close its orders.
+STOP_TIMEOUT = 5.0
+
 #: The label of the market maker's orders: it quotes with these, and leaves the account's others alone.
 LABEL = "smarkets_twisted demo"
 
@@ -51,6 +56,7 @@ class MarketMaker(Strategy):
         quantity: int = DEMO_QUANTITY,
         position_limit: int = POSITION_LIMIT,
         verbose: bool = False,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         super().__init__(factory)
         #: Log every change of the best prices and of the balance (else the status line shows them).
@@ -59,12 +65,18 @@ class MarketMaker(Strategy):
         self.interval = interval
         self.quantity = quantity
         self.position_limit = position_limit
+        self.stop_timeout = stop_timeout
         #: (contract_id, side) -> the live order quoting it.
         self.quotes: dict[tuple[int, int], Order] = {}
         self._in_flight: set[tuple[int, int]] = set()
         self._best: dict[int, tuple[int | None, int | None]] = {}
         #: The order a fill was just heard for, until its order_changed.
         self._filled: Order | None = None
+        #: Requests sent and not yet answered; and, while stopping, the orders cancelled.
+        self._outstanding = 0
+        self._cancelled: set[int] = set()
+        self._stop_timer: IDelayedCall | None = None
+        self._stop_waiters: list[Deferred[None]] = []
         self._quoter = LoopingCall(self.requote)
         self._quoter.clock = factory.clock
 
@@ -73,15 +85,60 @@ class MarketMaker(Strategy):
         if not self._quoter.running:
             self._quoter.start(self.interval, now=False).addErrback(self._quoting_failed)
 
-    def stop(self) -> None:
-        """Stop quoting and pull the quotes: nothing is left resting in the market unwatched."""
+    def stop(self) -> Deferred[None]:
+        """Stop quoting and cancel the maker's orders, then stop hearing the client.
+
+        Fires once the exchange has closed every one of them (cancelled, or
+        filled first), or after ``stop_timeout`` seconds: `twistd smarkets`
+        logs out only then, since ``cancel_all_on_failure`` does not cover a
+        logout, and quotes left behind would rest in the market unwatched.
+        """
         if self._quoter.running:
             self._quoter.stop()
-        if self.running and self.quotes and self.factory.session_available:
-            self.log.info("stopping: pulling {count} quotes", count=len(self.quotes))
-            for order in list(self.quotes.values()):
-                self._pull(order)
+        if not self.running:
+            return succeed(None)
+        stopped: Deferred[None] = Deferred()
+        self._stop_waiters.append(stopped)
+        if self._stop_timer is None:
+            mine = self._mine()
+            if mine and self.factory.session_available:
+                self.log.info("stopping: cancelling {count} orders before the logout", count=len(mine))
+            self._stop_timer = self.factory.clock.callLater(self.stop_timeout, self._stopped)
+            for order in mine:
+                self._cancel_on_stop(order)
+            self._stopped_if_done()
+        return stopped
+
+    def _mine(self) -> list[Order]:
+        """The maker's orders that are open or on their way to the book."""
+        return [order for order in self.orders.open() if order.label == LABEL and order.market_id in self.market_ids
+                and order.state is not OrderState.UNKNOWN]
+
+    def _cancel_on_stop(self, order: Order) -> None:
+        if order.order_id is not None and order.state is OrderState.LIVE and order.order_id not in self._cancelled:
+            self._cancelled.add(order.order_id)
+            self._pull(order)
+
+    def _stopped_if_done(self) -> None:
+        if self._stop_timer is not None and (not self.factory.session_available
+                                             or not (self._outstanding or self._mine())):
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """Every order of the maker closed, or ``stop_timeout`` passed: stop hearing the client."""
+        timer, self._stop_timer = self._stop_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        left = self._mine()
+        if left:
+            self.log.warn("stopping: {count} orders still open ({ids}); they may rest on the exchange",
+                          count=len(left), ids=", ".join(str(order.order_id or "unanswered") for order in left))
+        elif self._cancelled:
+            self.log.info("stopping: every order of the market maker is closed")
         super().stop()
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     # Hooks
 
@@ -125,6 +182,10 @@ class MarketMaker(Strategy):
         key = (order.contract_id, order.side)
         if order.label != LABEL:
             return
+        if self._stop_timer is not None:
+            # Stopping: an order answered since (a move on its way) is cancelled too.
+            self._cancel_on_stop(order)
+            self._stopped_if_done()
         if order.state is OrderState.LIVE and order.market_id in self.market_ids and key not in self.quotes:
             self.quotes[key] = order
         elif order.closed and self.quotes.get(key) is order:
@@ -224,8 +285,14 @@ class MarketMaker(Strategy):
 
     def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
         self._in_flight.add(key)
+        self._outstanding += 1
         deferred.addErrback(self._failed, what)
-        deferred.addBoth(lambda _: self._in_flight.discard(key))
+        deferred.addBoth(self._answered, key)
+
+    def _answered(self, result: object, key: tuple[int, int]) -> None:
+        self._in_flight.discard(key)
+        self._outstanding -= 1
+        self._stopped_if_done()
 
     def _quoting_failed(self, failure: Failure) -> None:
         """A bug stopped the quoting loop: stop, pulling the quotes nothing would move any more."""

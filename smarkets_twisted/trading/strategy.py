@@ -22,6 +22,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from smarkets_twisted.factory import SmarketsClientFactory
@@ -65,15 +66,19 @@ class Strategy(ClientListener, BookListener, OrderListener):
         if self.factory.current is not None:
             self.logged_in(resumed=False)
 
-    def stop(self) -> None:
-        """Stop hearing the client (orders stay as they are: cancel them first if you mean to)."""
+    def stop(self) -> Deferred[None] | None:
+        """Stop hearing the client (orders stay as they are: cancel them first if you mean to).
+
+        An override may return a Deferred: `twistd smarkets` logs out once it fires.
+        """
         if not self.running:
-            return
+            return None
         self.running = False
         self.factory.del_listener(self)
         self.books.del_listener(self)
         self.orders.del_listener(self)
         self.factory.del_handler("seto.balance_changed", self._balance_changed)
+        return None
 
     # Hooks
 
