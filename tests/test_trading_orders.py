@@ -337,6 +337,19 @@ class ReplayedEventTests(SynchronousTestCase):
         self.failureResultOf(placed, errors.SequenceError)
         self.assertEqual(order.state, OrderState.UNKNOWN)  # nothing says it did not go out
 
+    def test_orders_sharing_a_reference_are_answered_oldest_first(self) -> None:
+        """A caller may reuse a reference: each answer that echoes it takes the oldest order still waiting."""
+        first, second, third = (Order(MARKET, HOME, BUY, 4000, 1, reference=7) for _ in range(3))
+        placed = [Deferred[Any]() for _ in range(3)]
+        for order, deferred in zip((first, second, third), placed, strict=True):
+            self.orders.placed(order, deferred)
+        placed[0].errback(errors.RequestCancelled(sent=False))
+        self.failureResultOf(placed[0], errors.RequestCancelled)
+        self.deliver("seto.order_accepted", "OrderAccepted", seq=3, order_id=21, reference=7, account_sequence_64=11)
+        self.deliver("seto.order_accepted", "OrderAccepted", seq=4, order_id=22, reference=7, account_sequence_64=12)
+        self.assertEqual([(o.state, o.order_id) for o in (first, second, third)],
+                         [(OrderState.NOT_SENT, None), (OrderState.LIVE, 21), (OrderState.LIVE, 22)])
+
     def test_an_acceptance_without_a_reference_makes_one_order(self) -> None:
         """Matched through its Deferred, not taken for another session's order as well."""
         placed: Deferred[Any] = Deferred()

@@ -155,7 +155,9 @@ class Orders:
         self.account_sequence: int | None = None
         self._by_id: dict[int, Order] = {}
         self._by_reference: dict[int, Order] = {}
-        self._awaiting: dict[int, deque[Order]] = {}  # answers not yet in, by reference
+        # Answers not yet in, by reference: the order or, when several share one,
+        # all of them, oldest first (most have their own: no deque allocated each).
+        self._awaiting: dict[int, Order | deque[Order]] = {}
         # Ordered sets, oldest first.
         self._open: dict[Order, None] = {}
         self._closed: OrderedDict[Order, None] = OrderedDict()
@@ -216,7 +218,13 @@ class Orders:
         """
         self._add(order)
         if order.reference is not None:
-            self._awaiting.setdefault(order.reference, deque()).append(order)
+            waiting = self._awaiting.get(order.reference)
+            if waiting is None:
+                self._awaiting[order.reference] = order
+            elif isinstance(waiting, Order):
+                self._awaiting[order.reference] = deque((waiting, order))
+            else:
+                waiting.append(order)
         # One callback for both outcomes: a placed order costs one bound method and one tuple less.
         answer.addBoth(self._settled, order)
         return order
@@ -254,21 +262,23 @@ class Orders:
     def _answer_for(self, message: Any) -> Order | None:
         if not message.HasField("reference"):
             return None
-        queue = self._awaiting.get(message.reference)
-        if not queue:
+        waiting = self._awaiting.get(message.reference)
+        if waiting is None:
             return None
-        order = queue.popleft()
-        if not queue:
+        order = waiting if isinstance(waiting, Order) else waiting.popleft()
+        if order is waiting or not waiting:
             del self._awaiting[message.reference]
         return order
 
     def _unawait(self, order: Order) -> None:
         if order.reference is None:
             return
-        queue = self._awaiting.get(order.reference)
-        if queue is not None and order in queue:
-            queue.remove(order)
-            if not queue:
+        waiting = self._awaiting.get(order.reference)
+        if waiting is order:
+            del self._awaiting[order.reference]
+        elif isinstance(waiting, deque) and order in waiting:
+            waiting.remove(order)
+            if not waiting:
                 del self._awaiting[order.reference]
 
     def _accepted(self, message: Any) -> None:
