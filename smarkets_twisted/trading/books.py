@@ -217,4 +217,5 @@ class Books(ClientListener):
         self._all_stale()
 
     def _tell(self, hook: str, *args: object) -> None:
-        notify(self._listeners, hook, *args)
+        if self._listeners:  # most books have none: each quote would pay for an empty round
+            notify(self._listeners, hook, *args)
