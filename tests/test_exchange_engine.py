@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from hypothesis import given, settings
@@ -992,6 +994,19 @@ class InvariantTests(SynchronousTestCase):
         self.assertTrue(start - len(accounts) < end <= start, (start, end))
         if winner is None:
             self.assertEqual(end, start)
+
+    @settings(max_examples=50, deadline=None)
+    @given(operations=st.lists(_OPERATION, min_size=10, max_size=60), winner=st.sampled_from([HOME, None]))
+    def test_every_event_has_exactly_its_fields(self, operations: list[tuple[Any, ...]], winner: int | None) -> None:
+        """Events are built from tables of field names, bypassing the dataclass __init__ that would check them."""
+        accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
+        catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
+        engine = MatchingEngine(Accounts(accounts), catalogue, any_price=True)
+        events = [event for operation in operations for event in self.apply(engine, accounts, operation)]
+        events += engine.set_market_state(1, SETTLED if winner else VOIDED, winner=winner)
+        for event in events:
+            self.assertEqual(set(vars(event)), {field.name for field in fields(event)}, event)
+            self.assertEqual(dataclasses.replace(event), event)
 
     def apply(self, engine: MatchingEngine, accounts: list[Account], operation: tuple[Any, ...]) -> list[EngineEvent]:
         kind, rest = operation[0], operation[1:]

@@ -143,20 +143,20 @@ class BookSide:
         that entered it with its total, so that applying the deltas to the
         snapshot keeps an exact copy of the visible book.
         """
-        if not self._before:
+        before = self._before
+        if not before:
             return ()
+        self._before = {}
         if self._visible_before is None:
             # The same levels are shown as before: only the touched ones can differ.
-            before = self._before
-            after = {price: self.total(price) for price in before}
-        else:
-            before = self._visible_before
-            after = self.visible(self.depth)
-        self._before = {}
+            after = [(price, self.total(price)) for price in sorted(before, reverse=self.best_is_highest)]
+            return tuple(Level(price, total) for price, total in after if total != before[price])
+        before = self._visible_before
         self._visible_before = None
-        prices = sorted(set(before) | set(after), reverse=self.best_is_highest)
+        shown = self.visible(self.depth)
+        prices = sorted(before.keys() | shown.keys(), reverse=self.best_is_highest)
         return tuple(
-            Level(price, after.get(price, 0)) for price in prices if before.get(price, 0) != after.get(price, 0)
+            Level(price, shown.get(price, 0)) for price in prices if before.get(price, 0) != shown.get(price, 0)
         )
 
     def _touch(self, price: int, structural: bool = False) -> None:

@@ -57,6 +57,7 @@ from smarkets_twisted.exchange.events import (
     ReplaceAccepted,
     ReplaceRejected,
     account_event,
+    built,
 )
 from smarkets_twisted.exchange.ledger import Ledger
 from smarkets_twisted.exchange.orders import Order, order_event
@@ -109,6 +110,8 @@ class MarketStateError(SmarketsError, ValueError):
 
 class _Batch:
     """What one engine call did: its events, the books and accounts it touched."""
+
+    __slots__ = ("accounts", "balance_reason", "books", "events", "executions")
 
     def __init__(self, balance_reason: str) -> None:
         self.balance_reason = balance_reason
@@ -494,6 +497,9 @@ class MatchingEngine:
     ) -> bool:
         """Whether an order would reach one of the account's own resting orders."""
         opposite = self._books[contract_id].opposite(side)
+        best = opposite.best()
+        if best is None or not opposite.crosses(best.price, price):
+            return False
         remaining = quantity
         for resting in opposite.in_priority():
             if remaining <= 0 or not opposite.crosses(resting.price, price):
@@ -610,15 +616,14 @@ class MatchingEngine:
             offers = book.offers.changes()
             executions = tuple(batch.executions.get(contract_id, ()))
             if bids or offers or executions:
-                batch.events.append(
-                    BookChanged(
-                        market_id=market_id,
-                        contract_id=contract_id,
-                        bids=bids,
-                        offers=offers,
-                        executions=executions,
-                    )
-                )
+                changed = {
+                    "market_id": market_id,
+                    "contract_id": contract_id,
+                    "bids": bids,
+                    "offers": offers,
+                    "executions": executions,
+                }
+                batch.events.append(built(BookChanged, changed))
         for account, balance, exposure in batch.accounts.values():
             if (account.balance, account.exposure) != (balance, exposure):
                 batch.events.append(account.record(account_event(BalanceChanged, account, reason=batch.balance_reason)))
@@ -664,8 +669,11 @@ def _label_fits(label: str | None) -> bool:
 
 
 def _invalid_reasons(price: int, quantity: int, any_price: bool) -> tuple[seto_pb2.OrderInvalidReason, ...]:
+    valid_price = MIN_PRICE <= price <= MAX_PRICE if any_price else is_tick(price)
+    if valid_price and quantity > 0:
+        return ()
     reasons = []
-    if not (MIN_PRICE <= price <= MAX_PRICE if any_price else is_tick(price)):
+    if not valid_price:
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_PRICE)
     if quantity <= 0:
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_QUANTITY)

@@ -48,10 +48,12 @@ class Traded:
 class _Stake:
     """One account's position in one market, and the exposure last reserved for it."""
 
-    __slots__ = ("account", "exposure", "position")
+    __slots__ = ("account", "contract_ids", "exposure", "position")
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, contract_ids: tuple[int, ...]) -> None:
         self.account = account
+        #: Every contract of the market: the possible winners.
+        self.contract_ids = contract_ids
         self.position = MarketPosition()
         self.exposure = 0
 
@@ -88,20 +90,20 @@ class Ledger:
         stake.add_open(order, order.quantity)
         if replacing is not None:
             stake.add_open(replacing, -replacing.available)
-        self._refresh(notes, market, stake)
+        self._refresh(notes, stake)
         if order.account.exposure <= order.account.balance:
             return True
         stake.add_open(order, -order.quantity)
         if replacing is not None:
             stake.add_open(replacing, replacing.available)
-        self._refresh(notes, market, stake)
+        self._refresh(notes, stake)
         return False
 
     def release(self, notes: AccountNotes, market: Market, order: Order, quantity: int) -> None:
         """Release ``quantity`` of an order's open quantity (reduced or cancelled)."""
         stake = self._stake(market, order.account)
         stake.add_open(order, -quantity)
-        self._refresh(notes, market, stake)
+        self._refresh(notes, stake)
 
     def trade(
         self, notes: AccountNotes, market: Market, incoming: Order, resting: Order, price: int, quantity: int
@@ -111,7 +113,7 @@ class Ledger:
             stake = self._stake(market, order.account)
             stake.add_open(order, -quantity)
             stake.position.add_trade(order.side, order.contract_id, price, quantity)
-            self._refresh(notes, market, stake)
+            self._refresh(notes, stake)
         traded = self._traded[market.id]
         for order in (incoming, resting) if incoming.side == seto_pb2.SIDE_BUY else (resting, incoming):
             key = (order.account.username, order.contract_id, order.side)
@@ -148,12 +150,12 @@ class Ledger:
         stakes = self._stakes[market.id]
         stake = stakes.get(account.username)
         if stake is None:
-            stake = stakes[account.username] = _Stake(account)
+            stake = stakes[account.username] = _Stake(account, self._contract_ids[market.id])
         return stake
 
-    def _refresh(self, notes: AccountNotes, market: Market, stake: _Stake) -> None:
+    def _refresh(self, notes: AccountNotes, stake: _Stake) -> None:
         """Reserve the position's worst-case loss in place of what was reserved for it."""
         notes.touch_account(stake.account)
-        exposure = stake.position.worst_loss(self._contract_ids[market.id])
+        exposure = stake.position.worst_loss(stake.contract_ids)
         stake.account.exposure += exposure - stake.exposure
         stake.exposure = exposure

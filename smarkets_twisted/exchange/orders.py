@@ -92,26 +92,26 @@ class Order:
 
 _A = TypeVar("_A", bound=AccountEvent)
 
-#: Event field -> where an order's event finds it, when the event does not give it.
-_FROM_ORDER: dict[str, Callable[[Order], object]] = {
-    "order_id": attrgetter("order_id"),
-    "market_id": attrgetter("market_id"),
-    "contract_id": attrgetter("contract_id"),
-    "side": attrgetter("side"),
-    "price": attrgetter("price"),
-    "orig_price": attrgetter("price"),
-    "quantity": attrgetter("quantity"),
-    "tif": attrgetter("tif"),
-    "reference": attrgetter("reference"),
-    "label": attrgetter("label"),
-    "executed_quantity": attrgetter("executed"),
-    "total_executed_quantity": attrgetter("executed"),
-    "executed_avg_price": attrgetter("executed_avg_price"),
-    "available_quantity": attrgetter("available"),
+#: Event field -> the attribute of the order it copies, when the event does not give it.
+_FROM_ORDER: dict[str, str] = {
+    "order_id": "order_id",
+    "market_id": "market_id",
+    "contract_id": "contract_id",
+    "side": "side",
+    "price": "price",
+    "orig_price": "price",
+    "quantity": "quantity",
+    "tif": "tif",
+    "reference": "reference",
+    "label": "label",
+    "executed_quantity": "executed",
+    "total_executed_quantity": "executed",
+    "executed_avg_price": "executed_avg_price",
+    "available_quantity": "available",
 }
 
-
-_ORDER_FIELDS: dict[type[AccountEvent], tuple[tuple[str, Callable[[Order], object]], ...]] = {}
+#: Event type -> the names of its fields taken from the order, and a getter of their values.
+_ORDER_FIELDS: dict[type[AccountEvent], tuple[tuple[str, ...], Callable[[Order], tuple[object, ...]]]] = {}
 
 
 def order_event(event_type: type[_A], order: Order, **values: object) -> Callable[[int], _A]:
@@ -122,9 +122,11 @@ def order_event(event_type: type[_A], order: Order, **values: object) -> Callabl
     """
     from_order = _ORDER_FIELDS.get(event_type)
     if from_order is None:
-        names = field_names(event_type)
-        from_order = _ORDER_FIELDS[event_type] = tuple((n, get) for n, get in _FROM_ORDER.items() if n in names)
-    for name, get in from_order:
-        if name not in values:
-            values[name] = get(order)
-    return account_event_from(event_type, order.account, values)
+        names = tuple(name for name in _FROM_ORDER if name in field_names(event_type))
+        # With two names or more, attrgetter gives a tuple (every order event has several).
+        assert len(names) > 1, event_type
+        from_order = _ORDER_FIELDS[event_type] = (names, attrgetter(*(_FROM_ORDER[name] for name in names)))
+    names, get = from_order
+    fields = dict(zip(names, get(order), strict=True))
+    fields.update(values)
+    return account_event_from(event_type, order.account, fields)

@@ -139,7 +139,9 @@ class MarketPosition:
         :param contract_ids: every contract of the market (a contract that is
             left out is assumed never to win).
         """
-        worst = min((self._base + self._wins.get(contract_id, 0) for contract_id in contract_ids), default=0)
+        wins = self._wins
+        gains = [wins.get(contract_id, 0) for contract_id in contract_ids]
+        worst = self._base + min(gains) if gains else 0
         return max(0, -(worst // PRICE_SCALE))
 
     def result(self, winner: int) -> int:
