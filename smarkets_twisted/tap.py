@@ -37,6 +37,7 @@ from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.exchange.tap import describe_simulation
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
+from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.process import exit_after_stop
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
@@ -97,7 +98,7 @@ class Options(usage.Options):
     ]
 
     optFlags = [
-        ["verbose", "v", "Log every change of the best prices, as well as the status line."],
+        ["verbose", "v", "Log every change of the best prices (whatever the strategy), as well as the status line."],
     ]
 
     def __init__(self) -> None:
@@ -429,6 +430,8 @@ def makeService(options: Options) -> IService:
         endpoint = clientFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
     factory = build_client(options, reactor)
     factory.orders.add_listener(TradeLog())
+    if options["verbose"]:
+        factory.books.add_listener(PriceLog())
     parent: MultiService = top
     if options["journal"] is not None:
         try:

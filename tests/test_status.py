@@ -11,15 +11,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted import tap
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.demo import MarketMaker
+from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.prices import format_money, format_price, money
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
+from tests.test_journal import _client
 
 
 def lines(events: list[dict[str, object]]) -> list[str]:
@@ -69,12 +73,17 @@ class StatusLineTests(SynchronousTestCase):
         for verbose in (False, True):
             status = StatusService(self.factory, interval=10)
             demo = MarketMaker(self.factory, [100], interval=5, verbose=verbose)
+            price_log = PriceLog()
+            if verbose:
+                self.factory.books.add_listener(price_log)
             with capturedLogs() as events:
                 status.startService()
                 demo.start()
                 self.market.advance(25)
                 status.stopService()
                 demo.stop()
+            if verbose:
+                self.factory.books.del_listener(price_log)
             text = lines(events)
             statuses = [line for line in text if line.startswith("logged in")]
             self.assertEqual(len(statuses), 2)
@@ -83,6 +92,38 @@ class StatusLineTests(SynchronousTestCase):
             self.assertIn("ping 0.0 ms", statuses[1])
             price_lines = [line for line in text if "best bid" in line]
             self.assertEqual(bool(price_lines), verbose, price_lines[:3])
+
+    def test_price_lines_whatever_the_strategy_each_change_once(self) -> None:
+        """A recorder (no strategy at all) with --verbose: a line per change of a contract's best prices."""
+        self.factory.books.add_listener(PriceLog())
+        with capturedLogs() as events:
+            self.factory.subscribe(100)
+            self.market.flush()
+            book = self.factory.books[100]
+            first = lines(events)
+            self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 200)  # far below the best bid: no change
+            self.market.flush()
+            offer = book.contracts[1001].best_offer
+            assert offer is not None
+            self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, prices.ticks_below(offer.price)[0])
+            self.market.flush()
+            self.connection.drop()
+        text = lines([event for event in events if str(event.get("log_namespace")).startswith("smarkets_twisted.pricelog")])
+        self.assertEqual(len(first), len(book.contracts))
+        bid = book.contracts[1001].best_bid
+        assert bid is not None
+        self.assertEqual(text[len(first):], [
+            f"market 100 contract 1001: best bid {format_price(bid.price)} x £2.00, best offer "
+            f"{format_price(offer.price)} x {format_money(money(book.contracts[1001].depth(seto_pb2.SIDE_SELL)[0].quantity))}",
+            "market 100: prices stale until the next snapshot",
+        ])
+
+    def test_verbose_is_a_feature_of_the_service(self) -> None:
+        for argv, logged in ((["--strategy", "none", "-v"], True), (["--strategy", "none"], False), (["-v"], True)):
+            options = tap.Options()
+            options.parseOptions(argv)
+            factory = _client(tap.makeService(options))
+            self.assertEqual(any(isinstance(listener, PriceLog) for listener in factory.books._listeners), logged)
 
     def test_no_reprs_of_the_factory(self) -> None:
         with capturedLogs() as events:

@@ -25,7 +25,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.tradelog import reason_words
 from smarkets_twisted.trading import prices
-from smarkets_twisted.trading.books import ContractBook, Level, MarketBook
+from smarkets_twisted.trading.books import ContractBook, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState
 from smarkets_twisted.trading.prices import BUY, SELL, format_money, format_price, money
 from smarkets_twisted.trading.strategy import Strategy
@@ -59,7 +59,8 @@ class MarketMaker(Strategy):
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         super().__init__(factory)
-        #: Log every change of the best prices and of the balance (else the status line shows them).
+        #: Log each quote and move, and every change of the balance (else the trade log and the status line
+        #: say them).
         self.verbose = verbose
         self.market_ids = list(market_ids)
         self.interval = interval
@@ -69,7 +70,6 @@ class MarketMaker(Strategy):
         #: (contract_id, side) -> the live order quoting it.
         self.quotes: dict[tuple[int, int], Order] = {}
         self._in_flight: set[tuple[int, int]] = set()
-        self._best: dict[int, tuple[int | None, int | None]] = {}
         #: The order a fill was just heard for, until its order_changed.
         self._filled: Order | None = None
         #: Requests sent and not yet answered; and, while stopping, the orders cancelled.
@@ -158,18 +158,6 @@ class MarketMaker(Strategy):
                       market=book.market_id, count=len(mine))
         for order in mine:
             self._pull(order)
-
-    def book_changed(self, book: MarketBook, contract_id: int | None) -> None:
-        if not self.verbose or book.market_id not in self.market_ids:
-            return
-        for contract in book.contracts.values() if contract_id is None else [book.contracts[contract_id]]:
-            bid, offer = contract.best_bid, contract.best_offer
-            best = (bid.price if bid else None, offer.price if offer else None)
-            if self._best.get(contract.contract_id) == best:
-                continue
-            self._best[contract.contract_id] = best
-            self.log.info("market {market} contract {contract}: best bid {bid}, best offer {offer}",
-                          market=book.market_id, contract=contract.contract_id, bid=_level(bid), offer=_level(offer))
 
     def order_changed(self, order: Order) -> None:
         if order is self._filled:
@@ -309,8 +297,3 @@ class MarketMaker(Strategy):
         else:
             self.log.failure("{what} failed", failure, what=what)
 
-
-def _level(level: Level | None) -> str:
-    if level is None:
-        return "none"
-    return f"{format_price(level.price)} x {format_money(money(level.quantity))}"
