@@ -9,9 +9,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from smarkets_twisted import tap
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
-from smarkets_twisted import tap
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.proto import seto_pb2
@@ -19,8 +19,8 @@ from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
-from smarkets_twisted.trading.demo import MarketMaker
 from smarkets_twisted.trading import prices
+from smarkets_twisted.trading.demo import MarketMaker
 from smarkets_twisted.trading.prices import format_money, format_price, money
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 from tests.test_journal import _client
@@ -108,13 +108,14 @@ class StatusLineTests(SynchronousTestCase):
             self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, prices.ticks_below(offer.price)[0])
             self.market.flush()
             self.connection.drop()
-        text = lines([event for event in events if str(event.get("log_namespace")).startswith("smarkets_twisted.pricelog")])
+        text = lines([e for e in events if str(e.get("log_namespace")).startswith("smarkets_twisted.pricelog")])
         self.assertEqual(len(first), len(book.contracts))
         bid = book.contracts[1001].best_bid
         assert bid is not None
+        offered = format_money(money(book.contracts[1001].depth(seto_pb2.SIDE_SELL)[0].quantity))
         self.assertEqual(text[len(first):], [
             f"market 100 contract 1001: best bid {format_price(bid.price)} x £2.00, best offer "
-            f"{format_price(offer.price)} x {format_money(money(book.contracts[1001].depth(seto_pb2.SIDE_SELL)[0].quantity))}",
+            f"{format_price(offer.price)} x {offered}",
             "market 100: prices stale until the next snapshot",
         ])
 
