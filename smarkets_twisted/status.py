@@ -3,7 +3,7 @@
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
 requests waiting for the throttle, open orders, the balance available and the
-exposure, and per market the best bid / best offer of each contract, the
+exposure (unknown until the exchange has reported a balance), and per market the best bid / best offer of each contract, the
 net position and the market's exposure (its worst loss).  Each
 line also sends a ping, whose round trip the next line shows.
 """
@@ -35,11 +35,15 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         f"{len(factory.orders.open())} open orders",
     ]
     positions = factory.positions
-    if positions.balance is not None:
+    if positions.balance is None:
+        # Fills from before this client started count in the exchange's figure: no guess until it reports one.
+        parts.append("exposure unknown")
+    else:
         available = positions.available_balance
         assert available is not None
         parts.append(f"available {format_money(available)} of {format_money(positions.balance)}")
-    parts.append(f"exposure {format_money(positions.exposure)}")
+        parts.append(f"exposure {format_money(positions.exposure)}"
+                     + ("" if factory.current is not None else " (last known)"))
     for market_id in sorted(factory.subscriptions | set(positions.markets)):
         parts.append(market_prices(factory, market_id) + market_position(factory, market_id))
     return ", ".join(parts)
