@@ -3,9 +3,10 @@
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
 requests waiting for the throttle, open orders, the balance available and the
-exposure (unknown until the exchange has reported a balance), and per market the best bid / best offer of each contract, the
-net position and the market's exposure (its worst loss).  Each
-line also sends a ping, whose round trip the next line shows.
+exposure (unknown until the exchange has reported a balance), and per market
+the best bid / best offer of each contract, the net position and the market's
+exposure (its worst loss).  Each line also sends a ping, whose round trip the
+next line shows.
 """
 
 from __future__ import annotations
