@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -119,7 +119,7 @@ class SmarketsClientFactory(ClientFactory):
         #: Called with the account sequence of each account event, once its handlers ran.
         self.on_account_event: Callable[[int], object] | None = None
         #: The trading layer, kept from what the exchange says (`smarkets_twisted.trading`).
-        self.books = Books(self.handlers, self.subscriptions)
+        self.books = Books(self.handlers, self.subscriptions, self._refresh_books)
         self.orders = Orders(self.handlers)
         self.orders.account_sequence = config.account_sequence
         self.positions = AccountPositions(self.handlers, self.orders, self.books)
@@ -256,6 +256,13 @@ class SmarketsClientFactory(ClientFactory):
                            first=lost.start, last=lost.stop - 1)
             self.requests.fail(errors.SessionLost("never reached the exchange: gone from the sent log", sent=False),
                                lost)
+
+    def incoming_gap(self, was_open: bool, is_open: bool, gapfilled: int) -> None:
+        """What one payload did to a gap in the exchange's seqs, told to the listeners (a gap is rare)."""
+        if gapfilled:
+            self.handlers.notify("gapfilled")
+        if is_open != was_open:
+            self.handlers.notify("gap_opened" if is_open else "gap_closed")
 
     def protocol_lost(self, protocol: SmarketsClientProtocol, error: Exception) -> None:
         if protocol is self.current:
@@ -480,14 +487,23 @@ class SmarketsClientFactory(ClientFactory):
 
         Runs before anything queued is sent; a subscription already queued is not asked twice.
         """
-        queued = {r.payload.market_subscribe.market_id for r in self.requests.unsent
-                  if r.payload.HasField("market_subscribe")}
-        for market_id in sorted(self.subscriptions - queued):
-            self.requests.add(application_message("market_subscribe", market_id=market_id), None, None)
+        self._resubscribe(self.subscriptions)
         if self._cancel_all_on_failure is not None and not any(r.payload.HasField("settings")
                                                                for r in self.requests.unsent):
             settings = application_message("settings", cancel_all_on_failure=self._cancel_all_on_failure)
             self.requests.add(settings, None, None)
+
+    def _resubscribe(self, market_ids: Iterable[int]) -> None:
+        """Ask quietly for these markets' snapshots again; a subscription already queued is not asked twice."""
+        queued = {r.payload.market_subscribe.market_id for r in self.requests.unsent
+                  if r.payload.HasField("market_subscribe")}
+        for market_id in sorted(set(market_ids) - queued):
+            self.requests.add(application_message("market_subscribe", market_id=market_id), None, None)
+
+    def _refresh_books(self, market_ids: Iterable[int]) -> None:
+        """Books a replay could not restore: the exchange answers every subscribe with a snapshot."""
+        self._resubscribe(market_ids)
+        self._pump()
 
     def _pump(self) -> None:
         """Send queued requests, in order, as far as the throttle allows."""

@@ -10,7 +10,8 @@ one with ``name=`` and ``message=`` a `Frame` of the payload's bytes and
 protobuf.  ``whole_payload=True`` opts a handler into that shape.
 
 A `ClientListener` hears what no message says: logged in, connection lost,
-session ended.  The trading layer listens through both.
+session ended, a gap in the exchange's seqs and its replay.  The trading
+layer listens through both.
 
 A handler or listener that raises is logged and disturbs neither the
 connection nor the others.
@@ -48,6 +49,16 @@ class ClientListener:
 
     def session_ended(self, reason: Exception) -> None:
         """The session is over (logout, refusal, or it could not resume)."""
+
+    def gap_opened(self) -> None:
+        """The exchange's seqs jumped: a replay was asked for; nothing is delivered until it fills the gap."""
+
+    def gapfilled(self) -> None:
+        """The replay gapfilled a seq instead of resending it: what was there (a heartbeat, or data the
+        exchange no longer held) is unknown."""
+
+    def gap_closed(self) -> None:
+        """The replay filled the gap: payloads are delivered in order again."""
 
 
 class HandlerRegistry:

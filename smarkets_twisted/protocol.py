@@ -125,6 +125,7 @@ class SmarketsClientProtocol(Protocol):
                     state.next_incoming_seq += 1
                     received(self, payload)
                 else:
+                    gap_was_open = session.replay_until is not None
                     for delivered in session.receive_payload(payload, now):
                         self._payload_received(delivered)
                     # Only the general path replays (resend_from) and fills these.
@@ -134,6 +135,9 @@ class SmarketsClientProtocol(Protocol):
                     if session.resent:
                         factory.resent(session.resent)
                         session.resent = 0
+                    if session.gapfilled or gap_was_open != (session.replay_until is not None):
+                        factory.incoming_gap(gap_was_open, session.replay_until is not None, session.gapfilled)
+                        session.gapfilled = 0
                 if not self.is_connected:
                     return
             if deframer.error is not None:

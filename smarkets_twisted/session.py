@@ -173,6 +173,9 @@ class Session:
         #: Application payloads resent by replays, which the peer's throttle
         #: counts like new ones.  The caller drains it.
         self.resent = 0
+        #: Gapfills taken in order: seqs whose payload the peer did not resend.
+        #: The caller drains it.
+        self.gapfilled = 0
         self._replay_asked_at = now
         self._out: list[bytes] = []
 
@@ -363,6 +366,7 @@ class Session:
     def _session_payload(self, payload: Payload, eto_type: int, now: float) -> list[Payload]:
         eto = payload.eto_payload
         if eto_type == eto_pb2.PAYLOAD_GAPFILL:
+            self.gapfilled += 1
             return []
         if eto_type == eto_pb2.PAYLOAD_HEARTBEAT:
             if self.role is Role.CLIENT and not eto.is_replay:

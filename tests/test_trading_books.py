@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.handlers import ClientListener
+from smarkets_twisted.payloads import Payload, handler_name, session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.trading.books import BookListener, Level, MarketBook
 from tests.exchange_helpers import AWAY, HOME, MARKET
-from tests.trading_helpers import TradingTestCase
+from tests.test_exchange_client import Recorder as Messages
+from tests.trading_helpers import ExchangeOutput, TradingTestCase
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -26,7 +29,7 @@ class Recorder(BookListener):
         self.events.append(("live", book.market_id, None))
 
 
-class BookTests(TradingTestCase):
+class BookTestCase(TradingTestCase):
     def assertBookMatchesExchange(self, factory: SmarketsClientFactory) -> None:
         theirs = self.exchange.book(MARKET)
         assert theirs is not None
@@ -38,6 +41,8 @@ class BookTests(TradingTestCase):
             self.assertEqual(mine.bids, {level.price: level.quantity for level in contract.bids})
             self.assertEqual(mine.offers, {level.price: level.quantity for level in contract.offers})
 
+
+class BookTests(BookTestCase):
     def test_kept_from_quotes_for_a_subscribed_market(self) -> None:
         self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))
         self.assertNotIn(MARKET, self.bob.books)
@@ -98,3 +103,95 @@ class BookTests(TradingTestCase):
         self.assertNotIn(MARKET, self.bob.books)
         self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))
         self.assertNotIn(MARKET, self.bob.books)
+
+
+class Gaps(ClientListener):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def gap_opened(self) -> None:
+        self.events.append("opened")
+
+    def gapfilled(self) -> None:
+        self.events.append("gapfilled")
+
+    def gap_closed(self) -> None:
+        self.events.append("closed")
+
+
+class ReplayGapTests(BookTestCase):
+    """A gap in what the exchange sent: the books wait for the replay, and for a snapshot if it gapfilled."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.recorder = Recorder()
+        self.bob.books.add_listener(self.recorder)
+        self.settle(self.bob.subscribe(MARKET))
+        self.lost: list[Payload] = []
+
+    def lose_the_next_delta(self, payload: Payload) -> list[Payload]:
+        """The network loses the first contract_quotes to bob; the replay brings it back."""
+        if handler_name(payload) == "seto.contract_quotes" and not payload.eto_payload.is_replay and not self.lost:
+            self.lost.append(payload)
+            return []
+        return [payload]
+
+    def test_stale_while_the_replay_is_outstanding_live_when_it_resent_everything(self) -> None:
+        held: list[Payload] = []
+
+        def hold_the_replay(payload: Payload) -> list[Payload]:
+            if payload.eto_payload.is_replay:
+                held.append(payload)
+                return []
+            return self.lose_the_next_delta(payload)
+
+        output = ExchangeOutput(self.bob_connection, hold_the_replay)
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))  # lost on its way to bob
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4100))  # bob sees the gap, asks for a replay
+        self.assertTrue(held)
+        self.assertTrue(self.bob.books[MARKET].stale)
+        self.assertEqual(self.recorder.events[2:], [("stale", MARKET, None)])
+        output.rewrite = lambda payload: [payload]
+        output.send(held)
+        self.market.flush()
+        self.assertEqual(self.recorder.events[3:], [("live", MARKET, None), ("changed", MARKET, None)])
+        self.assertBookMatchesExchange(self.bob)
+        self.assertEqual(self.bob.books[MARKET].contracts[HOME].best_bid, Level(4100, 10_000))
+
+    def test_a_replay_that_gapfilled_market_data_is_followed_by_a_new_snapshot(self) -> None:
+        snapshots = Messages(self.bob, "seto.market_quotes")
+
+        def gapfill_the_lost_delta(payload: Payload) -> list[Payload]:
+            """An exchange that no longer holds the lost delta: a gapfill stands in for it."""
+            if payload.eto_payload.is_replay and payload.eto_payload.seq == self.lost[0].eto_payload.seq:
+                gapfill = session_message(eto_pb2.PAYLOAD_GAPFILL)
+                gapfill.eto_payload.seq = payload.eto_payload.seq
+                gapfill.eto_payload.is_replay = True
+                return [gapfill]
+            return self.lose_the_next_delta(payload)
+
+        ExchangeOutput(self.bob_connection, gapfill_the_lost_delta)
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4100))
+        self.assertEqual(len(snapshots["seto.market_quotes"]), 1)  # the books asked for one
+        self.assertEqual(self.recorder.events[2:], [("stale", MARKET, None), ("live", MARKET, None),
+                                                    ("changed", MARKET, None)])
+        self.assertBookMatchesExchange(self.bob)
+        self.assertEqual(self.bob.books[MARKET].contracts[HOME].depth(BUY),
+                         [Level(4100, 10_000), Level(4000, 10_000)])
+
+    def test_a_resume_waits_for_its_own_snapshot_without_asking_again(self) -> None:
+        snapshots = Messages(self.bob, "seto.market_quotes")
+        gaps = Gaps()
+        self.bob.add_listener(gaps)
+        ExchangeOutput(self.bob_connection, self.lose_the_next_delta)
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000))  # lost in the drop
+        self.bob_connection.drop()
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4100))
+        self.market.connect(self.bob)
+        self.market.flush()
+        self.assertEqual(gaps.events, ["opened", "gapfilled", "closed"])  # the login_response's seq
+        self.assertEqual(len(snapshots["seto.market_quotes"]), 1)
+        self.assertEqual(self.recorder.events[2:], [("stale", MARKET, None), ("live", MARKET, None),
+                                                    ("changed", MARKET, None)])
+        self.assertBookMatchesExchange(self.bob)

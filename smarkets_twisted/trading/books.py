@@ -9,11 +9,21 @@ connection dropped, the session ended) until the next snapshot, which the
 exchange sends on every resume and to every renewed subscription.  Listeners
 hear of every change and of each stale/live transition, so that a strategy
 can pull its quotes from a market it no longer sees.
+
+A gap in the exchange's seqs makes every book stale too, until the replay
+fills it.  The replay delivers what was missed in order, so a book goes on
+taking it, quietly, and is live again when the gap closes: nothing was lost.
+Unless the replay gapfilled a seq instead: the exchange gapfills heartbeats,
+but also whatever it no longer holds, and the client cannot tell which, so a
+gapfill leaves no book whole.  A book whole again only through a snapshot
+later in the replay (as a resume sends) is live at the close; the others ask
+for a new snapshot (the exchange answers every subscribe with one) and are
+live when it comes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterable
 from typing import Any, NamedTuple
 
 from smarkets_twisted.handlers import ClientListener, HandlerRegistry, notify
@@ -152,12 +162,20 @@ class Books(ClientListener):
     ``subscriptions`` is the client's own set of subscribed markets: a
     snapshot for a market no longer in it (one already on its way when the
     market was unsubscribed) makes no book, which no delta would ever move.
+    ``resubscribe`` asks for new snapshots of markets.
     """
 
-    def __init__(self, handlers: HandlerRegistry, subscriptions: Container[int]) -> None:
+    def __init__(
+        self, handlers: HandlerRegistry, subscriptions: Container[int],
+        resubscribe: Callable[[Iterable[int]], object],
+    ) -> None:
         self._subscriptions = subscriptions
+        self._resubscribe = resubscribe
         self.markets: dict[int, MarketBook] = {}
         self._listeners: list[BookListener] = []
+        #: While a gap is open: the markets whose books are whole, having taken
+        #: every payload since the gap opened, or since a snapshot, and no gapfill.
+        self._whole: set[int] | None = None
         handlers.add_handler("seto.market_quotes", self._snapshot)
         handlers.add_handler("seto.contract_quotes", self._quotes)
         handlers.add_listener(self)
@@ -180,6 +198,8 @@ class Books(ClientListener):
     def forget(self, market_id: int) -> None:
         """Drop a market's book (it was unsubscribed)."""
         book = self.markets.pop(market_id, None)
+        if self._whole is not None:
+            self._whole.discard(market_id)
         if book is not None and not book.stale:
             book.stale = True
             self._tell("book_stale", book)
@@ -192,14 +212,24 @@ class Books(ClientListener):
             book = self.markets[quotes.market_id] = MarketBook(quotes.market_id)
         was_stale = book.stale
         book.snapshot(quotes)
+        if self._whole is not None:
+            # Whole from here on, but live only once the gap closes.
+            book.stale = True
+            self._whole.add(book.market_id)
+            return
         if was_stale:
             self._tell("book_live", book)
         self._tell("book_changed", book, None)
 
     def _quotes(self, quotes: Any) -> None:
         book = self.markets.get(quotes.market_id)
-        if book is None or book.stale:
-            # Deltas without their snapshot (or after the data went stale) cannot be placed.
+        if book is None:
+            return
+        if book.stale:
+            # Deltas without their snapshot (or after the data went stale) cannot be
+            # placed; in a replay, a whole book takes them, and tells at the close.
+            if self._whole is not None and book.market_id in self._whole:
+                book.update(quotes)
             return
         book.update(quotes)
         self._tell("book_changed", book, quotes.contract_id)
@@ -211,10 +241,29 @@ class Books(ClientListener):
                 self._tell("book_stale", book)
 
     def connection_lost(self, reason: Exception) -> None:
+        self._whole = None
         self._all_stale()
 
     def session_ended(self, reason: Exception) -> None:
+        self._whole = None
         self._all_stale()
+
+    def gap_opened(self) -> None:
+        self._whole = {market_id for market_id, book in self.markets.items() if not book.stale}
+        self._all_stale()
+
+    def gapfilled(self) -> None:
+        if self._whole is not None:
+            self._whole.clear()
+
+    def gap_closed(self) -> None:
+        whole, self._whole = self._whole or set(), None
+        for market_id in sorted(whole):
+            book = self.markets[market_id]
+            book.stale = False
+            self._tell("book_live", book)
+            self._tell("book_changed", book, None)
+        self._resubscribe([market_id for market_id in self.markets if market_id not in whole])
 
     def _tell(self, hook: str, *args: object) -> None:
         if self._listeners:  # most books have none: each quote would pay for an empty round
