@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
 
 #: The status of a process that could not do its job.
 EXIT_FAILURE = 1
@@ -25,6 +28,11 @@ EXIT_FAILURE = 1
 at_exit = atexit.register
 
 _status: list[int] = []
+
+_log = Logger()
+
+#: The reactors `quiet_while_stopping` was set up for.
+_quieted: set[int] = set()
 
 
 def exit_after_stop(reactor: Any, status: int = EXIT_FAILURE) -> None:
@@ -47,3 +55,29 @@ def _exit() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_status[0])
+
+
+def quiet_while_stopping(reactor: Any) -> None:
+    """Once the reactor is stopping, a further SIGINT or SIGTERM is said in one line, and changes nothing.
+
+    Twisted's handlers would call ``reactor.stop()`` again, which raises
+    ReactorNotRunning, logged as a critical traceback, while the services are
+    still logging out and flushing the journal (a second Ctrl-C, or a
+    supervisor's TERM after an INT).  The first signal still decides the exit
+    status.
+    """
+    if id(reactor) in _quieted:
+        return
+    _quieted.add(id(reactor))
+    reactor.addSystemEventTrigger("before", "shutdown", _quiet_signals)
+
+
+def _quiet_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _already_stopping)
+
+
+def _already_stopping(number: int, frame: FrameType | None) -> None:
+    _log.info("{signal}: already stopping (cancelling, logging out, flushing the journal)",
+              signal=signal.Signals(number).name)

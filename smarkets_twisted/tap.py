@@ -38,7 +38,7 @@ from smarkets_twisted.exchange.tap import describe_simulation
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import Journal, JournalError, JournalService
 from smarkets_twisted.pricelog import PriceLog
-from smarkets_twisted.process import exit_after_stop
+from smarkets_twisted.process import exit_after_stop, quiet_while_stopping
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
@@ -421,6 +421,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     top = MultiService()  # type: ignore[no-untyped-call]
+    quiet_while_stopping(reactor)
     endpoint: IStreamClientEndpoint
     if options["endpoint"] is None:
         embedded = EmbeddedExchangeService(reactor)

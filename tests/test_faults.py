@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -645,6 +646,23 @@ class ExitTests(SynchronousTestCase):
         self.assertTrue(reactor_.hasStopped)
         process.exit_after_stop(reactor_)  # twice, once stopped: no error, one exit
         self.assertEqual(len(registered), 1)
+
+    def test_a_signal_while_stopping_is_one_line_not_a_second_stop(self) -> None:
+        """A second Ctrl-C while the client logs out: Twisted's handler would stop the reactor again
+        (ReactorNotRunning, logged critical); once stopping, the handler only says it."""
+        installed: dict[int, Any] = {}
+        self.patch(signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
+        self.patch(signal, "getsignal", lambda number: signal.default_int_handler)
+        reactor_ = MemoryReactorClock()
+        process.quiet_while_stopping(reactor_)
+        process.quiet_while_stopping(reactor_)  # once per reactor
+        self.assertEqual(installed, {})
+        [(stopping, args, kwargs)] = reactor_.triggers["before"]["shutdown"]
+        stopping(*args, **kwargs)
+        self.assertEqual(set(installed), {signal.SIGINT, signal.SIGTERM})
+        installed[signal.SIGINT](signal.SIGINT, None)
+        self.assertEqual([formatEvent(event) for event in self.lines],
+                         ["SIGINT: already stopping (cancelling, logging out, flushing the journal)"])
 
     def test_the_exchange_exits_when_its_port_is_taken(self) -> None:
         exits: list[Any] = []
