@@ -254,7 +254,7 @@ class MatchingEngine:
             )
             return self._finish(batch)
         market = self._market_of(order)
-        self._cancel_order(batch, market, order, seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED, reference)
+        self._cancel(batch, market, order, seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED, reference)
         return self._finish(batch)
 
     def cancel_all(
@@ -276,7 +276,7 @@ class MatchingEngine:
             if market_id is None or order.market_id == market_id
         ]
         for order in orders:
-            self._cancel_order(batch, self._market_of(order), order, seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED, None)
+            self._cancel(batch, self._market_of(order), order, seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED)
         return self._finish(batch)
 
     def reduce(
@@ -445,7 +445,7 @@ class MatchingEngine:
             self._cancel_where(batch, market, orders, not_in_play, seto_pb2.ORDER_CANCELLED_TRADING_SUSPENDED)
         elif state in (seto_pb2.MARKET_STATE_SETTLED, seto_pb2.MARKET_STATE_VOIDED):
             for order in orders:
-                self._cancel_order(batch, market, order, seto_pb2.ORDER_CANCELLED_ADMIN_REQUESTED, None)
+                self._cancel(batch, market, order, seto_pb2.ORDER_CANCELLED_ADMIN_REQUESTED)
             for traded in self.ledger.close(batch, market, winner):
                 order = traded.last_order
                 voided = order_event(ExecutionVoided, order, price=traded.avg_price, quantity=traded.quantity)
@@ -539,7 +539,7 @@ class MatchingEngine:
             self._remember_finished(order)
         elif order.tif == seto_pb2.IMMEDIATE_OR_CANCEL:
             self._remember_finished(order)
-            self._release(batch, market, order, seto_pb2.ORDER_CANCELLED_INSUFFICIENT_LIQUIDITY, None)
+            self._cancel(batch, market, order, seto_pb2.ORDER_CANCELLED_INSUFFICIENT_LIQUIDITY)
         else:
             self._orders[order.order_id] = order
             self._orders_by_market[order.market_id][order.order_id] = order
@@ -556,30 +556,20 @@ class MatchingEngine:
     ) -> None:
         for order in orders:
             if order.tif in tifs:
-                self._cancel_order(batch, market, order, reason, None)
+                self._cancel(batch, market, order, reason)
 
-    def _cancel_order(
+    def _cancel(
         self,
         batch: _Batch,
         market: Market,
         order: Order,
         reason: seto_pb2.OrderCancelledReason,
-        reference: int | None,
+        reference: int | None = None,
     ) -> None:
-        """Take a resting order off the book and release what it reserved."""
-        self._touch_book(batch, order.contract_id)
-        self._unrest(order)
-        self._release(batch, market, order, reason, reference)
-
-    def _release(
-        self,
-        batch: _Batch,
-        market: Market,
-        order: Order,
-        reason: seto_pb2.OrderCancelledReason,
-        reference: int | None,
-    ) -> None:
-        """Cancel the available quantity of an order that is not (or no longer) resting."""
+        """Cancel the available quantity of an order, taking it off its book if it rests there."""
+        if order.resting:
+            self._touch_book(batch, order.contract_id)
+            self._unrest(order)
         cancelled = order.available
         self.ledger.release(batch, market, order, cancelled)
         order.available = 0

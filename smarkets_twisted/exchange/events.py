@@ -39,6 +39,19 @@ class MarketEvent(EngineEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OrderEvent(AccountEvent):
+    """An event about one of the account's orders, with the account's money after it."""
+
+    order_id: int
+    market_id: int
+    contract_id: int
+    side: seto_pb2.Side
+    label: str | None
+    available_balance: int
+    exposure: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class OrderInvalid(EngineEvent):
     """order_invalid: the order was malformed; every problem is listed.
 
@@ -53,21 +66,14 @@ class OrderInvalid(EngineEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrderAccepted(AccountEvent):
+class OrderAccepted(OrderEvent):
     """order_accepted: the order was taken; fills, if any, follow."""
 
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     price: int
     quantity: int
     tif: seto_pb2.TimeInForceType
     request_seq: int | None
     reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,48 +87,34 @@ class OrderRejected(AccountEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrderExecuted(AccountEvent):
+class OrderExecuted(OrderEvent):
     """order_executed: one fill of one order, sent to each of the two parties.
 
     ``price`` and ``quantity`` are the fill's; ``orig_price`` is the order's limit.
     """
 
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     price: int
     quantity: int
     orig_price: int
     total_executed_quantity: int
     executed_avg_price: int
     available_quantity: int
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrderCancelled(AccountEvent):
+class OrderCancelled(OrderEvent):
     """order_cancelled: what was left of an order is gone.
 
     ``cancelled_quantity`` is the quantity that was still available.
     ``reference`` is the order_cancel request's when it gave one, else the order's own.
     """
 
-    order_id: int
     reason: seto_pb2.OrderCancelledReason
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     orig_price: int
     cancelled_quantity: int
     executed_quantity: int
     executed_avg_price: int
     reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,22 +144,15 @@ class CancelAllRejected(AccountEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantityReduced(AccountEvent):
+class QuantityReduced(OrderEvent):
     """order_quantity_reduced: the order's available quantity is now ``new_quantity``."""
 
-    order_id: int
     new_quantity: int
     reason: seto_pb2.OrderQuantityReducedReason
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     orig_price: int
     executed_quantity: int
     executed_avg_price: int
     reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,24 +181,17 @@ class PendingReplace(AccountEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplaceAccepted(AccountEvent):
+class ReplaceAccepted(OrderEvent):
     """order_cancel_replace_accepted: the original is gone, the new order is live.
 
     ``quantity_left`` is what was still available on the original order.
     """
 
-    order_id: int
     orig_order_id: int
     price: int
     quantity: int
     quantity_left: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     reference: int | None
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,19 +216,12 @@ class ReplaceRejected(AccountEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutionVoided(AccountEvent):
+class ExecutionVoided(OrderEvent):
     """order_execute_voided: a fill was undone because its market was voided."""
 
-    order_id: int
-    market_id: int
-    contract_id: int
-    side: seto_pb2.Side
     price: int
     quantity: int
     orig_price: int
-    label: str | None
-    available_balance: int
-    exposure: int
 
 
 @dataclass(frozen=True, kw_only=True)
