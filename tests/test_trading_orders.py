@@ -121,6 +121,17 @@ class OrderLifeTests(TradingTestCase):
                          (OrderState.CANCELLED, 10_000, 0))
         self.assertEqual(order.reason_name, "ORDER_CANCELLED_INSUFFICIENT_LIQUIDITY")
 
+    def test_refused_cancel_and_reduce_are_in_the_history(self) -> None:
+        accepted = self.settle(self.alice.order(MARKET, HOME, SELL, 10_000, 4000))
+        self.settle(self.bob.order(MARKET, HOME, BUY, 10_000, 4000))
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        cancel = self.refused(self.alice.cancel(accepted.order_id), errors.CancelRejected)
+        reduce = self.refused(self.alice.reduce(accepted.order_id, 5_000), errors.ReduceRejected)
+        self.assertEqual([event.name for event in order.history[-2:]],
+                         [f"cancel rejected: {cancel.reason_name}", f"reduce to 5000 rejected: {reduce.reason_name}"])
+        self.assertEqual((order.state, order.executed_quantity), (OrderState.FILLED, 10_000))
+
     def test_queries_by_market_and_contract(self) -> None:
         for market_id, contract_id in ((MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)):
             self.settle(self.alice.order(market_id, contract_id, BUY, 10_000, 1000))
@@ -303,6 +314,26 @@ class ReplayedEventTests(SynchronousTestCase):
         self.assertEqual((self.order.executed_quantity, self.order.remaining_quantity), (10_000, 20_000))
         self.fill(12, 10_000)
         self.assertEqual(self.order.executed_quantity, 20_000)
+
+    def test_a_pending_fill_stands_once_confirmed(self) -> None:
+        """order_executed with a pending_timeout (in play): counted, and unconfirmed until order_execute_confirmed."""
+        self.deliver("seto.order_executed", "OrderExecuted", price=4000, quantity=10_000, order_id=9, side=BUY,
+                     market_id=MARKET, contract_id=HOME, pending_timeout=5_000, account_sequence_64=11)
+        self.assertEqual((self.order.executed_quantity, self.order.unconfirmed_quantity), (10_000, 10_000))
+        self.deliver("seto.order_execute_confirmed", "OrderExecuteConfirmed", price=4000, quantity=10_000,
+                     order_id=9, account_sequence_64=12)
+        self.assertEqual((self.order.executed_quantity, self.order.unconfirmed_quantity), (10_000, 0))
+        self.assertEqual([event.name for event in self.order.history[1:]],
+                         ["executed 10000 at 4000, pending confirmation", "execution of 10000 at 4000 confirmed"])
+
+    def test_a_pending_fill_voided_is_taken_back(self) -> None:
+        self.deliver("seto.order_executed", "OrderExecuted", price=4000, quantity=10_000, order_id=9, side=BUY,
+                     market_id=MARKET, contract_id=HOME, pending_timeout=5_000, account_sequence_64=11)
+        self.deliver("seto.order_execute_voided", "OrderExecutedVoid", price=4000, quantity=10_000, order_id=9,
+                     account_sequence_64=12)
+        self.assertEqual((self.order.executed_quantity, self.order.unconfirmed_quantity, self.order.fills),
+                         (0, 0, {}))
+        self.assertEqual(self.order.state, OrderState.LIVE)
 
     def test_an_event_that_does_not_fit_is_not_applied(self) -> None:
         self.deliver("seto.order_cancelled", "OrderCancelled", reason=1, order_id=9, account_sequence_64=11)

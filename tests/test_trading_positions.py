@@ -12,9 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.exchange.engine import MarketStateError
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.payloads import application_message
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
-from smarkets_twisted.trading.orders import Order, OrderListener
+from smarkets_twisted.trading.orders import Order, OrderListener, OrderState
 from smarkets_twisted.trading.prices import TICKS, money
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 from tests.trading_helpers import TradingTestCase
@@ -205,3 +206,71 @@ class PositionTests(TradingTestCase):
             self.assertEqual((factory.positions.exposure, factory.positions.available_balance),
                              (Decimal(0), money(account.available_balance)))
         self.assertEqual(self.alice.positions.balance, Decimal("1007.50"))  # won £10.00 for a £2.50 stake
+
+
+class VoidTests(TradingTestCase):
+    """Voids take fills back: the positions and exposure after them are the exchange's."""
+
+    def assertFlat(self, factory: SmarketsClientFactory, name: str) -> None:
+        account = self.exchange.account(name)
+        self.assertEqual((factory.positions.exposure, factory.positions.available_balance),
+                         (money(account.exposure), money(account.available_balance)))
+        self.assertEqual((factory.positions.exposure, factory.positions.available_balance),
+                         (Decimal(0), Decimal(1000)))
+        for contract_id in (HOME, AWAY):
+            position = factory.positions.contract(MARKET, contract_id)
+            self.assertEqual((position.bought, position.sold) if position else (0, 0), (0, 0))
+
+    def test_a_market_voided_leaves_every_order_and_position_flat(self) -> None:
+        """Unsubscribed, so that the order_execute_voided events are what moves the positions.
+
+        The exchange voids each contract and side in one event, against the last
+        order that traded there: no order's executed quantity goes below 0.
+        """
+        for factory in (self.alice, self.bob):
+            factory.positions.set_contracts(MARKET, [HOME, AWAY])
+        self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))
+        self.settle(self.alice.order(MARKET, AWAY, SELL, 100_000, 3000))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2500))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 50_000, 2400))
+        self.settle(self.bob.order(MARKET, AWAY, BUY, 30_000, 3100))
+        self.exchange.void(MARKET)
+        self.market.flush()
+        for factory, name in ((self.alice, "alice"), (self.bob, "bob")):
+            self.assertFlat(factory, name)
+            self.assertEqual([(order.executed_quantity, order.fills) for order in factory.orders],
+                             [(0, {})] * len(factory.orders))
+
+    def test_an_order_voided_by_the_exchange_takes_its_fills_back(self) -> None:
+        """The simulated exchange never voids one order: its order_voided is scripted, on the wire."""
+        filled: list[tuple[int, int]] = []
+
+        class Fills(OrderListener):
+            def order_filled(self, order: Order, price: int, quantity: int) -> None:
+                filled.append((price, quantity))
+
+        self.alice.orders.add_listener(Fills())
+        self.settle(self.alice.subscribe(MARKET))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2400))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 50_000, 2500))
+        accepted = self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))  # fills at both, rests
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None and self.alice.orders.account_sequence is not None
+        self.assertEqual((order.executed_quantity, order.remaining_quantity, order.fills),
+                         (150_000, 250_000, {2400: 100_000, 2500: 50_000}))
+        self.assertEqual(self.alice.positions.exposure, money(self.exchange.account("alice").exposure))
+        # The exchange voids the order: its fills no longer stand, and neither does its rest.
+        self.alice_connection.server.send_payload(application_message(
+            "order_voided", order_id=order.order_id, quantity=150_000, source_quantity=400_000,
+            account_sequence_64=self.alice.orders.account_sequence + 1, market_id=MARKET, contract_id=HOME,
+            side=BUY, executed_quantity=0))
+        self.market.flush()
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity, order.fills),
+                         (OrderState.VOIDED, 0, 0, {}))
+        self.assertEqual(order.history[-1].name, "voided: 150000 executed undone")
+        self.assertEqual(filled[-2:], [(2500, -50_000), (2400, -100_000)])
+        home = self.alice.positions.contract(MARKET, HOME)
+        assert home is not None
+        self.assertEqual((home.bought, home.bought_stake), (0, Decimal(0)))
+        self.assertEqual((self.alice.positions.exposure, self.alice.positions.available_balance),
+                         (Decimal(0), Decimal(1000)))

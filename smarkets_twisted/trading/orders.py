@@ -4,8 +4,19 @@
 answer (accepted, rejected, invalid, matched by the order's client
 reference, which the library always sets) and then the account events
 (executed, cancelled, reduced, replace pending/accepted/rejected, execution
-voided), matched by order id, move it.  A replacement is an Order of its own
-that ``replaces`` the original.
+voided or confirmed, order voided, cancel or reduce rejected), matched by
+order id, move it.  A replacement is an Order of its own that ``replaces``
+the original.
+
+What the schema says of voids and confirmations, as read here: an
+``order_executed`` with a ``pending_timeout`` (in play) is a fill that
+counts at once but stands only once ``order_execute_confirmed`` says so;
+``order_execute_voided`` takes one execution back (a pending one, or any
+when its market is voided); ``order_voided`` voids the whole order: none of
+its fills stand (``quantity``, the executed quantity undone, of its
+``source_quantity``) and, as after ``order_cancelled``, nothing is left
+open.  Listeners hear a fill taken back as a fill of negative quantity, at
+the price it was made at.
 
 Nothing is applied twice: account events carry an increasing account
 sequence, and one at or below the last applied (an account-sequence replay
@@ -46,6 +57,7 @@ class OrderState(enum.Enum):
     FILLED = "filled"
     CANCELLED = "cancelled"  # by request, reduction, halt, or an IOC's unmatched rest
     REPLACED = "replaced"
+    VOIDED = "voided"  # by the exchange: none of it stands, fills included
     REJECTED = "rejected"
     INVALID = "invalid"
     NOT_SENT = "not sent"  # failed before it left this process
@@ -71,8 +83,9 @@ class Order:
 
     # A client may hold thousands: no per-order dict.
     __slots__ = ("market_id", "contract_id", "side", "price", "quantity", "reference", "label", "tif", "order_id",
-                 "state", "executed_quantity", "executed_value", "remaining_quantity", "reason", "reason_name",
-                 "replaces", "replaced_by", "replace_pending", "history")
+                 "state", "executed_quantity", "executed_value", "fills", "unconfirmed_quantity",
+                 "remaining_quantity", "reason", "reason_name", "replaces", "replaced_by", "replace_pending",
+                 "history")
 
     def __init__(
         self,
@@ -99,6 +112,11 @@ class Order:
         self.executed_quantity = 0
         #: Sum of price x quantity over the fills, for an exact average.
         self.executed_value = 0
+        #: Quantity executed at each price, in fills this client heard (so its
+        #: positions count them), less what was voided.
+        self.fills: dict[int, int] = {}
+        #: Executed in fills the exchange reported pending, not yet confirmed.
+        self.unconfirmed_quantity = 0
         #: Open on the book (or, before an answer, asked for); 0 once closed.
         self.remaining_quantity = quantity
         #: The reason enum value of a rejection or cancellation, and its name.
@@ -125,6 +143,16 @@ class Order:
         if not self.executed_quantity:
             return None
         return Decimal(self.executed_value) / Decimal(self.executed_quantity)
+
+    def _fill(self, price: int, quantity: int) -> None:
+        """Count a fill (a negative quantity takes one back)."""
+        self.executed_quantity += quantity
+        self.executed_value += price * quantity
+        left = self.fills.get(price, 0) + quantity
+        if left > 0:
+            self.fills[price] = left
+        else:
+            self.fills.pop(price, None)
 
     def _move(self, name: str, sequence: int | None, state: OrderState | None = None) -> None:
         if state is not None:
@@ -178,6 +206,10 @@ class Orders:
             "seto.order_cancel_replace_accepted": self._replace_accepted,
             "seto.order_cancel_replace_rejected": self._replace_rejected,
             "seto.order_execute_voided": self._execute_voided,
+            "seto.order_execute_confirmed": self._execute_confirmed,
+            "seto.order_voided": self._voided,
+            "seto.order_cancel_rejected": self._cancel_rejected,
+            "seto.order_quantity_reduce_rejected": self._reduce_rejected,
         }
 
     # Queries
@@ -342,8 +374,11 @@ class Orders:
         if order.state is not OrderState.LIVE:
             self._misfit(order, "order_executed")
             return
-        order.executed_quantity += message.quantity
-        order.executed_value += message.price * message.quantity
+        order._fill(message.price, message.quantity)
+        pending = ""
+        if message.pending_timeout:
+            order.unconfirmed_quantity += message.quantity
+            pending = ", pending confirmation"
         if message.HasField("available_quantity"):
             order.remaining_quantity = message.available_quantity
         else:
@@ -352,8 +387,8 @@ class Orders:
             self.log.warn("order {order}: the exchange counts {theirs} executed, we count {ours}",
                           order=order.order_id, theirs=message.total_executed_quantity, ours=order.executed_quantity)
         state = OrderState.FILLED if order.remaining_quantity == 0 else None
-        self._set(order, f"executed {message.quantity} at {message.price}", _sequence(message), state,
-                  fill=(message.price, message.quantity))
+        self._set(order, f"executed {message.quantity} at {message.price}{pending}", _sequence(message), state,
+                  fills=[(message.price, message.quantity)])
 
     def _adopt(self, executed: Any) -> Order:
         """An order this client did not see accepted: rebuilt from its first fill."""
@@ -433,10 +468,69 @@ class Orders:
         if order is None or order.state in (OrderState.PENDING, OrderState.UNKNOWN):
             self.log.warn("execution void for order {order}, which has no fills here", order=message.order_id)
             return
-        order.executed_quantity -= message.quantity
-        order.executed_value -= message.price * message.quantity
-        self._set(order, f"execution of {message.quantity} at {message.price} voided", _sequence(message), None,
-                  fill=(message.price, -message.quantity))
+        name = f"execution of {message.quantity} at {message.price} voided"
+        for voided, quantity in self._void_shares(order, message.quantity):
+            voided.unconfirmed_quantity = max(0, voided.unconfirmed_quantity - quantity)
+            voided._fill(message.price, -quantity)
+            self._set(voided, name if voided is order else f"{name} (order {order.order_id}'s void)",
+                      _sequence(message), None, fills=[(message.price, -quantity)])
+
+    def _void_shares(self, order: Order, quantity: int) -> list[tuple[Order, int]]:
+        """Who an execution void of ``quantity`` takes it back from: ``order``, up to what it executed.
+
+        A voided market's executions come as one void per contract and side,
+        against the last order that traded there (as the simulated exchange
+        sends them): what exceeds that order's fills comes off the account's
+        other orders there, newest first, and only what none of them holds
+        stays with ``order``.
+        """
+        shares = [(order, min(quantity, order.executed_quantity))]
+        rest = quantity - shares[0][1]
+        for other in reversed([*self._closed, *self._open]):
+            if not rest:
+                break
+            if (other is not order and other.executed_quantity > 0 and other.market_id == order.market_id
+                    and other.contract_id == order.contract_id and other.side == order.side):
+                share = min(rest, other.executed_quantity)
+                shares.append((other, share))
+                rest -= share
+        shares[0] = (order, shares[0][1] + rest)
+        return [(voided, share) for voided, share in shares if share]
+
+    def _execute_confirmed(self, message: Any) -> None:
+        def confirmed(order: Order) -> None:
+            order.unconfirmed_quantity = max(0, order.unconfirmed_quantity - message.quantity)
+
+        self._live_event(message, f"execution of {message.quantity} at {message.price} confirmed", None,
+                         change=confirmed, closed_too=True)
+
+    def _voided(self, message: Any) -> None:
+        if self._seen(message):
+            return
+        order = self._by_id.get(message.order_id)
+        if order is None:
+            return  # an order this client never saw accepted
+        if order.state is OrderState.VOIDED:
+            self._misfit(order, "order_voided")
+            return
+        if message.quantity != order.executed_quantity:
+            self.log.warn("order {order} voided: the exchange undoes {theirs} executed, we count {ours}",
+                          order=order.order_id, theirs=message.quantity, ours=order.executed_quantity)
+        fills = [(price, -quantity) for price, quantity in reversed(order.fills.items())]
+        for price, quantity in fills:
+            order._fill(price, quantity)
+        # Fills made before this client adopted the order are void too.
+        order.executed_quantity = order.executed_value = order.unconfirmed_quantity = 0
+        self._set(order, f"voided: {message.quantity} executed undone", _sequence(message), OrderState.VOIDED,
+                  fills=fills)
+
+    def _cancel_rejected(self, message: Any) -> None:
+        name = enum_name(seto_pb2.OrderCancelRejectedReason, message.reason)
+        self._live_event(message, f"cancel rejected: {name}", None, closed_too=True)
+
+    def _reduce_rejected(self, message: Any) -> None:
+        name = enum_name(seto_pb2.OrderQuantityReduceRejectedReason, message.reason)
+        self._live_event(message, f"reduce to {message.new_quantity} rejected: {name}", None, closed_too=True)
 
     def _live_event(
         self, message: Any, name: str, state: OrderState | None, reason: int | None = None,
@@ -490,13 +584,13 @@ class Orders:
 
     def _set(
         self, order: Order, name: str, sequence: int | None, state: OrderState | None,
-        fill: tuple[int, int] | None = None,
+        fills: list[tuple[int, int]] | None = None,
     ) -> None:
         order._move(name, sequence, state)
         if order.closed:
             self._close(order)
-        if fill is not None:
-            notify(self._listeners, "order_filled", order, *fill)
+        for price, quantity in fills or ():
+            notify(self._listeners, "order_filled", order, price, quantity)
         notify(self._listeners, "order_changed", order)
 
     def _close(self, order: Order) -> None:
