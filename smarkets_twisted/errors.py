@@ -97,12 +97,31 @@ class BadLoginResponse(SequenceError):
 # Login and logout
 
 
+#: The eto LogoutReason names, in words a person reads in a log line.
+_LOGOUT_WORDS = {
+    "LOGOUT_NONE": "no reason given",
+    "LOGOUT_HEARTBEAT_TIMEOUT": "no heartbeat in time",
+    "LOGOUT_CONFIRMATION": "logout confirmed",
+    "LOGOUT_LOGIN_TIMEOUT": "no login in time",
+    "LOGOUT_LOGIN_NOT_FIRST_SEQ": "the login was not the first payload",
+    "LOGOUT_UNKNOWN_SESSION": "the exchange does not know the session",
+    "LOGOUT_UNAUTHORISED": "bad username or password",
+    "LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE": "service temporarily unavailable",
+    "LOGOUT_DOWNTIME": "the exchange is down for maintenance",
+    "LOGOUT_UNVERIFIED": "the account is not verified",
+}
+
+
+def logout_words(reason_name: str) -> str:
+    """'LOGOUT_UNAUTHORISED' -> 'bad username or password'; a name not in the schema as it is."""
+    return _LOGOUT_WORDS.get(reason_name, reason_name)
+
+
 class LoginError(SmarketsError):
     """A login was refused; ``reason`` is the eto LogoutReason value (or None)."""
 
     def __init__(self, reason: int | None, reason_name: str | None = None) -> None:
-        name = reason_name if reason_name is not None else str(reason)
-        super().__init__(f"login refused: {name}")
+        super().__init__(f"login refused: {logout_words(reason_name if reason_name is not None else str(reason))}")
         self.reason = reason
         self.reason_name = reason_name
 
@@ -120,7 +139,7 @@ class LoggedOut(SmarketsError):
     """The exchange ended the session; ``reason`` is the eto LogoutReason value."""
 
     def __init__(self, reason: int | None, reason_name: str | None = None) -> None:
-        super().__init__(f"logged out: {reason_name if reason_name is not None else reason}")
+        super().__init__(f"logged out: {logout_words(reason_name if reason_name is not None else str(reason))}")
         self.reason = reason
         self.reason_name = reason_name
 

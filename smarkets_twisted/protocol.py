@@ -243,7 +243,7 @@ class SmarketsClientProtocol(Protocol):
             self.log.info("logged out")
         else:
             error = errors.LoggedOut(reason, name)
-            self.log.warn("the exchange ended the connection: {reason}", reason=name)
+            self.log.warn("the exchange ended the connection: {reason}", reason=errors.logout_words(str(name)))
         self._lost_because = error
         # The factory hears first: after a refusal for good, the service stops
         # trying before this login's failure counts as an attempt to retry.

@@ -185,7 +185,7 @@ def cause(error: BaseException, logged_in: bool) -> str:
     if isinstance(error, errors.LoginTimeout):
         return "no login response in time"
     if isinstance(error, errors.LoginError):
-        return f"login refused ({error.reason_name or error.reason})"
+        return f"login refused ({errors.logout_words(error.reason_name or str(error.reason))})"
     if isinstance(error, (errors.TLSVerificationFailed, errors.PeerTimeout, errors.LoggedOut, errors.ProtocolError)):
         return str(error)
     if isinstance(lost, net_error.ConnectionRefusedError):

@@ -341,7 +341,7 @@ class RetryLineTests(ServiceTestCase):
         self.assertEqual(self.retry_lines(), [
             "mem:3701: connection refused; retry 1 in 1.0 seconds",
             "mem:3701: connection closed before login; retry 2 in 1.0 seconds",
-            "mem:3701: login refused (LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE); retry 3 in 1.0 seconds",
+            "mem:3701: login refused (service temporarily unavailable); retry 3 in 1.0 seconds",
             "mem:3701: connection lost (Connection to the other side was lost in a non-clean fashion: "
             "the in-memory connection was dropped); retry 1 in 1.0 seconds",
         ])
@@ -621,7 +621,7 @@ class TwistdTests(TestCase):
         self.assertNotIn("Traceback", output)
         self.assertNotIn("Unhandled", output)
         (line,) = [line for line in output.splitlines() if "refused" in line]
-        self.assertIn(f"127.0.0.1:{port}: login refused: LOGOUT_UNAUTHORISED", line)
+        self.assertIn(f"127.0.0.1:{port}: login refused: bad username or password", line)
         self.assertNotIn("wrong", line)
 
 
@@ -698,7 +698,7 @@ class ExitTests(SynchronousTestCase):
         self.assertFalse([e for e in self.lines if e.get("log_failure") is not None])
         client = [e for e in self.lines if not e.get("log_namespace", "").startswith("smarkets_twisted.exchange")]
         said = [formatEvent(e) for e in client if "refused" in formatEvent(e)]
-        self.assertEqual(said, ["mem:3701: login refused: LOGOUT_UNAUTHORISED: no more connection attempts"])
+        self.assertEqual(said, ["mem:3701: login refused: bad username or password: no more connection attempts"])
 
     def test_no_market_is_warned_about(self) -> None:
         os.environ[client_tap.PASSWORD_VARIABLE] = "pw"
