@@ -27,10 +27,17 @@ from smarkets_twisted.trading.strategy import Strategy
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m smarkets_twisted")
-    commands = parser.add_subparsers(dest="command", required=True)
-    journal = commands.add_parser("journal", help="summarise or replay a journal")
-    actions = journal.add_subparsers(dest="action", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m smarkets_twisted",
+        description="Tools for the journals that `twistd smarkets --journal PATH` records (every payload, both"
+                    " directions, one JSON line each). The client itself runs as `twistd smarkets`; see"
+                    " `twistd smarkets --help`.",
+        epilog="Example: python -m smarkets_twisted journal summary smarkets.jsonl",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    journal = commands.add_parser("journal", help="summarise or replay a journal",
+                                  description="Summarise a journal, or replay its inbound side through a client.")
+    actions = journal.add_subparsers(dest="action", required=True, metavar="action")
     summary = actions.add_parser("summary", help="counts, seqs, gaps, sessions, orders and fills")
     summary.add_argument("path", help="the journal (its rotated files PATH.1, PATH.2... are read too)")
     replay = actions.add_parser("replay", help="feed the recorded payloads through a client")

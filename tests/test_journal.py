@@ -207,6 +207,13 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual(err.getvalue().count("\n"), 1)
         self.assertIn("no journal at", err.getvalue())
 
+    def test_help_says_what_the_command_is_for(self) -> None:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(SystemExit, command.main, ["--help"])
+        help_text = " ".join(out.getvalue().split())
+        self.assertIn("Tools for the journals that `twistd smarkets --journal PATH` records", help_text)
+
 
 class ServiceTests(TestCase):
     """`twistd smarkets --journal`, flushed and closed once the client logged out."""
