@@ -32,6 +32,8 @@ class StateFile:
         self.path = path
         self.username = username
         self._failing = False
+        #: What `load` found: the account sequence saved, or None (no state file yet, or not read).
+        self.loaded: int | None = None
 
     def load(self) -> int | None:
         """The account sequence saved, or None when there is no state file yet."""
@@ -49,6 +51,7 @@ class StateFile:
             raise StateFileError(f"state file {self.path} has no account_sequence")
         if state.get("username") != self.username:
             raise StateFileError(f"state file {self.path} is for {state.get('username')!r}, not {self.username!r}")
+        self.loaded = sequence
         return sequence
 
     def save(self, account_sequence: int) -> None:
@@ -70,5 +73,10 @@ class StateFile:
         self._failing = False
 
     def attach(self, factory: SmarketsClientFactory) -> None:
-        """Save after each account event ``factory`` processes."""
+        """Save after each account event ``factory`` processes; say where the client resumes from."""
+        if self.loaded is None:
+            self.log.info("state file {path}: none yet; it is written after the first account event", path=self.path)
+        else:
+            self.log.info("state file {path}: account sequence {sequence}; the exchange is asked for every account"
+                          " event after it", path=self.path, sequence=self.loaded)
         factory.on_account_event = self.save

@@ -108,6 +108,19 @@ class StateFileTests(SynchronousTestCase):
             self.assertIn(words, str(caught.exception))
             self.assertIn(str(self.path), str(caught.exception))
 
+    def test_the_log_says_what_was_loaded_and_where_the_client_resumes(self) -> None:
+        factory = SmarketsClientFactory(ClientSettings(username="alice", password="alice-pw"))
+        for saved, said in [(None, f"state file {self.path}: none yet; it is written after the first account event"),
+                            (42, f"state file {self.path}: account sequence 42; the exchange is asked for every"
+                                 " account event after it")]:
+            if saved is not None:
+                StateFile(str(self.path), "alice").save(saved)
+            state = StateFile(str(self.path), "alice")
+            self.assertEqual(state.load(), saved)
+            with capturedLogs() as events:
+                state.attach(factory)
+            self.assertEqual([formatEvent(event) for event in events], [said])
+
     def test_a_failed_save_is_logged_not_raised(self) -> None:
         state = StateFile(str(self.path / "no-such-directory" / "state"), "alice")
         with capturedLogs() as events:
