@@ -263,7 +263,9 @@ class Books(ClientListener):
             book.stale = False
             self._tell("book_live", book)
             self._tell("book_changed", book, None)
-        self._resubscribe([market_id for market_id in self.markets if market_id not in whole])
+        lost = [market_id for market_id in self.markets if market_id not in whole]
+        if lost:
+            self._resubscribe(lost)
 
     def _tell(self, hook: str, *args: object) -> None:
         if self._listeners:  # most books have none: each quote would pay for an empty round
