@@ -579,13 +579,14 @@ class TwistdTests(TestCase):
 
     timeout = 60
 
-    def twistd(self, *argv: str, password: str | None = None) -> Deferred[tuple[int, str]]:
+    def twistd(self, *argv: str, password: str | None = None, daemon: bool = False) -> Deferred[tuple[int, str]]:
         process = _Ended()
         env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
         if password is not None:
             env["SMARKETS_PASSWORD"] = password
         code = "from twisted.scripts.twistd import run; run()"
-        transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", code, "-n", "--pidfile=",
+        mode = ["--logfile=twistd.log"] if daemon else ["-n"]
+        transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", code, *mode, "--pidfile=",
                                                                     *argv], env=env, path=self.mktemp_dir())
         self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
         return process.ended
@@ -607,6 +608,19 @@ class TwistdTests(TestCase):
         self.assertNotIn("Traceback", output)
         (line,) = [line for line in output.splitlines() if "cannot listen" in line]
         self.assertIn(f"tcp:{port}:interface=127.0.0.1", line)
+
+    @defer.inlineCallbacks
+    def test_a_port_in_use_exits_1_without_n_too(self) -> Any:
+        """Daemonised, twistd's first process exits once the daemon has started its services: it must say so."""
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        status, output = yield self.twistd("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1",
+                                           daemon=True)
+        self.assertEqual(status, 1, output)
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", output)
 
     @defer.inlineCallbacks
     def test_bad_credentials_exit_1_with_one_line(self) -> Any:

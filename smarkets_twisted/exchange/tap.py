@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from smarkets_twisted.errors import ConfigurationError
+from smarkets_twisted.errors import ConfigurationError, SmarketsError
 from smarkets_twisted.exchange.accounts import Accounts, default_accounts, load_accounts
 from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_catalogue
 from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
@@ -90,6 +90,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"bad --endpoint {self['endpoint']!r}: {error}") from None
 
 
+class CannotListen(SmarketsError):
+    """The exchange cannot listen on its endpoint (a port in use, a bad interface)."""
+
+
 class ListenerService(Service):
     """Listens on an endpoint while running, and says what it is; an endpoint it cannot listen on ends the process.
 
@@ -100,18 +104,24 @@ class ListenerService(Service):
     log = Logger()
 
     def __init__(self, reactor: Any, description: str, endpoint: IStreamServerEndpoint,
-                 factory: ExchangeFactory) -> None:
+                 factory: ExchangeFactory, daemon: bool = False) -> None:
         self.reactor = reactor
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
+        #: Under twistd without -n, whose first process exits 0 once the daemon has started its services:
+        #: a port it cannot have is raised at start, so that twistd's first process says it and exits 1.
+        self.daemon = daemon
         self.port: IListeningPort | None = None
         self._listened = False
+        self._cannot: str | None = None
 
     def privilegedStartService(self) -> None:
         # Before twistd drops privileges (--uid), as StreamServerEndpointService does.
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         self._listen()
+        if self.daemon and self._cannot is not None:
+            raise CannotListen(self._cannot)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -127,8 +137,8 @@ class ListenerService(Service):
         self.log.info("{description}", description=describe_simulation(self.factory.exchange, port))
 
     def _cannot_listen(self, failure: Failure) -> None:
-        self.log.critical("cannot listen on {endpoint}: {error}", endpoint=self.description,
-                          error=failure.getErrorMessage())
+        self._cannot = f"cannot listen on {self.description}: {failure.getErrorMessage()}"
+        self.log.critical("{error}", error=self._cannot)
         exit_after_stop(self.reactor)
 
     def stopService(self) -> Deferred[None] | None:
@@ -164,7 +174,9 @@ def makeService(options: Options) -> IService:
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
     factory = ExchangeFactory(exchange, clock)
     factory.noisy = False  # no "Starting factory <...ExchangeFactory object at 0x...>"
-    listener = ListenerService(reactor, options["endpoint"], endpoint, factory)
+    twistd = getattr(options, "parent", None)  # twistd's own options, when it runs this
+    daemon = twistd is not None and not twistd.get("nodaemon", True)
+    listener = ListenerService(reactor, options["endpoint"], endpoint, factory, daemon)
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["liquidity"]:
         LiquiditySimulator(exchange, clock).setServiceParent(service)  # type: ignore[no-untyped-call]
