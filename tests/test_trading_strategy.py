@@ -270,13 +270,17 @@ class MarketMakerTests(SynchronousTestCase):
         self.maker.start()
         self.market.advance(6)
         bid = self.maker.quotes[(1001, BUY)]
+        self.factory.order(200, 2001, BUY, 20_000, 1000)  # elsewhere in the account: not this market's exposure
+        self.market.flush()
         with capturedLogs() as events:
             self.market.exchange.place_order("taker", 100, 1001, SELL, 20_000, bid.price)
             self.market.flush()
         lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
         filled = lines.index(f"order {bid.order_id} filled: £2.00 at an average {prices.format_price(bid.price)}")
-        self.assertEqual(lines[filled + 1], f"contract 1001: net position £2.00 payoff, exposure "
-                                            f"{prices.format_money(self.factory.positions.exposure)}")
+        exposure = self.factory.positions.worst_loss(100)
+        self.assertLess(exposure, self.factory.positions.exposure)
+        self.assertEqual(lines[filled + 1], f"contract 1001: net position £2.00 payoff; market 100 exposure "
+                                            f"{prices.format_money(exposure)}")
 
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)

@@ -164,9 +164,9 @@ class MarketMaker(Strategy):
             # After the trade log's line for the fill, what it leaves the maker holding.
             self._filled = None
             position = self.positions.contract(order.market_id, order.contract_id)
-            self.log.info("contract {contract}: net position {net} payoff, exposure {exposure}",
+            self.log.info("contract {contract}: net position {net} payoff; market {market} exposure {exposure}",
                           contract=order.contract_id, net=format_money(money(position.net if position else 0)),
-                          exposure=format_money(self.positions.exposure))
+                          market=order.market_id, exposure=format_money(self.positions.worst_loss(order.market_id)))
         key = (order.contract_id, order.side)
         if order.label != LABEL:
             return
