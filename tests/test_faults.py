@@ -596,13 +596,17 @@ class TwistdTests(TestCase):
         path.mkdir(parents=True)
         return str(path)
 
-    @defer.inlineCallbacks
-    def test_a_port_in_use_exits_1_with_one_line(self) -> Any:
+    def busy_port(self) -> int:
+        """A loopback port something already listens on."""
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
-        port = busy.getsockname()[1]
+        return int(busy.getsockname()[1])
+
+    @defer.inlineCallbacks
+    def test_a_port_in_use_exits_1_with_one_line(self) -> Any:
+        port = self.busy_port()
         status, output = yield self.twistd("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1")
         self.assertEqual(status, 1, output)
         self.assertNotIn("Traceback", output)
@@ -612,11 +616,7 @@ class TwistdTests(TestCase):
     @defer.inlineCallbacks
     def test_a_port_in_use_exits_1_without_n_too(self) -> Any:
         """Daemonised, twistd's first process exits once the daemon has started its services: it must say so."""
-        busy = socket.socket()
-        self.addCleanup(busy.close)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        port = busy.getsockname()[1]
+        port = self.busy_port()
         status, output = yield self.twistd("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1",
                                            daemon=True)
         self.assertEqual(status, 1, output)
