@@ -62,7 +62,10 @@ class ContractBook:
 
     def apply(self, quotes: Any) -> int:
         """Apply one ContractQuotes (a snapshot entry or a delta); return the quantity it traded."""
-        for side, levels in ((self.bids, quotes.bids), (self.offers, quotes.offers)):
+        # Repeated fields are sliced, not iterated: protobuf's containers iterate
+        # index by index through the sequence protocol (ending on an IndexError),
+        # where a slice makes the whole list in one call, in half the time.
+        for side, levels in ((self.bids, quotes.bids[:]), (self.offers, quotes.offers[:])):
             for quote in levels:
                 # Each field read costs a protobuf lookup: quantity once, not twice.
                 quantity = quote.quantity
@@ -71,7 +74,7 @@ class ContractBook:
                 else:
                     side.pop(quote.price, None)
         traded = 0
-        for execution in quotes.executions:
+        for execution in quotes.executions[:]:
             traded += execution.quantity
         self.traded_volume += traded
         if quotes.HasField("last_execution"):
@@ -125,7 +128,7 @@ class MarketBook:
     def snapshot(self, market_quotes: Any) -> None:
         """Replace everything with a MarketQuotes snapshot; the book is live."""
         previous, self.contracts = self.contracts, {}
-        for quotes in market_quotes.contract_quotes:
+        for quotes in market_quotes.contract_quotes[:]:  # sliced: see `ContractBook.apply`
             contract = self.contracts[quotes.contract_id] = ContractBook(quotes.contract_id)
             old = previous.get(quotes.contract_id)
             if old is not None:
