@@ -170,8 +170,10 @@ class Options(usage.Options):
 
             try:
                 clientFromString(reactor, self["endpoint"])  # type: ignore[no-untyped-call]
-            except (ValueError, KeyError, TypeError) as e:
-                raise usage.UsageError(f"bad --endpoint {self['endpoint']!r}: {e}") from None
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                # A trustRoots= directory that cannot be listed says why only in its original exception.
+                detail = str(e) or str(getattr(e, "originalException", "")) or type(e).__name__
+                raise usage.UsageError(f"bad --endpoint {self['endpoint']!r}: {detail}") from None
         if self["username"] is None:
             if not embedded:
                 raise usage.UsageError("--username is needed with --endpoint")

@@ -86,6 +86,8 @@ class OptionsTests(SynchronousTestCase):
             (("--market", "-5"), "--market takes market ids (whole numbers from 1), not '-5'"),
             (("--market", str(2**64)), "--market takes market ids"),
             (("--endpoint", "bogus:foo", "-u", "me"), "bad --endpoint 'bogus:foo': Unknown endpoint type: 'bogus'"),
+            (("--endpoint", "tls:h:3801:trustRoots=/nonexistent", "-u", "me"),
+             "bad --endpoint 'tls:h:3801:trustRoots=/nonexistent': [Errno 2] No such file or directory"),
         ]
         os.environ[tap.PASSWORD_VARIABLE] = "pw"
         self.addCleanup(os.environ.pop, tap.PASSWORD_VARIABLE)
