@@ -16,7 +16,8 @@ Figures: orders per second of each, the ratio engine/baseline (1.0 would be
 as fast as the baseline; each book's best of three runs, taken in turns), and
 the engine's memory per resting order (tracemalloc, after resting 10k orders;
 the accounts' event history, bounded on its own, is kept short so as not to
-count).
+count; and again with the default history, which keeps every event of those
+10k orders, so that what each event costs shows too).
 
     python bench/engine.py [largest order count]
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smarkets_twisted.exchange.accounts import Account, Accounts  # noqa: E402
+from smarkets_twisted.exchange.accounts import DEFAULT_HISTORY_LIMIT, Account, Accounts  # noqa: E402
 from smarkets_twisted.exchange.catalogue import Catalogue, Contract, Market  # noqa: E402
 from smarkets_twisted.exchange.engine import MatchingEngine  # noqa: E402
 from smarkets_twisted.proto import seto_pb2  # noqa: E402
@@ -88,10 +89,10 @@ class BaselineBook:
         return order_id
 
 
-def engine_runner() -> Callable[[list[Order]], None]:
-    # A short account history: the figures are the book's, not the replay log's (bounded apart).
+def engine_runner(history_limit: int = 100) -> Callable[[list[Order]], None]:
+    # A short account history by default: the figures are the book's, not the replay log's (bounded apart).
     accounts = [
-        Account(name, "pw", number, "", 10**15, history_limit=100) for number, name in enumerate(("a", "b"), start=1)
+        Account(name, "pw", number, "", 10**15, history_limit) for number, name in enumerate(("a", "b"), start=1)
     ]
     market = Market(MARKET, "M", (Contract(CONTRACT, "Yes"), Contract(CONTRACT + 1, "No")), seto_pb2.MARKET_STATE_OPEN)
     engine = MatchingEngine(Accounts(accounts), Catalogue([market]))
@@ -154,8 +155,8 @@ def best_ratio(orders: list[Order]) -> tuple[float, float]:
     return engine, engine / baseline
 
 
-def memory_per_resting_order(count: int) -> float:
-    run = engine_runner()
+def memory_per_resting_order(count: int, history_limit: int = 100) -> float:
+    run = engine_runner(history_limit)
     orders = resting(count)
     gc.collect()
     tracemalloc.start()
@@ -175,7 +176,10 @@ def main() -> None:
             engine, ratio = best_ratio(scenario(size))
             figures.append(f"{size // 1000}k: {engine / 1000:.1f}k/s ({ratio:.3f})")
         print(f"{name:>15}: engine orders/s (engine/baseline) {'; '.join(figures)}")
-    print(f"memory per resting order (engine, 10k resting): {memory_per_resting_order(10_000):.0f} B")
+    print(
+        f"memory per resting order (engine, 10k resting): {memory_per_resting_order(10_000):.0f} B;"
+        f" with the default history: {memory_per_resting_order(10_000, DEFAULT_HISTORY_LIMIT):.0f} B"
+    )
 
 
 if __name__ == "__main__":
