@@ -104,8 +104,17 @@ class StatusService(Service):
             self._loop.stop()
 
     def report(self) -> None:
-        """Log the status line, and ping for the next one's round trip."""
-        self.log.info("{status}", status=status_line(self.factory, self.rtt))
+        """Log the status line, and ping for the next one's round trip.
+
+        An error is logged here: raised into the LoopingCall, it would stop
+        every later line and surface only as an unhandled Deferred.
+        """
+        try:
+            line = status_line(self.factory, self.rtt)
+        except Exception:
+            self.log.failure("the status line failed")
+        else:
+            self.log.info("{status}", status=line)
         if self.factory.current is None:
             self.rtt = None
             return

@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from smarkets_twisted import status as status_module
 from smarkets_twisted import tap
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
@@ -94,6 +95,26 @@ class StatusLineTests(SynchronousTestCase):
             self.assertIn("ping 0.0 ms", statuses[1])
             price_lines = [line for line in text if "best bid" in line]
             self.assertEqual(bool(price_lines), verbose, price_lines[:3])
+
+    def test_a_status_line_that_fails_is_logged_and_the_next_still_comes(self) -> None:
+        """The line runs on a LoopingCall: an error in it must not stop the status lines for good."""
+        real = status_module.status_line
+        calls = []
+
+        def status_line_once_broken(factory: SmarketsClientFactory, rtt: float | None) -> str:
+            calls.append(rtt)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the status line")
+            return real(factory, rtt)
+
+        self.patch(status_module, "status_line", status_line_once_broken)
+        service = StatusService(self.factory, interval=10)
+        with capturedLogs() as events:
+            service.startService()
+            self.market.advance(25)
+            service.stopService()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len([line for line in lines(events) if line.startswith("logged in")]), 1)
 
     def test_price_lines_whatever_the_strategy_each_change_once(self) -> None:
         """A recorder (no strategy at all) with --verbose: a line per change of a contract's best prices."""
