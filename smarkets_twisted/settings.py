@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, field
 
+from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.framing import DEFAULT_MAX_FRAME_SIZE
 from smarkets_twisted.session import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PEER_TIMEOUT, DEFAULT_SENT_LOG_SIZE
 
@@ -26,7 +27,8 @@ class ClientSettings:
     """Who to log in as and how to behave on the wire.
 
     Immutable and checked when made, so that a misspelt or mistyped setting
-    fails at once with a ValueError naming it, not later inside a callback.
+    fails at once with a ConfigurationError (a ValueError) naming it, not
+    later inside a callback.
     ``password`` and ``cookie`` are excluded from the repr, so that a settings
     object can be logged.  ``token`` (the reference client's name) is taken
     as the cookie; a cookie may be ``str`` or ``bytes``.
@@ -59,25 +61,27 @@ class ClientSettings:
     def __post_init__(self, token: str | bytes | None) -> None:
         if token is not None:
             if self.cookie is not None:
-                raise ValueError("ClientSettings: give token or cookie, not both")
+                raise ConfigurationError("ClientSettings: give token or cookie, not both")
             object.__setattr__(self, "cookie", token)
         if isinstance(self.cookie, str):
             object.__setattr__(self, "cookie", self.cookie.encode("utf-8"))
         for name in ("username", "password"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"ClientSettings.{name} must be a str, not {type(value).__name__}")
+                raise ConfigurationError(f"ClientSettings.{name} must be a str, not {type(value).__name__}")
         if self.cookie is not None and not isinstance(self.cookie, bytes):
-            raise ValueError(f"ClientSettings.cookie must be str or bytes, not {type(self.cookie).__name__}")
+            raise ConfigurationError(f"ClientSettings.cookie must be str or bytes, not {type(self.cookie).__name__}")
         if self.username is None and self.cookie is None:
-            raise ValueError("ClientSettings needs a username (and password) or a cookie (token)")
+            raise ConfigurationError("ClientSettings needs a username (and password) or a cookie (token)")
         for name, optional in _DURATIONS.items():
             _check_positive(name, getattr(self, name), optional, number=(int, float))
         for name in ("max_frame_size", "sent_log_size"):
             _check_positive(name, getattr(self, name), False, number=(int,))
         sequence = self.account_sequence
         if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0):
-            raise ValueError(f"ClientSettings.account_sequence must be an integer from 0, or None, not {sequence!r}")
+            raise ConfigurationError(
+                f"ClientSettings.account_sequence must be an integer from 0, or None, not {sequence!r}"
+            )
 
 
 def _check_positive(name: str, value: object, optional: bool, number: tuple[type, ...]) -> None:
@@ -86,7 +90,7 @@ def _check_positive(name: str, value: object, optional: bool, number: tuple[type
     if isinstance(value, bool) or not isinstance(value, number) or not value > 0:  # type: ignore[operator]
         kind = "an integer" if number == (int,) else "a number of seconds"
         allowed = " or None" if optional else ""
-        raise ValueError(f"ClientSettings.{name} must be {kind} above 0{allowed}, not {value!r}")
+        raise ConfigurationError(f"ClientSettings.{name} must be {kind} above 0{allowed}, not {value!r}")
 
 
 #: The reference client's name.

@@ -139,6 +139,12 @@ class SettingsTests(SynchronousTestCase):
         self.assertRaises(ValueError, ClientSettings)
         self.assertRaises(ValueError, ClientSettings, username="u", cookie=b"a", token=b"b")
 
+    def test_bad_values_are_configuration_errors(self) -> None:
+        """Caught with the library's other errors (SmarketsError), and still ValueErrors."""
+        for fields in ({"peer_timeout": 0}, {"cookie": 7}, {"username": None}, {"cookie": b"a", "token": b"b"}):
+            with self.assertRaises(errors.ConfigurationError):
+                ClientSettings(**{"username": "u", **fields})
+
     def test_a_str_cookie_or_token_is_sent_as_bytes(self) -> None:
         from twisted.internet.task import Clock
 
