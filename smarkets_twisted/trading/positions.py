@@ -150,13 +150,3 @@ class MarketPosition:
 
     def _win(self, contract_id: int, amount: int) -> None:
         self._wins[contract_id] = self._wins.get(contract_id, 0) + amount
-
-
-def exposure(worst_losses: Iterable[int]) -> int:
-    """An account's exposure: the sum of its markets' worst-case losses."""
-    return sum(worst_losses)
-
-
-def available_balance(balance: int, worst_losses: Iterable[int]) -> int:
-    """What a new order may put at risk: the balance less the exposure."""
-    return balance - exposure(worst_losses)
