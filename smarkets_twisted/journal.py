@@ -84,7 +84,11 @@ def _redacted(payload: Payload) -> Payload:
 
 def payload_of(entry: dict[str, Any]) -> Payload:
     """The payload a journal entry recorded (with its secrets still redacted)."""
-    return json_format.ParseDict(entry["message"], Payload())
+    try:
+        return json_format.ParseDict(entry["message"], Payload())
+    except json_format.ParseError as e:
+        reason = str(e).splitlines()[0]  # protobuf's goes on to list every field of Payload
+        raise JournalError(f"a journal entry of {entry['type']} at {entry['time']} does not parse: {reason}") from None
 
 
 class Journal:
@@ -283,10 +287,32 @@ def read_journal(path: str) -> Iterator[dict[str, Any]]:
                         yield {"time": time, "event": "truncated", "file": file_name}
                         continue
                     raise JournalError(f"{file_name} line {number} is not JSON") from None
-                if not isinstance(entry, dict) or not isinstance(entry.get("time"), (int, float)):
+                if not _is_entry(entry):
                     raise JournalError(f"{file_name} line {number} is not a journal entry")
                 time = entry["time"]
                 yield entry
+
+
+#: What each event line carries besides its time.
+_EVENT_FIELDS: dict[str, tuple[str, type]] = {"dropped": ("count", int), "truncated": ("file", str)}
+
+
+def _is_entry(entry: Any) -> bool:
+    """Whether a line has the fields its kind of entry has: summary and replay read them without looking."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("time"), (int, float)):
+        return False
+    event = entry.get("event")
+    if event is not None:
+        if not isinstance(event, str):
+            return False
+        field, kind = _EVENT_FIELDS.get(event, ("time", object))
+        return isinstance(entry.get(field), kind)
+    if entry.get("dir") not in (IN, OUT):
+        return False
+    return "error" in entry or (
+        isinstance(entry.get("type"), str) and isinstance(entry.get("seq"), int)
+        and isinstance(entry.get("is_replay"), bool) and isinstance(entry.get("message"), dict)
+    )
 
 
 # Summary

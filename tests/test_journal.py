@@ -148,7 +148,7 @@ class WriterTests(SynchronousTestCase):
     def test_unreadable_journals(self) -> None:
         self.assertRaises(JournalError, lambda: list(read_journal(self.mktemp())))
         path = Path(self.mktemp())
-        path.write_text('{"time": 1}\nnot json\n')
+        path.write_text('{"time": 1, "event": "connected"}\nnot json\n')
         with self.assertRaises(JournalError) as caught:
             list(read_journal(str(path)))
         self.assertIn("line 2", str(caught.exception))
@@ -206,6 +206,37 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual(command.main(["journal", "summary", path + ".missing"]), 1)
         self.assertEqual(err.getvalue().count("\n"), 1)
         self.assertIn("no journal at", err.getvalue())
+
+    def test_a_malformed_entry_is_a_one_line_error_naming_it(self) -> None:
+        """A line that is JSON but not a journal entry (hand-edited, another tool's) fails the command in one
+        line, as a line that is not JSON does: summary and replay read the entries' fields."""
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        connected = '{"time": 0, "event": "connected"}\n'
+        lines = {
+            '{"time": 1, "dir": "in", "seq": 1, "is_replay": false, "message": {}}': "line 2",  # no type
+            '{"time": 1, "dir": "sideways", "seq": 1, "is_replay": false, "type": "eto.pong", "message": {}}': "line 2",
+            '{"time": 1, "event": "dropped"}': "line 2",  # no count
+            '{"time": 1, "event": ["connected"]}': "line 2",
+        }
+        for line, said in lines.items():
+            path = Path(self.mktemp())
+            path.write_text(connected + line + "\n")
+            for action in ("summary", "replay"):
+                err.truncate(0)
+                err.seek(0)
+                self.assertEqual(command.main(["journal", action, str(path)]), 1, (action, line))
+                self.assertEqual(err.getvalue().count("\n"), 1, err.getvalue())
+                self.assertIn(f"{path} {said} is not a journal entry", err.getvalue())
+        path = Path(self.mktemp())
+        path.write_text(connected + '{"time": 1, "dir": "in", "seq": 1, "is_replay": false, "type": "eto.pong",'
+                        ' "message": {"no_such_field": 1}}\n')
+        err.truncate(0)
+        err.seek(0)
+        self.assertEqual(command.main(["journal", "replay", str(path)]), 1)
+        self.assertEqual(err.getvalue().count("\n"), 1, err.getvalue())
+        self.assertIn("does not parse", err.getvalue())
 
     def test_help_says_what_the_command_is_for(self) -> None:
         out = io.StringIO()
