@@ -293,6 +293,16 @@ def read_journal(path: str) -> Iterator[dict[str, Any]]:
                 yield entry
 
 
+def is_login(entry: dict[str, Any]) -> bool:
+    """Whether an entry is a login the client sent (one per connection)."""
+    return entry.get("dir") == OUT and entry.get("type") == "seto.login"
+
+
+def starts_session(entry: dict[str, Any]) -> bool:
+    """Whether an entry is a login that starts a session: one that resumes a session names it (eto login)."""
+    return is_login(entry) and "login" not in entry["message"].get("eto_payload", {})
+
+
 #: What each event line carries besides its time.
 _EVENT_FIELDS: dict[str, tuple[str, type]] = {"dropped": ("count", int), "truncated": ("file", str)}
 
@@ -369,11 +379,11 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         direction, name = entry["dir"], entry["type"]
         types[direction][name] = types[direction].get(name, 0) + 1
         replayed[direction] += bool(entry["is_replay"])
-        if direction == OUT and name == "seto.login":
-            if "login" in entry["message"].get("eto_payload", {}):
-                resumes += 1
-            else:
+        if is_login(entry):
+            if starts_session(entry):
                 sessions.append({IN: _Seqs(), OUT: _Seqs()})
+            else:
+                resumes += 1
         if not sessions:
             sessions.append({IN: _Seqs(), OUT: _Seqs()})
         sessions[-1][direction].see(entry["seq"], entry["is_replay"])

@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.framing import encode_frame
-from smarkets_twisted.journal import IN, OUT, payload_of, read_journal
+from smarkets_twisted.journal import IN, OUT, is_login, payload_of, read_journal, starts_session
 from smarkets_twisted.payloads import Payload, handler_name
 from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.settings import ClientSettings
@@ -48,15 +48,10 @@ def _is_request(name: str) -> bool:
     return name.startswith("seto.") and name != "seto.login"
 
 
-def _new_session(entry: dict[str, Any]) -> bool:
-    return entry.get("dir") == OUT and entry.get("type") == "seto.login" and (
-        "login" not in entry["message"].get("eto_payload", {}))
-
-
 def recorded_username(path: str) -> str | None:
     """The username of the journal's first login (not a secret: the password is redacted)."""
     for entry in read_journal(path):
-        if entry.get("dir") == OUT and entry.get("type") == "seto.login":
+        if is_login(entry):
             username = entry["message"].get("login", {}).get("username")
             return str(username) if username is not None else None
     return None
@@ -114,7 +109,7 @@ class Replay:
         sessions: list[deque[tuple[str, int]]] = []
         first_reference = None
         for entry in read_journal(self.path):
-            if _new_session(entry):
+            if starts_session(entry):
                 sessions.append(deque())
             elif entry.get("dir") == OUT and sessions and _is_request(entry["type"]):
                 sessions[-1].append((entry["type"], entry["seq"]))
@@ -159,7 +154,7 @@ class Replay:
             assert self._protocol is not None
             self._protocol.dataReceived(encode_frame(payload_of(entry).SerializeToString()))
         elif entry.get("dir") == OUT and "message" in entry:
-            if _new_session(entry):
+            if starts_session(entry):
                 self._session += 1
             elif self.reissue and entry["type"] in _REISSUE:
                 message = getattr(payload_of(entry), entry["type"][len("seto."):])
