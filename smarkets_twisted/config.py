@@ -106,7 +106,7 @@ def _load(path: str) -> configparser.ConfigParser:
     except OSError as e:
         raise ConfigurationError(f"cannot read configuration {path}: {e.strerror}") from None
     except (configparser.Error, UnicodeDecodeError) as e:
-        raise ConfigurationError(f"bad configuration {path}: {_one_line(e)}") from None
+        raise ConfigurationError(f"bad configuration {path}: {_problem(e)}") from None
     return parser
 
 
@@ -115,5 +115,16 @@ def _parser() -> configparser.ConfigParser:
     return configparser.ConfigParser(interpolation=None)
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+def _problem(error: Exception) -> str:
+    """What is wrong, by line number: configparser's own messages quote the line, which may hold a password."""
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: an option before any [section]"
+    if isinstance(error, configparser.ParsingError):
+        return "; ".join(f"line {lineno}: not 'name = value'" for lineno, _ in error.errors)
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"line {error.lineno}: option {error.option!r} given twice in [{error.section}]"
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"line {error.lineno}: section [{error.section}] given twice"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 (byte {error.start})"
+    return type(error).__name__

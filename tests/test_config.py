@@ -46,6 +46,18 @@ class ReaderTests(SynchronousTestCase):
                 reader.read(name)
             self.assertIn(words, str(caught.exception))
 
+    def test_a_bad_line_is_named_by_number_never_quoted(self) -> None:
+        """configparser quotes the line it cannot read, and a password is just what a user may have put there."""
+        for text, words in [("password = hunter2\n[smarkets]\n", "line 1: an option before any [section]"),
+                            ("[smarkets]\nusername = me\nhunter2\n", "line 3: not 'name = value'"),
+                            ("[smarkets]\npassword = a\npassword = hunter2\n", "line 3: option 'password'")]:
+            (self.home / "bad.conf").write_text(text)
+            with self.assertRaises(ConfigurationError) as caught:
+                ConfigurationReader((str(self.home),)).read("bad.conf")
+            message = str(caught.exception)
+            self.assertIn(f"bad configuration {self.home / 'bad.conf'}: {words}", message)
+            self.assertNotIn("hunter2", message)
+
     def test_a_path_is_looked_up_in_its_directory_first(self) -> None:
         (self.home / "base.conf").write_text("[smarkets]\nrequest_timeout = 9\n")
         (self.etc / "live.conf").write_text("[inherit]\nfrom = base.conf\n[smarkets]\nusername = me\n")
