@@ -32,7 +32,6 @@ from twisted.internet.task import Clock  # noqa: E402
 from bench.data_received import market_stream  # noqa: E402
 from smarkets_twisted.framing import encode_frame  # noqa: E402
 from smarkets_twisted.journal import Journal  # noqa: E402
-from smarkets_twisted.session import Role, Session, SessionState  # noqa: E402
 from tests.scripted import ScriptedExchange, make_factory  # noqa: E402
 
 RUNS = 5
@@ -45,9 +44,8 @@ def main(count: int) -> None:
     factory = make_factory(clock)
     protocol = exchange.connect(factory)
     exchange.accept_login()
-    sender = Session(SessionState(), Role.EXCHANGE, now=0.0)
-    sender.state.next_outgoing_seq = first_seq = exchange.state.next_outgoing_seq
-    stream = b"".join(encode_frame(sender.state.sent.get(sender.send(p, 0.0)) or b"") for p in market_stream(count))
+    first_seq = exchange.state.next_outgoing_seq
+    stream = b"".join(encode_frame(body) for body in exchange.numbered(market_stream(count)))
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
     directory = tempfile.mkdtemp()
 

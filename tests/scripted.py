@@ -82,6 +82,13 @@ class ScriptedExchange:
     def send_session(self, eto_type: int) -> int:
         return self.send(session_message(eto_type))
 
+    def numbered(self, payloads: list[Payload]) -> list[bytes]:
+        """The payloads serialized as the exchange would send them next (seqs from its next one), unsent:
+        a stream to feed ``dataReceived`` again and again."""
+        sender = Session(SessionState(), Role.EXCHANGE, now=0.0)
+        sender.state.next_outgoing_seq = self.state.next_outgoing_seq
+        return [sender.state.sent.get(sender.send(payload, 0.0)) or b"" for payload in payloads]
+
     def process(self) -> list[Payload]:
         """Run what the client wrote through the exchange's session; return what it delivers."""
         assert self.session is not None and self.transport is not None
