@@ -8,6 +8,7 @@ password, a cookie or a session token.
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Sequence
 
 from twisted.internet.defer import CancelledError
@@ -115,6 +116,17 @@ _LOGOUT_WORDS = {
 def logout_words(reason_name: str) -> str:
     """'LOGOUT_UNAUTHORISED' -> 'bad username or password'; a name not in the schema as it is."""
     return _LOGOUT_WORDS.get(reason_name, reason_name)
+
+
+def reason_words(reason_name: str) -> str:
+    """'ORDER_CANCELLED_MEMBER_REQUESTED' -> 'member requested'; 'ORDER_INVALID_INVALID_PRICE' -> 'invalid price';
+    'ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE' -> 'too late' (a ``reason_name`` of these errors, or of an order)."""
+    return ", ".join(_REASON_PREFIX.sub("", name.strip()).replace("_", " ").lower()
+                     for name in reason_name.split(","))
+
+
+#: What the schema's order reason names start with: the request, then how it ended.
+_REASON_PREFIX = re.compile(r"^ORDER_(?:[A-Z]+_)*?(?:REJECTED|CANCELLED|INVALID)_")
 
 
 class LoginError(SmarketsError):

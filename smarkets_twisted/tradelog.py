@@ -9,10 +9,9 @@ once, whatever strategy placed the order.
 
 from __future__ import annotations
 
-import re
-
 from twisted.logger import Logger
 
+from smarkets_twisted.errors import reason_words
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.orders import Order, OrderListener, OrderState
 from smarkets_twisted.trading.prices import format_money, format_price, liability, money
@@ -53,17 +52,6 @@ def ending(order: Order) -> str:
     if state is OrderState.NOT_SENT:
         return order.history[-1].name  # 'not sent: ' and why
     return str(state.value)
-
-
-def reason_words(reason_name: str) -> str:
-    """'ORDER_CANCELLED_MEMBER_REQUESTED' -> 'member requested'; 'ORDER_INVALID_INVALID_PRICE' -> 'invalid price';
-    'ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE' -> 'too late'."""
-    return ", ".join(_REASON_PREFIX.sub("", name.strip()).replace("_", " ").lower()
-                     for name in reason_name.split(","))
-
-
-#: What the schema's reason names start with: the request, then how it ended.
-_REASON_PREFIX = re.compile(r"^ORDER_(?:[A-Z]+_)*?(?:REJECTED|CANCELLED|INVALID)_")
 
 
 def _average(order: Order) -> str:

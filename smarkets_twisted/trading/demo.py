@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.tradelog import reason_words
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import ContractBook, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState
@@ -291,7 +290,7 @@ class MarketMaker(Strategy):
         error = failure.value
         if isinstance(error, errors.RequestRejected) and error.reason_name is not None:
             # Routine for a maker (a move that comes too late, after a fill): said in words.
-            self.log.info("{what}: refused ({reason})", what=what, reason=reason_words(error.reason_name))
+            self.log.info("{what}: refused ({reason})", what=what, reason=errors.reason_words(error.reason_name))
         elif failure.check(errors.RequestRejected, errors.RequestTimeout, errors.SessionLost, errors.NotLoggedIn):
             self.log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
         else:
