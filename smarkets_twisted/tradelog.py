@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from smarkets_twisted.errors import reason_words
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.orders import Order, OrderListener, OrderState
-from smarkets_twisted.trading.prices import format_money, format_price, liability, money
+from smarkets_twisted.trading.prices import SIDE_NAMES, format_money, format_price, liability, money
 
 _TIFS: dict[int, str] = {
     seto_pb2.GOOD_TIL_CANCELLED: "good till cancelled",
@@ -24,7 +24,7 @@ _TIFS: dict[int, str] = {
 
 def describe(order: Order) -> str:
     """'buy £2.00 payoff of market 100 contract 1001 at 31.33% (3.19), immediate or cancel, risking £0.63'."""
-    side = "buy" if order.side == seto_pb2.SIDE_BUY else "sell"
+    side = SIDE_NAMES[order.side]
     tif = _TIFS.get(order.tif, "time in force " + str(order.tif))
     risk = format_money(liability(order.quantity, order.price, order.side))
     return (f"{side} {format_money(money(order.quantity))} payoff of market {order.market_id} contract "

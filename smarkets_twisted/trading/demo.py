@@ -26,7 +26,7 @@ from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import ContractBook, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState
-from smarkets_twisted.trading.prices import BUY, SELL, format_money, format_price, money
+from smarkets_twisted.trading.prices import BUY, SELL, SIDE_NAMES, format_money, format_price, money
 from smarkets_twisted.trading.strategy import Strategy
 
 #: The payoff of each quote: £2.00, in 1/10000 of the currency.
@@ -40,9 +40,6 @@ STOP_TIMEOUT = 5.0
 
 #: The label of the market maker's orders: it quotes with these, and leaves the account's others alone.
 LABEL = "smarkets_twisted demo"
-
-_SIDE_NAMES: dict[int, str] = {BUY: "buy", SELL: "sell"}
-
 
 class MarketMaker(Strategy):
     """Quote both sides around the mid of each contract, within a position limit."""
@@ -232,7 +229,7 @@ class MarketMaker(Strategy):
         current = self.quotes.get(key)
         if current is not None and current.remaining_quantity > room:
             self.log.info("contract {contract}: at the position limit; pulling the {side} quote",
-                          contract=contract_id, side=_SIDE_NAMES[side])
+                          contract=contract_id, side=SIDE_NAMES[side])
             self._pull(current)
             return
         if price is None:
@@ -262,7 +259,7 @@ class MarketMaker(Strategy):
 
     @staticmethod
     def _describe(contract_id: int, side: int, quantity: int, price: int) -> str:
-        return f"{_SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at {format_price(price)}"
+        return f"{SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at {format_price(price)}"
 
     def _pull(self, order: Order) -> None:
         """Cancel a quote the exchange has accepted."""

@@ -45,6 +45,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.handlers import HandlerRegistry, notify
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.requests import enum_name
+from smarkets_twisted.trading.prices import SIDE_NAMES
 
 #: Closed orders kept for queries by default.
 MAX_CLOSED = 10_000
@@ -129,7 +130,7 @@ class Order:
         self.history: list[OrderEvent] = []
 
     def __repr__(self) -> str:
-        side = "buy" if self.side == seto_pb2.SIDE_BUY else "sell"
+        side = SIDE_NAMES.get(self.side, self.side)
         return (f"<Order {self.order_id} {self.state.value} {side} {self.quantity} at {self.price}"
                 f" executed={self.executed_quantity} remaining={self.remaining_quantity}>")
 

@@ -31,6 +31,9 @@ from smarkets_twisted.proto import seto_pb2
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
 
+#: Each side as a log line names it.
+SIDE_NAMES: dict[int, str] = {BUY: "buy", SELL: "sell"}
+
 #: A price of 100%: wire prices and quantities are both in 1/10 000.
 PRICE_SCALE = 10000
 
