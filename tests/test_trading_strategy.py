@@ -98,6 +98,19 @@ class StrategyHookTests(TradingTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(self.alice.orders.get(accepted.order_id).state, OrderState.LIVE)  # type: ignore[union-attr]
 
+    def test_a_logged_in_hook_that_raises_at_start_is_logged_too(self) -> None:
+        """start() calls logged_in itself when the client is logged in already: the same rule holds there."""
+        class Broken(Recording):
+            def logged_in(self, resumed: bool) -> None:
+                raise RuntimeError("strategy bug")
+
+        strategy = Broken(self.alice)
+        strategy.start()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(strategy.running)
+        self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 2500))
+        self.assertIn(("order_changed", OrderState.LIVE), strategy.calls)
+
 
 class MarketMakerTests(SynchronousTestCase):
     """The demo against the embedded exchange's liquidity bot (still unless a test moves it)."""

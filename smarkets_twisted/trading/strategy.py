@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.handlers import ClientListener
+from smarkets_twisted.handlers import ClientListener, notify
 from smarkets_twisted.trading.account import AccountPositions
 from smarkets_twisted.trading.books import BookListener, Books, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderListener, Orders
@@ -64,7 +64,8 @@ class Strategy(ClientListener, BookListener, OrderListener):
         self.orders.add_listener(self)
         self.factory.add_handler("seto.balance_changed", self._balance_changed)
         if self.factory.current is not None:
-            self.logged_in(resumed=False)
+            # Through `notify`, as the client calls every hook: one that raises is logged.
+            notify([self], "logged_in", False)
 
     def stop(self) -> Deferred[None] | None:
         """Stop hearing the client (orders stay as they are: cancel them first if you mean to).
