@@ -32,18 +32,14 @@ from twisted.internet.task import Clock  # noqa: E402
 from bench.data_received import market_stream  # noqa: E402
 from smarkets_twisted.framing import encode_frame  # noqa: E402
 from smarkets_twisted.journal import Journal  # noqa: E402
-from tests.scripted import ScriptedExchange, make_factory  # noqa: E402
+from tests.scripted import logged_in  # noqa: E402
 
 RUNS = 5
 CHUNK = 65536
 
 
 def main(count: int) -> None:
-    clock = Clock()
-    exchange = ScriptedExchange(clock)
-    factory = make_factory(clock)
-    protocol = exchange.connect(factory)
-    exchange.accept_login()
+    exchange, factory, protocol = logged_in(Clock())
     first_seq = exchange.state.next_outgoing_seq
     stream = b"".join(encode_frame(body) for body in exchange.numbered(market_stream(count)))
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]

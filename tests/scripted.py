@@ -125,6 +125,17 @@ def make_factory(clock: Clock, **settings: Any) -> SmarketsClientFactory:
     return SmarketsClientFactory(ClientSettings(**settings), clock=clock)
 
 
+def logged_in(
+    clock: Clock, throttle: tuple[int, int, int] | None = (500, 1000, 200), **settings: Any
+) -> tuple[ScriptedExchange, SmarketsClientFactory, SmarketsClientProtocol]:
+    """A client factory logged in to a ScriptedExchange, and its protocol: where benches start from."""
+    exchange = ScriptedExchange(clock)
+    factory = make_factory(clock, **settings)
+    protocol = exchange.connect(factory)
+    exchange.accept_login(throttle=throttle)
+    return exchange, factory, protocol
+
+
 def logout_reason(payload: Payload) -> int | None:
     logout = payload.eto_payload.logout
     return logout.reason if logout.HasField("reason") else None
