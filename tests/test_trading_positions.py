@@ -241,6 +241,19 @@ class VoidTests(TradingTestCase):
             self.assertEqual([(order.executed_quantity, order.fills) for order in factory.orders],
                              [(0, {})] * len(factory.orders))
 
+    def test_a_market_voided_after_fills_at_two_prices_leaves_no_fill_standing(self) -> None:
+        """The void names the average price (2433 here), at which the order never filled: still, none stands."""
+        self.settle(self.bob.order(MARKET, HOME, SELL, 100_000, 2400))
+        self.settle(self.bob.order(MARKET, HOME, SELL, 50_000, 2500))
+        accepted = self.settle(self.alice.order(MARKET, HOME, BUY, 150_000, 2500))
+        order = self.alice.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual(order.fills, {2400: 100_000, 2500: 50_000})
+        self.exchange.void(MARKET)
+        self.market.flush()
+        self.assertEqual((order.executed_quantity, order.executed_value, order.average_price, order.fills),
+                         (0, 0, None, {}))
+
     def test_an_order_voided_by_the_exchange_takes_its_fills_back(self) -> None:
         """The simulated exchange never voids one order: its order_voided is scripted, on the wire."""
         filled: list[tuple[int, int]] = []

@@ -148,6 +148,12 @@ class Order:
     def _fill(self, price: int, quantity: int) -> None:
         """Count a fill (a negative quantity takes one back)."""
         self.executed_quantity += quantity
+        if self.executed_quantity == 0:
+            # All taken back: a voided market's void names the fills' rounded average
+            # price, not theirs, so nothing would be left exactly at 0 by subtraction.
+            self.executed_value = 0
+            self.fills.clear()
+            return
         self.executed_value += price * quantity
         left = self.fills.get(price, 0) + quantity
         if left > 0:
