@@ -178,12 +178,16 @@ class Options(usage.Options):
             if not embedded:
                 raise usage.UsageError("--username is needed with --endpoint")
             self["username"] = "demo"
+        if not self["username"].strip():
+            raise usage.UsageError("--username cannot be empty")
         if self["password-file"] is not None:
             try:
                 with open(self["password-file"], encoding="utf-8") as f:
                     self.password = f.readline().rstrip("\r\n")
             except OSError as e:
                 raise usage.UsageError(f"cannot read --password-file {self['password-file']}: {e.strerror}") from None
+            if not self.password:
+                raise usage.UsageError(f"--password-file {self['password-file']}: its first line is empty")
         else:
             self.password = os.environ.get(PASSWORD_VARIABLE)
         if self.password is None:
@@ -199,19 +203,24 @@ class Options(usage.Options):
             if embedded:
                 # Its account sequences start again at each run: a saved one would hide every new event.
                 raise usage.UsageError("--state-file needs --endpoint: the embedded exchange starts afresh each run")
+            _writable_directory("--state-file", self["state-file"])
             self.state = StateFile(self["state-file"], self["username"])
             try:
                 self.account_sequence = self.state.load()
             except StateFileError as e:
                 raise usage.UsageError(str(e)) from None
         if self["journal"] is not None:
-            directory = os.path.dirname(os.path.abspath(self["journal"]))
-            if not os.access(directory, os.W_OK):
-                raise usage.UsageError(f"cannot write the journal {self['journal']}: {directory} is not a writable"
-                                       " directory")
+            _writable_directory("--journal", self["journal"])
 
 
 _BOOLEANS = configparser.ConfigParser.BOOLEAN_STATES
+
+
+def _writable_directory(option: str, path: str) -> None:
+    """A UsageError unless the file at ``path`` can be written (made, replaced, rotated) in its directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.access(directory, os.W_OK):
+        raise usage.UsageError(f"cannot write {option} {path}: {directory} is not a writable directory")
 
 
 def _market_ids(text: str) -> list[int]:

@@ -89,6 +89,15 @@ class OptionsTests(SynchronousTestCase):
             (("--endpoint", "tls:h:3801:trustRoots=/nonexistent", "-u", "me"),
              "bad --endpoint 'tls:h:3801:trustRoots=/nonexistent': [Errno 2] No such file or directory"),
         ]
+        empty = Path(self.mktemp())
+        empty.write_text("\n")
+        cases += [
+            (("--endpoint", "tcp:h:1", "--username", ""), "--username cannot be empty"),
+            (("--endpoint", "tcp:h:1", "-u", "me", "-p", str(empty)),
+             f"--password-file {empty}: its first line is empty"),
+            (("--endpoint", "tcp:h:1", "-u", "me", "--state-file", "/nonexistent/dir/state"),
+             "cannot write --state-file /nonexistent/dir/state: /nonexistent/dir is not a writable directory"),
+        ]
         os.environ[tap.PASSWORD_VARIABLE] = "pw"
         self.addCleanup(os.environ.pop, tap.PASSWORD_VARIABLE)
         for argv, words in cases:
