@@ -21,8 +21,11 @@ inheriting ``a.conf``, the order is ``/etc/smarkets/a.conf``, ``./a.conf``,
 from __future__ import annotations
 
 import configparser
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from twisted.python import usage
 
 from smarkets_twisted.errors import ConfigurationError
 
@@ -81,6 +84,29 @@ class ConfigurationReader:
         for path, parser in found.items():
             order.setdefault(path, parser)
         return order
+
+
+def number_option(
+    name: str, kind: type[int] | type[float], least: float, above: bool = False
+) -> Callable[[str], float]:
+    """The coercion of option ``--name``: a finite ``kind`` of at least (or ``above``) ``least``, or a UsageError
+    naming the option (twistd's own says only 'Parameter type enforcement failed')."""
+    what = f"{'a whole number' if kind is int else 'a number'} {'above' if above else 'of at least'} {least:g}"
+
+    def coerce(text: str) -> float:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or value < least or (above and value == least):
+            raise usage.UsageError(f"--{name} takes {what}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"({what})"  # type: ignore[attr-defined]
+    return coerce
+
+#: ``--strategy none``: trade nothing, only subscribe to the markets (a recorder, with --journal).
+RECORDER = "none"
 
 
 def read_options(path: str, directories: Sequence[str] = DEFAULT_DIRECTORIES) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import configparser
 import importlib
 import inspect
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from smarkets_twisted.config import read_options
+from smarkets_twisted.config import number_option, read_options
 from smarkets_twisted.errors import ConfigurationError
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
@@ -53,22 +52,6 @@ PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 _MARKET_IDS = range(1, 2**64)
 
 
-def _number(name: str, kind: type[int] | type[float], least: float, above: bool = False) -> Callable[[str], float]:
-    """The coercion of ``--name``: a finite ``kind`` of at least (or ``above``) ``least``, or a UsageError naming it."""
-    what = f"{'a whole number' if kind is int else 'a number'} {'above' if above else 'of at least'} {least:g}"
-
-    def coerce(text: str) -> float:
-        try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            value = None
-        if value is None or not math.isfinite(value) or value < least or (above and value == least):
-            raise usage.UsageError(f"--{name} takes {what}, not {text!r}")
-        return value
-
-    coerce.coerceDoc = f"({what})"  # type: ignore[attr-defined]
-    return coerce
-
 #: ``--strategy none``: trade nothing, only subscribe to the markets (a recorder, with --journal).
 RECORDER = "none"
 
@@ -85,15 +68,15 @@ class Options(usage.Options):
         ["strategy", "s", None, "module:Name, a Strategy class or a callable of the factory; none: only subscribe"
                                 " to the markets (a recorder). Default: the demo market maker."],
         ["interval", "i", 5.0, "Seconds between the demo market maker's quoting passes.",
-         _number("interval", float, 0, above=True)],
+         number_option("interval", float, 0, above=True)],
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.",
-         _number("request-timeout", float, 0, above=True)],
+         number_option("request-timeout", float, 0, above=True)],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
         ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.",
-         _number("journal-rotate-mb", int, 1)],
+         number_option("journal-rotate-mb", int, 1)],
         ["state-file", None, None, "Keep the last account sequence here, so that a restart misses no fill."],
         ["status-interval", None, DEFAULT_STATUS_INTERVAL, "Seconds between status lines (0: none).",
-         _number("status-interval", float, 0)],
+         number_option("status-interval", float, 0)],
         ["config", None, None, "Read options from this ini file ([smarkets] section); the command line overrides it."],
     ]
 

@@ -218,4 +218,7 @@ class BacklogTests(TestCase):
         )
 
     def test_backlog_must_be_positive(self) -> None:
-        self.assertRaises(usage.UsageError, tap.Options().parseOptions, ["--backlog", "0"])
+        for value in ("0", "abc"):
+            with self.assertRaises(usage.UsageError) as caught:
+                tap.Options().parseOptions(["--backlog", value])
+            self.assertEqual(str(caught.exception), f"--backlog takes a whole number of at least 1, not {value!r}")

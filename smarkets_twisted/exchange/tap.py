@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from smarkets_twisted.config import number_option
 from smarkets_twisted.errors import ConfigurationError, SmarketsError
 from smarkets_twisted.exchange.accounts import Accounts, default_accounts, load_accounts
 from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_catalogue
@@ -53,7 +54,7 @@ class Options(usage.Options):
     optParameters = [
         ["endpoint", "e", DEFAULT_ENDPOINT, "Server endpoint string to listen on."],
         ["backlog", None, DEFAULT_BACKLOG, "Connections queued before they are accepted (unless --endpoint "
-         "names a backlog=).", int],
+         "names a backlog=).", number_option("backlog", int, 1)],
         ["accounts", "a", None, "Accounts file (JSON). Default: a demo/demo account with 1000.00."],
         ["catalogue", "c", None, "Catalogue file (JSON). Default: a demo event with two markets."],
     ]
@@ -80,8 +81,6 @@ class Options(usage.Options):
                 self.catalogue = load_catalogue(self["catalogue"])
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
-        if self["backlog"] < 1:
-            raise usage.UsageError("--backlog must be at least 1")
         from twisted.internet import reactor
 
         try:
