@@ -1,4 +1,5 @@
-"""The whole test suite: ruff, mypy, then trial; ends with 'N passed, N failed'.
+"""The whole test suite: ruff, mypy, then trial (which must leave no file in the tree); ends with
+'N passed, N failed, N skipped'.
 
 Usage (from the repository root, with the ``test`` extra installed)::
 
@@ -39,13 +40,25 @@ def run_trial(names: list[str]) -> tuple[int, int, int]:
     return passed, failed, len(result.skips)
 
 
+def untracked() -> set[str]:
+    """Files git neither tracks nor ignores (none outside a git checkout)."""
+    listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True)
+    return set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
+
+
 def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     names = argv or ["tests"]
     lint_failures = [] if argv else run_linters()
+    before = untracked()
     print("== trial", flush=True)
     passed, failed, skipped = run_trial(names)
+    # A test writes under _trial_temp (self.mktemp()), never into the tree, where it would be committed.
+    for path in sorted(untracked() - before):
+        print(f"left in the working tree by the tests: {path}")
+        failed += 1
     for name in lint_failures:
         print(f"{name}: FAILED")
     failed += len(lint_failures)
