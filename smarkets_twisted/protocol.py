@@ -119,7 +119,7 @@ class SmarketsClientProtocol(Protocol):
                     and payload.type != _ETO
                     and session.replay_until is None
                 ):
-                    # The common case, Session.receive_payload's first branch without
+                    # The common case, what Session.receive_payload does for it without
                     # its call and list: an application payload in order, no replay
                     # outstanding.  (tests/test_data_received.py holds them equal.)
                     state.next_incoming_seq += 1

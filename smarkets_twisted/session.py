@@ -310,11 +310,6 @@ class Session:
         seq = eto.seq
         expected = state.next_incoming_seq
         is_session = payload.type == _ETO
-        if seq == expected and not is_session and self.replay_until is None:
-            # The common case, first: an application payload in order with no
-            # replay outstanding.  The general path below does the same for it.
-            state.next_incoming_seq = seq + 1
-            return [payload]
         eto_type = eto.type if is_session else eto_pb2.PAYLOAD_NONE
 
         if seq == expected:
