@@ -47,6 +47,14 @@ HANDLER_NAMES: frozenset[str] = frozenset(
 )
 
 
+def enum_name(enum: Any, value: int) -> str:
+    """The schema's name for an enum value, or the number when the schema has none."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
 def parse_payload(data: bytes) -> Payload:
     """Parse and check one payload; raise ParseError for anything malformed.
 

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
 from smarkets_twisted.framing import Deframer
-from smarkets_twisted.payloads import Payload, parse_payload
+from smarkets_twisted.payloads import Payload, enum_name, parse_payload
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import Role, Session
 from smarkets_twisted.verification import verify_peer
@@ -26,15 +26,6 @@ _ETO = seto_pb2.PAYLOAD_ETO
 
 if TYPE_CHECKING:
     from smarkets_twisted.factory import SmarketsClientFactory
-
-
-def _logout_reason_name(reason: int | None) -> str | None:
-    if reason is None:
-        return None
-    try:
-        return str(eto_pb2.LogoutReason.Name(reason))
-    except ValueError:
-        return str(reason)
 
 
 class SmarketsClientProtocol(Protocol):
@@ -232,7 +223,7 @@ class SmarketsClientProtocol(Protocol):
     def _logged_out(self, payload: Payload) -> None:
         logout = payload.eto_payload.logout
         reason = logout.reason if logout.HasField("reason") else None
-        name = _logout_reason_name(reason)
+        name = None if reason is None else enum_name(eto_pb2.LogoutReason, reason)
         refused = self._login_outcome is None
         if refused:
             # Said once by whoever waits for the login (the service's retry line).

@@ -18,17 +18,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from smarkets_twisted import errors
+from smarkets_twisted.payloads import enum_name
 from smarkets_twisted.proto import seto_pb2
 
 Key = Hashable
-
-
-def enum_name(enum: Any, value: int) -> str:
-    """The schema's name for an enum value, or the number when the schema has none."""
-    try:
-        return str(enum.Name(value))
-    except ValueError:
-        return str(value)
 
 
 def _rejection(error: type[errors.RequestRejected], enum: Any) -> Callable[[Any], Exception]:

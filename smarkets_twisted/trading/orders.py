@@ -43,8 +43,8 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
 from smarkets_twisted.handlers import HandlerRegistry, notify
+from smarkets_twisted.payloads import enum_name
 from smarkets_twisted.proto import seto_pb2
-from smarkets_twisted.requests import enum_name
 from smarkets_twisted.trading.prices import SIDE_NAMES
 
 #: Closed orders kept for queries by default.
