@@ -167,6 +167,17 @@ class InvalidCallbackError(SmarketsError, ValueError):
     """An unknown handler name was given."""
 
 
+class InvalidRequest(SmarketsError, ValueError):
+    """A request with a value its field cannot carry: nothing was queued or sent.
+
+    ``field`` names the field ('price'); the message says what was wrong with it.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class RequestTimeout(SmarketsError, TimeoutError):
     """The exchange did not answer a request in the time allowed.
 

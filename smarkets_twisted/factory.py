@@ -9,10 +9,11 @@ when there is one; reconnecting is the job of a ClientService around it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -32,6 +33,7 @@ from smarkets_twisted.throttle import TokenBucket
 from smarkets_twisted.trading.account import AccountPositions
 from smarkets_twisted.trading.books import Books
 from smarkets_twisted.trading.orders import Order, Orders
+from smarkets_twisted.trading.prices import MAX_PRICE, MIN_PRICE
 
 if TYPE_CHECKING:
     from smarkets_twisted.journal import Journal
@@ -68,6 +70,32 @@ _ROUTES = {
     number: _Route(f"seto.{field}", field, _reports_account_sequence(field), f"seto.{field}" in ANSWERS)
     for number, field in SETO_FIELDS.items()
 }
+
+
+_P = ParamSpec("_P")
+
+
+def _invalid_fails(request: Callable[_P, Deferred[Any]]) -> Callable[_P, Deferred[Any]]:
+    """A request given a value its field cannot carry fails its Deferred: nothing queued, nothing sent.
+
+    (Its payload is built before anything is queued: raising there leaves no trace.)
+    """
+
+    @functools.wraps(request)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[Any]:
+        try:
+            return request(*args, **kwargs)
+        except errors.InvalidRequest as e:
+            return fail(e)
+
+    return checked
+
+
+def _wire_price(price: int) -> int:
+    """Protobuf takes any uint32; the exchange only percent odds in basis points (PROTOCOL.md)."""
+    if type(price) is int and not MIN_PRICE <= price <= MAX_PRICE:
+        raise errors.InvalidRequest(f"price {price} is not a wire price in {MIN_PRICE}..{MAX_PRICE}", "price")
+    return price
 
 
 class SmarketsClientFactory(ClientFactory):
@@ -367,6 +395,7 @@ class SmarketsClientFactory(ClientFactory):
         """Requests waiting to be sent (for login, or for throttle tokens)."""
         return len(self.requests.unsent)
 
+    @_invalid_fails
     def order(
         self,
         market_id: int,
@@ -384,7 +413,8 @@ class SmarketsClientFactory(ClientFactory):
 
         ``maq`` is the minimum acceptable quantity.  The order is tracked in
         ``self.orders`` under its client ``reference`` (one of the library's
-        when none is given).
+        when none is given).  A value the order cannot carry fails it with
+        InvalidRequest, naming the field.
         """
         if reference is None:
             reference = next(self._references)
@@ -394,7 +424,7 @@ class SmarketsClientFactory(ClientFactory):
             contract_id=contract_id,
             side=side,
             quantity=quantity,
-            price=price,
+            price=_wire_price(price),
             maq=maq,
             tif=tif,
             reference=reference,
@@ -406,14 +436,17 @@ class SmarketsClientFactory(ClientFactory):
             self.orders.placed(Order(market_id, contract_id, side, price, quantity, reference, label, tif), deferred)
         return deferred
 
+    @_invalid_fails
     def cancel(self, order_id: int, timeout: float | None = None, reference: int | None = None) -> Deferred[Any]:
         """Cancel an order: fires with OrderCancelled, or fails with CancelRejected."""
         return self._referenced("order_cancel", ("cancel", order_id), timeout, reference, order_id=order_id)
 
+    @_invalid_fails
     def cancel_all(self, market_id: int | None = None, timeout: float | None = None) -> Deferred[Any]:
         """Cancel every order (in one market): fires with OrderCancelAllAccepted."""
         return self._referenced("order_cancel_all", ("cancel_all",), timeout, None, market_id=market_id)
 
+    @_invalid_fails
     def reduce(
         self, order_id: int, new_quantity: int, timeout: float | None = None, reference: int | None = None
     ) -> Deferred[Any]:
@@ -421,6 +454,7 @@ class SmarketsClientFactory(ClientFactory):
         return self._referenced("order_quantity_reduce", ("reduce", order_id), timeout, reference, order_id=order_id,
                                 new_quantity=new_quantity)
 
+    @_invalid_fails
     def replace(
         self,
         order_id: int,
@@ -432,8 +466,9 @@ class SmarketsClientFactory(ClientFactory):
     ) -> Deferred[Any]:
         """Cancel-replace an order: fires with OrderCancelReplaceAccepted, or fails with ReplaceRejected."""
         return self._referenced("order_cancel_replace", ("replace", order_id), timeout, reference,
-                                orig_order_id=order_id, price=price, quantity=quantity, label=label)
+                                orig_order_id=order_id, price=_wire_price(price), quantity=quantity, label=label)
 
+    @_invalid_fails
     def subscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Subscribe to a market's quotes: fires with the MarketQuotes snapshot."""
         payload = application_message("market_subscribe", market_id=market_id)
@@ -442,12 +477,15 @@ class SmarketsClientFactory(ClientFactory):
             self.subscriptions.add(market_id)
         return deferred
 
+    @_invalid_fails
     def unsubscribe(self, market_id: int, timeout: float | None = None) -> Deferred[Any]:
         """Stop a market's quotes: fires with None once the request is sent (it has no answer)."""
+        payload = application_message("market_unsubscribe", market_id=market_id)
         self.subscriptions.discard(market_id)
         self.books.forget(market_id)
-        return self._request(application_message("market_unsubscribe", market_id=market_id), None, timeout)
+        return self._request(payload, None, timeout)
 
+    @_invalid_fails
     def settings(self, cancel_all_on_failure: bool, timeout: float | None = None) -> Deferred[Any]:
         """Ask the exchange to cancel every open order if the session fails: fires with SettingsAccepted."""
         payload = application_message("settings", cancel_all_on_failure=cancel_all_on_failure)

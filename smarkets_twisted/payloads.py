@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from smarkets_twisted.errors import ParseError, UnknownMessageType
+from smarkets_twisted.errors import InvalidRequest, ParseError, UnknownMessageType
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 
 Payload = seto_pb2.Payload
@@ -140,14 +140,28 @@ def application_message(field: str, **fields: object) -> Payload:
     """An application (seto) payload carrying ``field`` with the given values.
 
     Values of None are left unset; message fields take a message, repeated
-    fields a sequence.
+    fields a sequence.  A value its field cannot carry (a side the schema
+    lacks, a negative uint, a str for a number) raises InvalidRequest naming it.
     """
     seto_type = _SETO_TYPES.get(field)
     if seto_type is None:
         raise ValueError(f"no seto payload type carries {field!r}")
-    # protobuf's constructor fills the body from the dict in C, leaving None
-    # values unset (and an empty body present): twice as fast as field by field.
-    return Payload(type=seto_type, eto_payload=_UNSENT, **{field: fields})  # type: ignore[arg-type]
+    try:
+        # protobuf's constructor fills the body from the dict in C, leaving None
+        # values unset (and an empty body present): twice as fast as field by field.
+        return Payload(type=seto_type, eto_payload=_UNSENT, **{field: fields})  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise _refused(field, fields) from None
+
+
+def _refused(field: str, fields: dict[str, object]) -> InvalidRequest:
+    """Which value protobuf refused: its error names none, so try each alone (only on the way to raising)."""
+    for name, value in fields.items():
+        try:
+            Payload(**{field: {name: value}})  # type: ignore[arg-type]
+        except (ValueError, TypeError) as e:
+            return InvalidRequest(f"{field} {name} {value!r} cannot be sent: {e}", name)
+    return InvalidRequest(f"{field} cannot be sent with these values", field)
 
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}

@@ -232,6 +232,29 @@ class OrderTests(ClientTestCase):
         self.assertTrue(settings[0].cancel_all_on_failure)
         self.assertEqual(self.factory.subscriptions, {100})
 
+    def test_a_value_its_field_cannot_carry_fails_the_request_and_nothing_goes_out(self) -> None:
+        good = {"market_id": 100, "contract_id": 1001, "side": BUY, "quantity": 10000, "price": 5000}
+        bad_orders = [("side", 99), ("quantity", -1), ("price", "2500"), ("price", 0), ("price", 10000),
+                      ("market_id", 2**32)]
+        for field, value in bad_orders:
+            failure = self.failureResultOf(self.factory.order(**{**good, field: value}), errors.InvalidRequest)
+            self.assertEqual(failure.value.field, field)
+            self.assertIsInstance(failure.value, ValueError)
+            self.assertIn(repr(value), str(failure.value))
+        for request, field in [
+            (lambda: self.factory.replace(9, 0, 10000), "price"),
+            (lambda: self.factory.replace(9, 10000, 10000), "price"),
+            (lambda: self.factory.replace(9, 2500, -5), "quantity"),
+            (lambda: self.factory.reduce(9, -1), "new_quantity"),
+            (lambda: self.factory.cancel(-9), "order_id"),
+            (lambda: self.factory.cancel_all("100"), "market_id"),  # type: ignore[arg-type]
+            (lambda: self.factory.subscribe(-100), "market_id"),
+            (lambda: self.factory.unsubscribe(-100), "market_id"),
+        ]:
+            self.assertEqual(self.failureResultOf(request(), errors.InvalidRequest).value.field, field)
+        self.assertEqual((self.sent(), self.factory.queued, len(self.factory.requests)), ([], 0, 0))
+        self.assertEqual((list(self.factory.orders), self.factory.subscriptions), ([], set()))
+
     def test_timeout_fails_request_and_late_answer_goes_to_handlers(self) -> None:
         seen: list[Any] = []
         self.factory.add_handler("seto.order_accepted", seen.append)

@@ -103,9 +103,9 @@ class OrderLifeTests(TradingTestCase):
         self.assertOrdersMatchExchange(self.alice, "alice")
 
     def test_refusals_close_the_order(self) -> None:
-        for market_id, price, error, state in ((999, 5000, errors.OrderRejected, OrderState.REJECTED),
-                                               (MARKET, 0, errors.OrderInvalid, OrderState.INVALID)):
-            placed = self.alice.order(market_id, HOME, BUY, 10_000, price)
+        for market_id, quantity, error, state in ((999, 10_000, errors.OrderRejected, OrderState.REJECTED),
+                                                  (MARKET, 0, errors.OrderInvalid, OrderState.INVALID)):
+            placed = self.alice.order(market_id, HOME, BUY, quantity, 5000)
             self.market.flush()
             self.failureResultOf(placed, error)
             order = list(self.alice.orders)[-1]
