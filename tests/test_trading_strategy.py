@@ -194,6 +194,26 @@ class MarketMakerTests(SynchronousTestCase):
         self.market.advance(10)
         self.assertEqual(self.demo_orders(), {})
 
+    def test_a_stop_while_disconnected_cancels_each_order_once(self) -> None:
+        self.maker.start()
+        self.market.advance(6)
+        self.settle_settings(cancel_all_on_failure=False)
+        self.connection.drop()  # the books go stale: a cancel per quote waits for the next connection
+        cancels: list[int] = []
+        cancel = self.factory.cancel
+        self.patch(self.factory, "cancel", lambda order_id, **kwargs: (cancels.append(order_id),
+                                                                        cancel(order_id, **kwargs))[1])
+        with capturedLogs() as events:
+            stopped = self.maker.stop()
+            self.market.connect(self.factory)
+            self.market.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(cancels, [])  # each already on its way
+        self.assertEqual(self.demo_orders(), {})
+        lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
+        self.assertIn("stopping: every order of the market maker is closed", lines)
+        self.assertFalse([line for line in lines if "refused" in line], lines)
+
     def test_a_stop_waits_for_the_answers_no_longer_than_its_timeout(self) -> None:
         self.maker.start()
         self.market.advance(6)

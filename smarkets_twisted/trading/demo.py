@@ -71,6 +71,7 @@ class MarketMaker(Strategy):
         #: Requests sent and not yet answered; and, while stopping, the orders cancelled.
         self._outstanding = 0
         self._cancelled: set[int] = set()
+        self._said_stopping = False
         self._stop_timer: IDelayedCall | None = None
         self._stop_waiters: list[Deferred[None]] = []
         self._quoter = LoopingCall(self.requote)
@@ -99,10 +100,9 @@ class MarketMaker(Strategy):
             mine = self._mine()
             if mine and self.factory.session_available:
                 self.log.info("stopping: cancelling {count} orders before the logout", count=len(mine))
+                self._said_stopping = True
             self._stop_timer = self.factory.clock.callLater(self.stop_timeout, self._stopped)
-            for order in mine:
-                self._cancel_on_stop(order)
-            self._stopped_if_done()
+            self._wind_down()
         return stopped
 
     def _mine(self) -> list[Order]:
@@ -110,14 +110,17 @@ class MarketMaker(Strategy):
         return [order for order in self.orders.open() if order.label == LABEL and order.market_id in self.market_ids
                 and order.state is not OrderState.UNKNOWN]
 
-    def _cancel_on_stop(self, order: Order) -> None:
-        if order.order_id is not None and order.state is OrderState.LIVE and order.order_id not in self._cancelled:
-            self._cancelled.add(order.order_id)
-            self._pull(order)
-
-    def _stopped_if_done(self) -> None:
-        if self._stop_timer is not None and (not self.factory.session_available
-                                             or not (self._outstanding or self._mine())):
+    def _wind_down(self) -> None:
+        """While stopping, at each answer and order event: cancel what is live and has no request on its way
+        (a move's new order once it is accepted), and stop once nothing is left."""
+        if self._stop_timer is None:
+            return
+        for order in self._mine():
+            if (order.order_id is not None and order.state is OrderState.LIVE and order.order_id not in self._cancelled
+                    and (order.contract_id, order.side) not in self._in_flight):
+                self._cancelled.add(order.order_id)
+                self._pull(order)
+        if not self.factory.session_available or not (self._outstanding or self._mine()):
             self._stopped()
 
     def _stopped(self) -> None:
@@ -129,7 +132,7 @@ class MarketMaker(Strategy):
         if left:
             self.log.warn("stopping: {count} orders still open ({ids}); they may rest on the exchange",
                           count=len(left), ids=", ".join(str(order.order_id or "unanswered") for order in left))
-        elif self._cancelled:
+        elif self._said_stopping:
             self.log.info("stopping: every order of the market maker is closed")
         super().stop()
         waiters, self._stop_waiters = self._stop_waiters, []
@@ -166,10 +169,7 @@ class MarketMaker(Strategy):
         key = (order.contract_id, order.side)
         if order.label != LABEL:
             return
-        if self._stop_timer is not None:
-            # Stopping: an order answered since (a move on its way) is cancelled too.
-            self._cancel_on_stop(order)
-            self._stopped_if_done()
+        self._wind_down()
         if order.state is OrderState.LIVE and order.market_id in self.market_ids and key not in self.quotes:
             self.quotes[key] = order
         elif order.closed and self.quotes.get(key) is order:
@@ -276,7 +276,7 @@ class MarketMaker(Strategy):
     def _answered(self, result: object, key: tuple[int, int]) -> None:
         self._in_flight.discard(key)
         self._outstanding -= 1
-        self._stopped_if_done()
+        self._wind_down()
 
     def _quoting_failed(self, failure: Failure) -> None:
         """A bug stopped the quoting loop: stop, pulling the quotes nothing would move any more."""
@@ -285,6 +285,8 @@ class MarketMaker(Strategy):
 
     def _failed(self, failure: Failure, what: str) -> None:
         error = failure.value
+        if not self.running and failure.check(errors.SessionLost):
+            return  # stopped: the orders left open were named then
         if isinstance(error, errors.RequestRejected) and error.reason_name is not None:
             # Routine for a maker (a move that comes too late, after a fill): said in words.
             self.log.info("{what}: refused ({reason})", what=what, reason=errors.reason_words(error.reason_name))
