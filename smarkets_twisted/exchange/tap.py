@@ -24,7 +24,7 @@ from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_
 from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
-from smarkets_twisted.process import exit_after_stop
+from smarkets_twisted.process import exit_after_stop, quiet_while_stopping
 from smarkets_twisted.trading.prices import format_money, money
 
 #: Loopback only: the simulated exchange has no business on a public interface.
@@ -170,6 +170,7 @@ def makeService(options: Options) -> IService:
     clock: IReactorTime = reactor
     exchange = Exchange(clock, accounts, options.catalogue, ExchangeSettings(any_price=bool(options["any-price"])))
     service = MultiService()  # type: ignore[no-untyped-call]
+    quiet_while_stopping(reactor)
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
     factory = ExchangeFactory(exchange, clock)
     factory.noisy = False  # no "Starting factory <...ExchangeFactory object at 0x...>"
