@@ -36,7 +36,7 @@ from twisted.python.logfile import LogFile
 
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.framing import Deframer
-from smarkets_twisted.payloads import Payload, handler_name, redacted_copy
+from smarkets_twisted.payloads import Payload, handler_name, without_secrets
 
 #: Rotate the journal when it reaches this size, in bytes.
 DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
@@ -70,16 +70,8 @@ def payload_line(time: float, direction: str, payload: Payload) -> dict[str, Any
         "seq": eto.seq,
         "is_replay": eto.is_replay,
         "type": name,
-        "message": json_format.MessageToDict(_redacted(payload), preserving_proto_field_name=True),
+        "message": json_format.MessageToDict(without_secrets(payload), preserving_proto_field_name=True),
     }
-
-
-def _redacted(payload: Payload) -> Payload:
-    """The payload with its secrets replaced: copied only if it has some (logins, login responses)."""
-    eto = payload.eto_payload
-    if payload.HasField("login") or eto.HasField("login") or eto.HasField("login_response"):
-        return redacted_copy(payload)
-    return payload
 
 
 def payload_of(entry: dict[str, Any]) -> Payload:

@@ -20,8 +20,8 @@ from smarkets_twisted.payloads import (
     handler_name,
     login_message,
     parse_payload,
-    redacted_copy,
     session_message,
+    without_secrets,
 )
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 
@@ -290,7 +290,12 @@ class RedactedTests(SynchronousTestCase):
         text = str(Redacted(response))
         self.assertNoSecrets(text)
         self.assertIn("reset: 2", text)
-        self.assertEqual(redacted_copy(response).eto_payload.login_response.reset, 2)
+        self.assertEqual(without_secrets(response).eto_payload.login_response.reset, 2)
+        self.assertEqual(response.eto_payload.login_response.session, "session-secret")  # a copy was redacted
+
+    def test_a_payload_without_secrets_is_not_copied(self) -> None:
+        order = application_message("order_create", side=1, market_id=5, contract_id=6, quantity=7, price=8)
+        self.assertIs(without_secrets(order), order)
 
     def test_other_payloads_are_shown_in_full(self) -> None:
         order = application_message("order_create", side=1, market_id=5, contract_id=6, quantity=7, price=8)
