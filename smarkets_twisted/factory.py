@@ -144,8 +144,11 @@ class SmarketsClientFactory(ClientFactory):
         self.ended: errors.SmarketsError | None = None
         #: Called with that reason when it happens (the service stops reconnecting).
         self.on_ended: Callable[[errors.SmarketsError], object] | None = None
-        #: Called with the account sequence of each account event, once its handlers ran.
+        #: Called with the account sequence of the last account event in a chunk
+        #: of data received, once the handlers of all of it ran (a state file
+        #: saves it: once a read, not once an event).
         self.on_account_event: Callable[[int], object] | None = None
+        self._reported_account_sequence = config.account_sequence
         #: The trading layer, kept from what the exchange says (`smarkets_twisted.trading`).
         self.books = Books(self.handlers, self.subscriptions, self._refresh_books)
         self.orders = Orders(self.handlers)
@@ -357,11 +360,10 @@ class SmarketsClientFactory(ClientFactory):
             return
         name, field, account_sequenced, answers = route
         message = getattr(payload, field)
-        processed = None
         if account_sequenced:
             sequence = message.account_sequence_64
             if sequence and (self.account_sequence is None or sequence > self.account_sequence):
-                self.account_sequence = processed = sequence
+                self.account_sequence = sequence
         elif kind == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
             now = self.clock.seconds()
             self.bucket.set_limits(message.average_rate_ps, message.burst_size, message.tick_ms, now,
@@ -373,8 +375,14 @@ class SmarketsClientFactory(ClientFactory):
         self.handlers.dispatch(name, payload, message)
         if answers:
             self.requests.answer(name, message)
-        if processed is not None and self.on_account_event is not None:
-            self.on_account_event(processed)
+
+    def data_processed(self) -> None:
+        """Every payload of a chunk of data received was handled: report the last account sequence, if it moved."""
+        sequence = self.account_sequence
+        if sequence != self._reported_account_sequence:
+            self._reported_account_sequence = sequence
+            if self.on_account_event is not None and sequence is not None:
+                self.on_account_event(sequence)
 
     def _limits_known(self) -> None:
         if self._limits_wait is not None and self._limits_wait.active():

@@ -139,6 +139,7 @@ class SmarketsClientProtocol(Protocol):
             return
         finally:
             self.flush()
+            factory.data_processed()
 
     def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
         self.is_connected = False

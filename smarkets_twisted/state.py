@@ -1,9 +1,11 @@
 """The state file: what a restarted client needs to lose nothing.
 
 It holds the account sequence of the last account event processed (its
-handlers ran), saved after each one, atomically: written to a temporary
-file, synced, then renamed over the old one, so that a crash leaves either
-the old state or the new, never half of one.  Read at start, it makes the
+handlers ran), saved once per read of the connection that carried account
+events (a synced write per event would block the reactor through a long
+replay), atomically: written to a temporary file, synced, then renamed over
+the old one, so that a crash leaves either the old state or the new, never
+half of one.  Read at start, it makes the
 first login ask the exchange for every account event after it (the fills and
 cancels that happened while the client was down), each delivered once.
 """
@@ -73,7 +75,7 @@ class StateFile:
         self._failing = False
 
     def attach(self, factory: SmarketsClientFactory) -> None:
-        """Save after each account event ``factory`` processes; say where the client resumes from."""
+        """Save after each read in which ``factory`` processed account events; say where the client resumes from."""
         if self.loaded is None:
             self.log.info("state file {path}: none yet; it is written after the first account event", path=self.path)
         else:

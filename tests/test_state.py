@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -20,11 +21,14 @@ from smarkets_twisted import tap
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.framing import encode_frame
+from smarkets_twisted.payloads import application_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
+from tests.scripted import logged_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,6 +84,34 @@ class RestartTests(SynchronousTestCase):
     def test_without_a_state_file_the_missed_fills_are_lost(self) -> None:
         order_id = self.run_with_a_restart()
         self.assertEqual(self.fills, [(order_id, 10000), (order_id, 65000)])
+
+
+class SavedPerReadTests(SynchronousTestCase):
+    """The state file is saved once per read of the connection, after every handler of it ran."""
+
+    def test_a_read_of_many_account_events_saves_once_after_their_handlers(self) -> None:
+        exchange, factory, protocol = logged_in(Clock())
+        handled: list[int] = []
+        saves: list[tuple[int, int]] = []  # (sequence saved, events handled by then)
+        factory.add_handler("seto.order_cancelled", lambda message: handled.append(message.account_sequence_64))
+
+        class Counting(StateFile):
+            def save(self, account_sequence: int) -> None:
+                saves.append((account_sequence, len(handled)))
+                super().save(account_sequence)
+
+        path = self.mktemp()
+        Counting(path, "user").attach(factory)
+        cancels = [application_message("order_cancelled", order_id=n, reason=seto_pb2.ORDER_CANCELLED_MEMBER_REQUESTED,
+                                       account_sequence_64=n) for n in range(1, 101)]
+        frames = [encode_frame(body) for body in exchange.numbered(cancels)]
+        protocol.dataReceived(b"".join(frames[:60]))
+        self.assertEqual(saves, [(60, 60)])
+        protocol.dataReceived(b"".join(frames[60:]))
+        self.assertEqual(saves, [(60, 60), (100, 100)])
+        exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)  # no account event: nothing to save
+        self.assertEqual(saves, [(60, 60), (100, 100)])
+        self.assertEqual(StateFile(path, "user").load(), 100)
 
 
 class StateFileTests(SynchronousTestCase):
