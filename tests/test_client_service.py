@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.trading.orders import Order, OrderListener
 from tests.test_journal import _client
+from tests.test_state import ROOT, _Child
 
 
 def fast_retry(attempt: int) -> float:
@@ -162,6 +164,52 @@ class DemoStopTests(TestCase):
         closed = lines.index("stopping: every order of the market maker is closed")
         self.assertLess(cancelling, closed)
         self.assertLess(closed, lines.index("logged out"))
+
+
+class DemoStopProcessTests(TestCase):
+    """The same with two processes, as a user runs them: `twistd smarkets-exchange` and `twistd smarkets`."""
+
+    timeout = 60
+
+    def spawn(self, *argv: str, pattern: str) -> _Child:
+        child = _Child(pattern)
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        (directory / "pw").write_text("demo\n")
+        code = "from twisted.scripts.twistd import run; run()"
+        transport = reactor.spawnProcess(child, sys.executable, [sys.executable, "-c", code, "-n", "--pidfile=", *argv],
+                                         env=dict(os.environ, PYTHONPATH=ROOT), path=str(directory))
+        self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
+        return child
+
+    @defer.inlineCallbacks
+    def test_stopping_the_client_process_leaves_no_order_on_the_exchange_process(self) -> Any:
+        exchange = self.spawn("smarkets-exchange", "--endpoint", "tcp:0:interface=127.0.0.1",
+                              pattern=r"SIMULATED exchange .* on 127\.0\.0\.1:\d+")
+        yield exchange.until(lambda lines: bool(lines))
+        port = int(exchange.lines[0].rsplit(":", 1)[1])
+        client = self.spawn("smarkets", "--endpoint", f"tcp:127.0.0.1:{port}", "--username", "demo",
+                            "--password-file", "pw", "--market", "100", "--interval", "0.2", "--status-interval", "0",
+                            pattern=r"order \d+ accepted|stopping: .*|logged out$")
+        yield client.until(lambda lines: len(lines) >= 12)
+        client.transport.signalProcess("INT")
+        yield client.ended
+        said = [line for line in client.lines if not line.startswith("order")]
+        self.assertEqual(said[1:], ["stopping: every order of the market maker is closed", "logged out"])
+        self.assertRegex(said[0], r"^stopping: cancelling \d+ orders before the logout$")
+
+        # What the exchange still holds for demo: cancel it all, and count.
+        checker = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
+        cancelled: list[int] = []
+        checker.add_handler("seto.order_cancelled", lambda message: cancelled.append(message.order_id))
+        yield clientFromString(reactor, f"tcp:127.0.0.1:{port}").connect(checker)
+        yield checker.whenLoggedIn()
+        yield checker.cancel_all(100)
+        yield checker.ping()  # after the cancellations, if any
+        yield checker.logout(timeout=5)
+        self.assertEqual(cancelled, [])
+        exchange.transport.signalProcess("TERM")
+        yield exchange.ended
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

@@ -173,9 +173,10 @@ class StateFileTests(SynchronousTestCase):
 
 
 class _Child(protocol.ProcessProtocol):
-    """A `twistd smarkets` process whose PLACED and FILL lines are awaited."""
+    """A `twistd smarkets` process whose lines matching ``pattern`` (PLACED and FILL lines) are awaited."""
 
-    def __init__(self) -> None:
+    def __init__(self, pattern: str = r"(PLACED|FILL) [\d ]+$") -> None:
+        self.pattern = re.compile(pattern)
         self.lines: list[str] = []
         self._buffer = b""
         self._waiting: list[tuple[Callable[[list[str]], bool], defer.Deferred[None]]] = []
@@ -186,7 +187,7 @@ class _Child(protocol.ProcessProtocol):
         *complete, self._buffer = self._buffer.split(b"\n")
         # twistd logs what the strategy prints: "... [stdout#info] FILL 1 10000".
         self.lines.extend(match.group(0) for line in complete
-                          if (match := re.search(r"(PLACED|FILL) [\d ]+$", line.decode())) is not None)
+                          if (match := self.pattern.search(line.decode())) is not None)
         for entry in list(self._waiting):
             if entry[0](self.lines):
                 self._waiting.remove(entry)
