@@ -136,8 +136,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"configuration {path}: unknown option {key!r}")
 
     def opt_market(self, market_ids: str) -> None:
-        """Subscribe to this market, or these (100,200); repeatable. Default with the embedded exchange: every
-        demo market."""
+        """Subscribe to this market, or these (100,200); repeatable. Default with the embedded exchange: all."""
         if self._markets_from_file:
             # The command line's markets replace the file's.
             self["markets"] = []
