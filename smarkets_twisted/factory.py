@@ -3,8 +3,10 @@
 It holds what one connection must not lose: the credentials, the Session
 state (session id, seqs, the log of what was sent), requests awaiting
 answers, the throttle queue, handlers, subscriptions and the account
-sequence.  Each protocol it builds logs in at once, resuming the session
-when there is one; reconnecting is the job of a ClientService around it.
+sequence, and the trading layer's books, orders and positions kept from
+what the exchange says.  Each protocol it builds logs in at once, resuming
+the session when there is one; reconnecting is the job of a ClientService
+around it.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ handlers ran), saved once per read of the connection that carried account
 events (a synced write per event would block the reactor through a long
 replay), atomically: written to a temporary file, synced, then renamed over
 the old one, so that a crash leaves either the old state or the new, never
-half of one.  Read at start, it makes the
-first login ask the exchange for every account event after it (the fills and
-cancels that happened while the client was down), each delivered once.
+half of one.  Read at start, it makes the first login ask the exchange for
+every account event after it (the fills and cancels that happened while the
+client was down), each delivered once.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""The matching engine of the simulated exchange, with its account bookkeeping.
+"""The matching engine of the simulated exchange: orders in, fills and market data out.
 
 Sans-io: every public method takes plain values, changes the exchange's state
 and returns the list of domain events (`smarkets_twisted.exchange.events`)
-that the change produced, in causal order.
+that the change produced, in causal order.  It keeps the books
+(`smarkets_twisted.exchange.book`) and the orders, and moves markets through
+their states; the money it leaves to `smarkets_twisted.exchange.ledger` and
+the accounts, and the events' wire form to `smarkets_twisted.exchange.messages`.
 
 Units follow PROTOCOL.md section 7: prices are percent odds in basis points
 (1..9999) and quantities are payoffs in 1/10000 of the currency, as are
