@@ -176,8 +176,9 @@ class SessionRegistry:
         self.detached_budget = detached_budget
         self._sessions: dict[str, ExchangeSession] = {}
         self._by_account: dict[str, dict[str, ExchangeSession]] = {}
-        #: Detached sessions, the longest detached first.
+        #: Detached sessions, the longest detached first: all, and by account.
         self._detached: OrderedDict[str, ExchangeSession] = OrderedDict()
+        self._detached_by_account: dict[str, dict[str, ExchangeSession]] = {}
         #: What the detached sessions' sent logs hold, in bytes (estimated).
         self.detached_bytes = 0
 
@@ -196,7 +197,7 @@ class SessionRegistry:
         """
         sessions = self._by_account.setdefault(account.username, {})
         if len(sessions) >= self.sessions_per_account:
-            oldest = next((session for session in self._detached.values() if session.account is account), None)
+            oldest = next(iter(self._detached_by_account.get(account.username, {}).values()), None)
             if oldest is None:
                 return None
             self.log.info("{username} opened a session beyond {limit}: the longest detached one ends",
@@ -254,6 +255,7 @@ class SessionRegistry:
             session.expiry = self.clock.callLater(self.retention, self._expire, session)
             session.held = session.logged_bytes()
             self._detached[session.session_id] = session
+            self._detached_by_account.setdefault(session.account.username, {})[session.session_id] = session
             self.detached_bytes += session.held
             while self.detached_bytes > self.detached_budget and self._detached:
                 oldest = next(iter(self._detached.values()))
@@ -290,3 +292,8 @@ class SessionRegistry:
         if self._detached.pop(session.session_id, None) is not None:
             self.detached_bytes -= session.held
             session.held = 0
+            username = session.account.username
+            of_account = self._detached_by_account[username]
+            del of_account[session.session_id]
+            if not of_account:
+                del self._detached_by_account[username]
