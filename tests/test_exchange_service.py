@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from smarkets_twisted.exchange import messages
 from smarkets_twisted.exchange.engine import MAX_LABEL_LENGTH, MarketStateError
 from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.payloads import Payload, body, handler_name, session_message
@@ -599,6 +600,29 @@ class LongReplayTests(ServiceTestCase):
         received = later.login(account_sequence=0)
         later.disconnect()
         self.fixture.clock.advance(0)
+        resumed = self.fixture.client(later.state)
+        received += resumed.login()
+        resumed.advance(0)
+        self.assertEqual(self.sequences(received + resumed.take()), [1, 3, 5, 7, 9])
+
+    def test_an_event_that_cannot_be_sent_closes_the_connection_and_the_resume_sends_it(self) -> None:
+        later = self.fixture.client()
+        received = later.login(account_sequence=0)  # events 1-4: the first turn
+        event_payload = messages.event_payload
+
+        def broken(event: Any) -> Payload:
+            if event.account_sequence == 7:
+                raise RuntimeError("a bug writing event 7")
+            return event_payload(event)
+
+        self.patch(messages, "event_payload", broken)
+        later.advance(0)  # nothing escapes the reactor's callback
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(later.closed)
+        received += later.take()
+        later.disconnect()
+        self.fixture.clock.advance(0)
+        self.patch(messages, "event_payload", event_payload)
         resumed = self.fixture.client(later.state)
         received += resumed.login()
         resumed.advance(0)

@@ -244,6 +244,10 @@ class ExchangeProtocol(Protocol):
         self._flush()
         return seq
 
+    def close(self) -> None:
+        """Close this connection (the exchange could not serve it); its session waits for a resume."""
+        self._close()
+
     def drop(self) -> None:
         """Another connection logged in to this session: close this one quietly."""
         self.log.info("session of {username} taken over by a new connection; dropping {peer}",

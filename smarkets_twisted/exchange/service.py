@@ -249,17 +249,36 @@ class Exchange:
         catches up from the account's history if it resumes).
         """
         session.backlog.extend(events)
-        if session.draining is None:
+        if session.draining is None and not session.sending:
             self._drain(session)
 
     def _drain(self, session: ExchangeSession) -> None:
+        """Send one turn's worth of the backlog; schedule the next turn for the rest.
+
+        It runs in a reactor callback: an error is logged and closes the
+        connection, never escapes.  An event leaves the backlog once sent, so
+        the one that failed is among those the resume catches up from the
+        account's history.  Events queued by a send (never, unless a
+        connection writes synchronously) wait in the backlog for this loop.
+        """
         session.draining = None
         backlog = session.backlog
         now = self.clock.seconds()
-        for _ in range(self.settings.events_per_turn):
-            if not backlog or not session.attached:
-                break
-            session.send(messages.event_payload(backlog.popleft()), now)
+        session.sending = True
+        try:
+            for _ in range(self.settings.events_per_turn):
+                if not backlog or session.connection is None:
+                    break
+                session.send(messages.event_payload(backlog[0]), now)
+                backlog.popleft()
+        except Exception:
+            self.log.failure("cannot send {username} its account events: closing its connection",
+                             username=session.account.username)
+            if session.connection is not None:
+                session.connection.close()
+            return
+        finally:
+            session.sending = False
         if backlog and session.attached:
             session.draining = self.clock.callLater(0, self._drain, session)
 

@@ -66,6 +66,9 @@ class Connection(Protocol):
     def drop(self) -> None:
         """Close the connection because another one took the session over."""
 
+    def close(self) -> None:
+        """Close the connection; the session waits for a resume."""
+
 
 class ExchangeSession:
     """One client session on the exchange: an account, its seqs and its settings.
@@ -99,7 +102,10 @@ class ExchangeSession:
         self.held = 0
         #: Account events waiting to be sent, oldest first (see `Exchange._queue`).
         self.backlog: deque[AccountEvent] = deque()
+        #: The next turn's sending of the backlog, if one is scheduled.
         self.draining: IDelayedCall | None = None
+        #: Whether the backlog is being sent now.
+        self.sending = False
 
     @property
     def attached(self) -> bool:
