@@ -44,8 +44,7 @@ from smarkets_twisted.framing import Deframer, encode_frame  # noqa: E402
 from smarkets_twisted.handlers import HandlerRegistry  # noqa: E402
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, handler_name, parse_payload  # noqa: E402
 from smarkets_twisted.proto import seto_pb2  # noqa: E402
-from smarkets_twisted.session import Role, Session, SessionState  # noqa: E402
-from tests.scripted import ScriptedExchange, make_factory  # noqa: E402
+from tests.scripted import logged_in  # noqa: E402
 
 CHUNK_SIZES = (65536, 1400)
 RUNS = 7
@@ -171,11 +170,7 @@ def best_times(measures: dict[str, Callable[[], None]], runs: int) -> dict[str, 
 
 
 def main(count: int) -> None:
-    clock = Clock()
-    exchange = ScriptedExchange(clock)
-    factory = make_factory(clock)
-    protocol = exchange.connect(factory)
-    exchange.accept_login()
+    exchange, factory, protocol = logged_in(Clock())
     received = [0]
 
     def delivered(message: object) -> None:
@@ -193,12 +188,8 @@ def main(count: int) -> None:
     factory.handlers = bare
     factory.subscriptions.add(100)  # the books keep the market the stream quotes
 
-    # Number the payloads as the exchange would, then keep the bytes.
-    sender = Session(SessionState(), Role.EXCHANGE, now=0.0)
-    sender.state.next_outgoing_seq = first_seq = exchange.state.next_outgoing_seq
-    bodies = []
-    for payload in payloads:
-        bodies.append(sender.state.sent.get(sender.send(payload, 0.0)) or b"")
+    first_seq = exchange.state.next_outgoing_seq
+    bodies = exchange.numbered(payloads)
     stream = b"".join(encode_frame(b) for b in bodies)
     int32_stream = b"".join(struct.pack(">I", len(b)) + b for b in bodies)
 

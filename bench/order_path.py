@@ -36,18 +36,15 @@ from smarkets_twisted.payloads import application_message  # noqa: E402
 from smarkets_twisted.proto import eto_pb2, seto_pb2  # noqa: E402
 from smarkets_twisted.requests import Request  # noqa: E402
 from smarkets_twisted.trading.orders import Order, Orders  # noqa: E402
-from tests.scripted import ScriptedExchange, make_factory  # noqa: E402
+from tests.scripted import logged_in  # noqa: E402
 
 RUNS = 7
 
 
 def main(count: int) -> None:
     clock = Clock()
-    exchange = ScriptedExchange(clock)
-    factory = make_factory(clock)
-    protocol = exchange.connect(factory)
     # Limits no run of the bench reaches: every order goes out at once.
-    exchange.accept_login(throttle=(10**9, 10**9, 200))
+    exchange, factory, protocol = logged_in(clock, throttle=(10**9, 10**9, 200))
     transport = exchange.transport
     assert transport is not None and factory.current is protocol
     transport.clear()
