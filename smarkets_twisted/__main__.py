@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from smarkets_twisted.journal import JournalError, read_journal, summarize
 from smarkets_twisted.replay import Replay, replay_factory, report
-from smarkets_twisted.tap import load_strategy
+from smarkets_twisted.strategies import load_strategy
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.strategy import Strategy
 

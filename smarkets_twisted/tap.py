@@ -10,50 +10,44 @@ never taken from the command line (it would show in the process's argv):
 from __future__ import annotations
 
 import configparser
-import importlib
-import inspect
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from smarkets_twisted.config import number_option, read_options
 from smarkets_twisted.errors import ConfigurationError
-from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.catalogue import demo_catalogue
-from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
-from smarkets_twisted.exchange.server import ExchangeFactory
-from smarkets_twisted.exchange.service import Exchange
-from smarkets_twisted.exchange.tap import describe_simulation
+from smarkets_twisted.exchange.embedded import EmbeddedExchangeEndpoint, EmbeddedExchangeService
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.journal import Journal, JournalError, JournalService
+from smarkets_twisted.journal import DEFAULT_ROTATE_BYTES, Journal, JournalError, JournalService
 from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.process import exit_after_stop, quiet_while_stopping
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
 from smarkets_twisted.status import DEFAULT_STATUS_INTERVAL, StatusService
+from smarkets_twisted.strategies import RECORDER, StrategyFactory, StrategyService, load_strategy, subscribe_only
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.demo import MarketMaker
-from smarkets_twisted.trading.strategy import Strategy
 
 PASSWORD_VARIABLE = "SMARKETS_PASSWORD"
 
+#: --journal-rotate-mb counts these.
+MIB = 1024 * 1024
+
+_log = Logger()
+
 #: Market ids are uint64 on the wire.
 _MARKET_IDS = range(1, 2**64)
-
-
-#: ``--strategy none``: trade nothing, only subscribe to the markets (a recorder, with --journal).
-RECORDER = "none"
 
 
 class Options(usage.Options):
@@ -72,7 +66,7 @@ class Options(usage.Options):
         ["request-timeout", None, 30.0, "Seconds before a request without an answer fails.",
          number_option("request-timeout", float, 0, above=True)],
         ["journal", "j", None, "Record every payload, both directions, as JSON lines in this file."],
-        ["journal-rotate-mb", None, 64, "Rotate the journal when it reaches this many MiB.",
+        ["journal-rotate-mb", None, DEFAULT_ROTATE_BYTES // MIB, "Rotate the journal when it reaches this many MiB.",
          number_option("journal-rotate-mb", int, 1)],
         ["state-file", None, None, "Keep the last account sequence here, so that a restart misses no fill."],
         ["status-interval", None, DEFAULT_STATUS_INTERVAL, "Seconds between status lines (0: none).",
@@ -88,7 +82,7 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self["markets"] = []
         self.password: str | None = None
-        self.strategy: Callable[[SmarketsClientFactory], object] | None = None
+        self.strategy: StrategyFactory | None = None
         self._markets_from_file = False
         #: The --state-file, and the account sequence it holds (None for a first start).
         self.state: StateFile | None = None
@@ -234,146 +228,6 @@ def _config_argument(argv: list[str]) -> str | None:
     return path
 
 
-def load_strategy(spec: str) -> Callable[[SmarketsClientFactory], object]:
-    """The callable ``module:Name`` names (mystrat.py in the current directory too); UsageError if none."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise usage.UsageError(f"--strategy takes module:callable, not {spec!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        # As `python -m` does: mystrat.py in the current directory is importable.
-        sys.path.insert(0, os.getcwd())
-    try:
-        strategy = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as e:
-        raise usage.UsageError(f"cannot load --strategy {spec}: {e}") from None
-    if not callable(strategy):
-        raise usage.UsageError(f"--strategy {spec} is not callable")
-    try:
-        inspect.signature(strategy).bind(None)
-    except TypeError as e:
-        # Found now, in one line, rather than as a traceback once the service starts.
-        raise usage.UsageError(f"--strategy {spec} cannot be called with the client factory alone: {e}") from None
-    except ValueError:
-        pass  # no signature to check (a builtin): it is called as it is
-    return strategy  # type: ignore[no-any-return]
-
-
-class EmbeddedExchangeService(Service):
-    """A simulated exchange with liquidity on a loopback port chosen by the system."""
-
-    log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-        self.exchange = Exchange(reactor, with_liquidity_account(default_accounts()))
-        self.liquidity = LiquiditySimulator(self.exchange, reactor)
-        self.port: IListeningPort | None = None
-        self._waiting: list[Deferred[IListeningPort]] = []
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        endpoint = serverFromString(self.reactor, "tcp:0:interface=127.0.0.1")  # type: ignore[no-untyped-call]
-        factory = ExchangeFactory(self.exchange, self.reactor)
-        factory.noisy = False
-        endpoint.listen(factory).addCallbacks(self._listening, self._cannot_listen)
-        self.liquidity.startService()
-
-    def _cannot_listen(self, failure: Failure) -> None:
-        self.log.critical("the embedded exchange cannot listen: {error}", error=failure.getErrorMessage())
-        waiting, self._waiting = self._waiting, []
-        for deferred in waiting:
-            deferred.errback(failure)
-        exit_after_stop(self.reactor)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
-        self.log.info("{description}", description=describe_simulation(self.exchange, port))
-        waiting, self._waiting = self._waiting, []
-        for deferred in waiting:
-            deferred.callback(port)
-
-    def listening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port once it is bound."""
-        deferred: Deferred[IListeningPort] = Deferred()
-        if self.port is not None:
-            deferred.callback(self.port)
-        else:
-            self._waiting.append(deferred)
-        return deferred
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        self.liquidity.stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-        return None
-
-
-@implementer(IStreamClientEndpoint)
-class EmbeddedExchangeEndpoint:
-    """Connects to the embedded exchange's port, once it is listening."""
-
-    def __init__(self, reactor: Any, exchange: EmbeddedExchangeService) -> None:
-        self.reactor = reactor
-        self.exchange = exchange
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
-        def to(port: IListeningPort) -> Deferred[Any]:
-            address = port.getHost()
-            return TCP4ClientEndpoint(self.reactor, "127.0.0.1", address.port).connect(  # type: ignore[attr-defined]
-                protocolFactory
-            )
-
-        return self.exchange.listening().addCallback(to)
-
-
-class StrategyService(Service):
-    """Starts the strategy when the service starts, and stops it on stop.
-
-    ``--strategy`` names a callable of the factory: a `Strategy` subclass is
-    built and started; anything else is called, as it is.  Without it, the
-    demo market maker runs.
-    """
-
-    log = Logger()
-
-    def __init__(self, factory: SmarketsClientFactory, options: Options) -> None:
-        self.factory = factory
-        self.options = options
-        self.strategy: Strategy | None = None
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        started: object = None
-        if self.options["strategy"] == RECORDER:
-            # No trading: subscribe to the markets (renewed by the factory), for --journal to record.
-            self.factory.whenLoggedIn().addCallbacks(self._subscribe, lambda failure: None)
-        elif self.options.strategy is not None:
-            started = self.options.strategy(self.factory)
-        else:
-            if not self.options["markets"]:
-                self.log.warn("no --market given: the demo strategy watches no market and will not trade")
-            started = MarketMaker(self.factory, self.options["markets"], self.options["interval"],
-                                  verbose=bool(self.options["verbose"]))
-        if isinstance(started, Strategy):
-            self.strategy = started
-            started.start()
-
-    def stopService(self) -> Deferred[None] | None:
-        """Stop the strategy; the Deferred it may return (its orders cancelled) delays the logout."""
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self.strategy is not None:
-            return self.strategy.stop()
-        return None
-
-    def _subscribe(self, protocol: object) -> None:
-        for market_id in self.options["markets"]:
-            self.factory.subscribe(market_id).addErrback(self._not_subscribed, market_id)
-
-    def _not_subscribed(self, failure: Failure, market_id: int) -> None:
-        self.log.warn("cannot subscribe to market {market}: {error}", market=market_id, error=failure.getErrorMessage())
-
-
 class StopInOrder(MultiService):
     """Stops its services one after the other, the last started first, each once the one before has stopped.
 
@@ -409,6 +263,22 @@ def build_client(options: Options, clock: IReactorTime) -> SmarketsClientFactory
     return factory
 
 
+def _strategy(options: Options) -> tuple[StrategyFactory, str]:
+    """What builds the strategy the options name, and its name for the log: the user's, the recorder or the demo."""
+    if options["strategy"] == RECORDER:
+        return partial(subscribe_only, market_ids=options["markets"]), "the recorder (--strategy none)"
+    if options.strategy is not None:
+        return options.strategy, f"--strategy {options['strategy']}"
+    markets, interval, verbose = options["markets"], options["interval"], bool(options["verbose"])
+
+    def demo(factory: SmarketsClientFactory) -> MarketMaker:
+        if not markets:
+            _log.warn("no --market given: the demo strategy watches no market and will not trade")
+        return MarketMaker(factory, markets, interval, verbose=verbose)
+
+    return demo, "the demo market maker"
+
+
 def makeService(options: Options) -> IService:
     """The client service, its strategy and, with no endpoint, an embedded exchange."""
     from twisted.internet import reactor
@@ -429,7 +299,7 @@ def makeService(options: Options) -> IService:
     parent: MultiService = top
     if options["journal"] is not None:
         try:
-            factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * 1024 * 1024)
+            factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * MIB)
         except JournalError as e:
             raise usage.UsageError(str(e)) from None
         # The client stops (and logs out) before the journal is flushed and closed.
@@ -442,7 +312,10 @@ def makeService(options: Options) -> IService:
     connection = SmarketsClientService(endpoint, factory, address=address)
     connection.on_refused = lambda error: exit_after_stop(reactor)
     connection.setServiceParent(client)  # type: ignore[no-untyped-call]
-    StrategyService(factory, options).setServiceParent(client)  # type: ignore[no-untyped-call]
+    build, name = _strategy(options)
+    strategy = StrategyService(factory, build, name)
+    strategy.on_failure = lambda error: exit_after_stop(reactor)
+    strategy.setServiceParent(client)  # type: ignore[no-untyped-call]
     if options["status-interval"] > 0:
         StatusService(factory, options["status-interval"]).setServiceParent(client)  # type: ignore[no-untyped-call]
     return top

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from smarkets_twisted import errors, process
 from smarkets_twisted import tap as client_tap
+from smarkets_twisted.exchange import embedded as embedded_exchange
 from smarkets_twisted.exchange import tap as exchange_tap
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
@@ -644,6 +645,25 @@ class TwistdTests(TestCase):
         self.assertIn(f"127.0.0.1:{port}: login refused: bad username or password", line)
         self.assertNotIn("wrong", line)
 
+    @defer.inlineCallbacks
+    def test_a_strategy_that_raises_when_built_exits_1_with_one_line(self) -> Any:
+        status, output = yield self.twistd("smarkets", "--strategy", "tests.test_faults:refusing_strategy")
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        (line,) = [line for line in output.splitlines() if "cannot start" in line]
+        self.assertIn("--strategy tests.test_faults:refusing_strategy cannot start: ValueError: no market configured",
+                      line)
+
+
+def refusing_strategy(factory: SmarketsClientFactory) -> None:
+    """A user's strategy that refuses its configuration when it is built."""
+    raise ValueError("no market configured")
+
+
+def _services(service: Any) -> list[Any]:
+    """``service`` and every service under it."""
+    return [service, *(child for parent in getattr(service, "services", ()) for child in _services(parent))]
+
 
 class ExitTests(SynchronousTestCase):
     """The pieces of points 11 to 13 in process, without a twistd."""
@@ -720,27 +740,45 @@ class ExitTests(SynchronousTestCase):
         said = [formatEvent(e) for e in client if "refused" in formatEvent(e)]
         self.assertEqual(said, ["mem:3701: login refused: bad username or password: no more connection attempts"])
 
+    def strategy_service(self, *argv: str) -> Any:
+        """The service running the strategy in what ``twistd smarkets ARGV`` makes."""
+        options = client_tap.Options()
+        options.parseOptions(list(argv))
+        (strategy,) = [service for service in _services(client_tap.makeService(options))
+                       if type(service).__name__ == "StrategyService"]
+        self.addCleanup(strategy.stopService)
+        return strategy
+
     def test_no_market_is_warned_about(self) -> None:
         os.environ[client_tap.PASSWORD_VARIABLE] = "pw"
         self.addCleanup(os.environ.pop, client_tap.PASSWORD_VARIABLE)
-        options = client_tap.Options()
-        options.parseOptions(["--endpoint", "tcp:127.0.0.1:1", "--username", "me"])
-        factory = SmarketsClientFactory(ClientSettings(username="me", password="pw"), Clock())
-        client_tap.StrategyService(factory, options).startService()
+        self.strategy_service("--endpoint", "tcp:127.0.0.1:1", "--username", "me").startService()
         warnings = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.warn]
         self.assertTrue(any("no --market" in line for line in warnings), warnings)
 
+    def test_a_strategy_that_raises_when_built_stops_the_process_in_one_line(self) -> None:
+        """Its exception escaped startService: a traceback, and the services after it never started."""
+        exits: list[Any] = []
+        self.patch(client_tap, "exit_after_stop", exits.append)
+        strategy = self.strategy_service("--strategy", "tests.test_faults:refusing_strategy")
+        strategy.startService()
+        self.assertEqual(len(exits), 1)
+        critical = [formatEvent(e) for e in self.lines if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(critical, ["--strategy tests.test_faults:refusing_strategy cannot start:"
+                                    " ValueError: no market configured"])
+        self.assertFalse([e for e in self.lines if e.get("log_failure") is not None])
+        self.assertIsNone(strategy.strategy)
 
     def test_the_embedded_exchange_exits_when_it_cannot_listen(self) -> None:
         exits: list[Any] = []
-        self.patch(client_tap, "exit_after_stop", exits.append)
+        self.patch(embedded_exchange, "exit_after_stop", exits.append)
 
         class Unlistenable:
             def listen(self, factory: IProtocolFactory) -> Deferred[Any]:
                 return fail(net_error.CannotListenError("127.0.0.1", 0, OSError("no ports left")))
 
-        self.patch(client_tap, "serverFromString", lambda reactor, description: Unlistenable())
-        embedded = client_tap.EmbeddedExchangeService(Clock())
+        self.patch(embedded_exchange, "serverFromString", lambda reactor, description: Unlistenable())
+        embedded = embedded_exchange.EmbeddedExchangeService(Clock())
         waiting = result_of(embedded.listening())
         embedded.startService()
         self.addCleanup(embedded.stopService)

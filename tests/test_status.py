@@ -12,12 +12,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from smarkets_twisted import status as status_module
 from smarkets_twisted import tap
 from smarkets_twisted.exchange.accounts import default_accounts
+from smarkets_twisted.exchange.embedded import EmbeddedExchangeService
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.status import StatusService, status_line
-from smarkets_twisted.tap import EmbeddedExchangeService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading import prices

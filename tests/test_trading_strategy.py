@@ -16,6 +16,7 @@ from smarkets_twisted.exchange.accounts import Account, Accounts, default_accoun
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.strategies import StrategyService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading import prices
@@ -415,7 +416,7 @@ class StrategyOptionTests(SynchronousTestCase):
         market = InMemoryExchange()
         factory, _ = market.client()
         market.flush()
-        service = tap.StrategyService(factory, options)
+        service = StrategyService(factory, options.strategy, "--strategy tests.test_trading_strategy:Recording")
         service.startService()
         strategy = service.strategy
         assert isinstance(strategy, Recording)
