@@ -35,6 +35,9 @@ SECTION = "smarkets"
 #: Where a configuration name is looked up, the first having the last word.
 DEFAULT_DIRECTORIES = (".", "~/.config/smarkets_twisted", "/etc/smarkets_twisted")
 
+#: Options naming files: a relative path in a file is relative to that file's directory.
+PATH_OPTIONS = frozenset({"password-file", "journal", "state-file"})
+
 #: Inheritance deeper than this is taken for a loop.
 _MAX_DEPTH = 32
 
@@ -53,9 +56,11 @@ class ConfigurationReader:
         """The configuration ``name`` and the files it inherits from, merged.
 
         With ``path``, that file is ``name``, as it is: only its parents are looked up.
+        A relative path in a `PATH_OPTIONS` option is made relative to the directory of the file giving it.
         """
         merged = _parser()
-        for parser in self._collect(name, {}, [], path).values():
+        for found, parser in self._collect(name, {}, [], path).items():
+            _anchor_paths(parser, os.path.dirname(found))
             merged.read_dict(parser)
         merged.remove_section("inherit")
         return merged
@@ -122,6 +127,16 @@ def read_options(path: str, directories: Sequence[str] = DEFAULT_DIRECTORIES) ->
     if not parser.has_section(SECTION):
         return {}
     return {key.replace("_", "-"): value for key, value in parser.items(SECTION)}
+
+
+def _anchor_paths(parser: configparser.ConfigParser, directory: str) -> None:
+    """Join the relative paths of `PATH_OPTIONS` to ``directory``: ``password_file = ../pw`` means next to the file,
+    wherever twistd was started."""
+    if not parser.has_section(SECTION):
+        return
+    for key, value in parser.items(SECTION):
+        if key.replace("_", "-") in PATH_OPTIONS and value and not os.path.isabs(os.path.expanduser(value)):
+            parser.set(SECTION, key, os.path.join(directory, value))
 
 
 def _load(path: str) -> configparser.ConfigParser:

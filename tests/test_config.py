@@ -77,7 +77,7 @@ class ReaderTests(SynchronousTestCase):
 class OptionsTests(SynchronousTestCase):
     def setUp(self) -> None:
         os.environ.pop(tap.PASSWORD_VARIABLE, None)
-        self.directory = Path(self.mktemp())
+        self.directory = Path(self.mktemp()).resolve()
         self.directory.mkdir()
         (self.directory / "password").write_text("from-file\n")
 
@@ -117,6 +117,25 @@ class OptionsTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             self.parse("--config", self.config("[smarkets]\nverbose = loud\n"))
         self.assertIn("verbose is yes or no, not 'loud'", str(caught.exception))
+
+    def test_relative_paths_in_a_file_are_relative_to_that_file(self) -> None:
+        conf = self.directory / "conf"
+        (conf / "shared" / "journals").mkdir(parents=True)
+        (conf / "shared" / "base.conf").write_text("[smarkets]\njournal = journals/j.jsonl\n")
+        (conf / "live.conf").write_text("[inherit]\nfrom = shared/base.conf\n[smarkets]\nusername = me\n"
+                                        "password_file = ../password\nstate-file = state\n")
+        elsewhere = Path(self.mktemp()).resolve()
+        elsewhere.mkdir()
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(elsewhere)
+        options = self.parse("--config", str(conf / "live.conf"), "--endpoint", "tcp:127.0.0.1:1")
+        self.assertEqual(options.password, "from-file")
+        self.assertEqual((options["journal"], options["state-file"]),
+                         (str(conf / "shared" / "journals" / "j.jsonl"), str(conf / "state")))
+        # The command line's paths stay relative to the current directory.
+        options = self.parse("--config", str(conf / "live.conf"), "--endpoint", "tcp:127.0.0.1:1",
+                             "--journal", "here.jsonl", "--state-file", "state")
+        self.assertEqual((options["journal"], options["state-file"]), ("here.jsonl", "state"))
 
     def test_bad_files_are_usage_errors_naming_the_problem(self) -> None:
         cases = [
