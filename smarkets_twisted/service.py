@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.proto import eto_pb2
 from smarkets_twisted.protocol import SmarketsClientProtocol
 
 
@@ -66,7 +67,7 @@ class SmarketsClientService(Service):
         self.factory = factory
         self.clock = clock or factory.clock
         self.address = address or "the exchange"
-        self.endpoint = LoggedInEndpoint(endpoint, factory)
+        self.endpoint = LoggedInEndpoint(endpoint, factory, self.address)
         self._retry = retry or retry_policy()
         self.connections = _Connections(self.endpoint, Factory.forProtocol(Protocol), retryPolicy=self._retry_after,
                                         clock=self.clock)
@@ -133,29 +134,60 @@ class LoggedInEndpoint:
     only after the login succeeded: anything before that is a failed attempt,
     and the backoff grows.  The stand-in shares the connection's transport
     (ClientService closes it through that) and is told when it is lost.
+
+    A resume the exchange refuses because it does not know the session is no
+    failed attempt: the exchange is up, and the factory has ended the session.
+    The same attempt then connects again at once, to start a new session.
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint, factory: SmarketsClientFactory) -> None:
+    log = Logger()
+
+    def __init__(self, endpoint: IStreamClientEndpoint, factory: SmarketsClientFactory,
+                 address: str = "the exchange") -> None:
         self.endpoint = endpoint
         self.factory = factory
+        self.address = address
         #: Why the last attempt failed or the last connection ended, in words.
         self.last_cause = "not connected"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        connecting: Deferred[Any] = self.endpoint.connect(self.factory)
+        connecting: list[Deferred[Any]] = []
         logging_in: list[SmarketsClientProtocol] = []
 
         def cancel(result: Deferred[IProtocol]) -> None:
-            if logging_in and logging_in[0].transport is not None:
-                logging_in[0].transport.abortConnection()  # type: ignore[attr-defined]
+            if logging_in and logging_in[-1].transport is not None:
+                logging_in[-1].transport.abortConnection()  # type: ignore[attr-defined]
             else:
-                connecting.cancel()
+                connecting[-1].cancel()
 
         result: Deferred[IProtocol] = Deferred(cancel)
+
+        def attempt() -> Deferred[SmarketsClientProtocol]:
+            logging_in.clear()
+            connecting.append(self.endpoint.connect(self.factory))
+            return connecting[-1].addCallback(log_in)
 
         def log_in(protocol: SmarketsClientProtocol) -> Deferred[SmarketsClientProtocol]:
             logging_in.append(protocol)
             return protocol.login().addCallback(lambda _: protocol)
+
+        def resume_refused(failure: Failure) -> Failure | Deferred[SmarketsClientProtocol]:
+            refused = logging_in[-1] if logging_in else None
+            if refused is None or not refused.resuming or not _unknown_session(failure.value) or result.called:
+                return failure
+            self.log.info("{address}: the exchange does not know the session; starting a new one now",
+                          address=self.address)
+            again: Deferred[SmarketsClientProtocol] = Deferred()
+
+            def closed(error: Exception) -> Exception:
+                if result.called:  # cancelled meanwhile
+                    again.errback(failure)
+                else:
+                    attempt().chainDeferred(again)
+                return error
+
+            refused.closed.addCallback(closed)
+            return again
 
         def logged_in(protocol: SmarketsClientProtocol) -> None:
             assert protocol.transport is not None
@@ -171,12 +203,16 @@ class LoggedInEndpoint:
             if not result.called:
                 result.errback(failure)
 
-        connecting.addCallback(log_in).addCallbacks(logged_in, failed)
+        attempt().addErrback(resume_refused).addCallbacks(logged_in, failed)
         return result
 
     def _lost(self, error: Exception, stand_in: IProtocol) -> None:
         self.last_cause = cause(error, logged_in=True)
         stand_in.connectionLost(Failure(error))
+
+
+def _unknown_session(error: BaseException | None) -> bool:
+    return isinstance(error, errors.LoginError) and error.reason == eto_pb2.LOGOUT_UNKNOWN_SESSION
 
 
 def cause(error: BaseException, logged_in: bool) -> str:

@@ -211,10 +211,14 @@ class MemoryEndpoint:
     def __init__(self, market: InMemoryExchange) -> None:
         self.market = market
         self.mode = "exchange"
+        #: The modes of the next attempts, one each, before ``mode`` again.
+        self.then: list[str] = []
         self.attempts = 0
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         self.attempts += 1
+        if self.then:
+            self.mode = self.then.pop(0)
         if self.mode == "refuse":
             return fail(net_error.ConnectionRefusedError("Connection refused"))
         servers: dict[str, Callable[[], IProtocol]] = {
@@ -234,6 +238,7 @@ class ServiceTestCase(SynchronousTestCase):
         self.factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), self.market.clock)
         self.endpoint = MemoryEndpoint(self.market)
         self.attempts: list[int] = []
+        self.delay = 1.0
         self.service = SmarketsClientService(self.endpoint, self.factory, retry=self.retry, address="mem:3701")
         self.lines: list[str] = []
         self.failures: list[Any] = []
@@ -247,7 +252,7 @@ class ServiceTestCase(SynchronousTestCase):
 
     def retry(self, attempt: int) -> float:
         self.attempts.append(attempt)
-        return 1.0
+        return self.delay
 
     def start(self) -> None:
         self.service.startService()
@@ -320,6 +325,41 @@ class BackoffTests(ServiceTestCase):
         self.assertIsNotNone(self.factory.current)
         self.market.connections[0].drop()
         self.assertEqual(self.attempts[-1], 1)
+
+    def away_while_the_exchange_forgets_the_session(self) -> str | None:
+        """Logged in, then cut off for two failed attempts while the exchange ends the session."""
+        self.delay = 30.0
+        self.start()
+        session = self.factory.state.session_id
+        self.endpoint.mode = "refuse"
+        self.market.connections[0].drop()
+        self.market.advance(30)
+        for ended in list(self.market.exchange.registry):
+            self.market.exchange.registry.end(ended)
+        self.assertEqual(self.attempts, [1, 2])
+        return session
+
+    def test_a_refused_resume_starts_the_new_session_at_once(self) -> None:
+        """The exchange is up, only the resume failed: the new session waited out 30 s before the fix."""
+        first = self.away_while_the_exchange_forgets_the_session()
+        self.endpoint.mode = "exchange"
+        self.market.advance(30)
+        self.assertIsNotNone(self.factory.current)
+        self.assertNotEqual(self.factory.state.session_id, first)
+        self.assertEqual(self.attempts, [1, 2])
+        self.assertIn("mem:3701: the exchange does not know the session; starting a new one now", self.lines)
+        self.assertEqual(self.failures, [])
+
+    def test_a_failure_after_a_refused_resume_still_backs_off(self) -> None:
+        self.away_while_the_exchange_forgets_the_session()
+        self.endpoint.then = ["exchange", "refuse"]
+        self.market.advance(30)
+        self.assertIsNone(self.factory.current)
+        self.assertEqual(self.attempts, [1, 2, 3])
+        self.assertIn("mem:3701: connection refused; retry 3 in 30.0 seconds", self.lines)
+        self.endpoint.mode = "exchange"
+        self.market.advance(30)
+        self.assertIsNotNone(self.factory.current)
 
     def test_default_policy_grows_to_its_cap_with_jitter(self) -> None:
         policy = retry_policy(initial=0.5, factor=2.0, maximum=30.0)
