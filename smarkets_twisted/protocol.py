@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from smarkets_twisted import errors
 from smarkets_twisted.framing import Deframer
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
     from smarkets_twisted.factory import SmarketsClientFactory
 
 
+@implementer(IHandshakeListener)
 class SmarketsClientProtocol(Protocol):
-    """Logs in as soon as it connects (new session or resume), then relays."""
+    """Logs in as soon as it connects, or over TLS once the handshake is done (new session or resume), then relays."""
 
     log = Logger()
     factory: SmarketsClientFactory
@@ -49,6 +51,7 @@ class SmarketsClientProtocol(Protocol):
         self._lost_because: Exception | None = None
         #: Whether this connection's login resumes a session (else it starts one).
         self.resuming = False
+        self._login_started = False
         #: Fires with the error the connection ended with, once it is lost.
         self.closed: Deferred[Exception] = Deferred()
 
@@ -71,20 +74,35 @@ class SmarketsClientProtocol(Protocol):
             heartbeat_interval=settings.heartbeat_interval,
             peer_timeout=settings.peer_timeout,
         )
-        self.resuming = resuming = factory.state.session_id is not None
-        self.session.start_login(
-            now,
-            username=settings.username,
-            password=settings.password,
-            cookie=settings.cookie,
-            account_sequence=None if resuming else factory.account_sequence,
-        )
-        self.log.info("connected; {action} as {user}", action="resuming" if resuming else "logging in",
-                      user=settings.username)
+        self.resuming = factory.state.session_id is not None
         if factory.journal is not None:
             factory.journal.event("connected", now)
         self._login_timer = factory.clock.callLater(settings.login_timeout, self._login_timed_out)
         self._schedule_liveness(now)
+        if not ISSLTransport.providedBy(self.transport):
+            self._start_login("connected")
+
+    def handshakeCompleted(self) -> None:
+        """Over TLS the login starts here: nothing goes out, nor counts as sent, before the exchange verified."""
+        self._start_login("TLS handshake done")
+
+    def _start_login(self, how: str) -> None:
+        session = self.session
+        if self._login_started or session is None:
+            return
+        self._login_started = True
+        settings = self.factory.config
+        session.start_login(
+            self.factory.clock.seconds(),
+            username=settings.username,
+            password=settings.password,
+            cookie=settings.cookie,
+            account_sequence=None if self.resuming else self.factory.account_sequence,
+        )
+        self.log.info("{how}; {action} as {user}", how=how, action="resuming" if self.resuming else "logging in",
+                      user=settings.username)
+        if self._logging_out:  # asked for during the TLS handshake
+            session.send_logout(self.factory.clock.seconds())
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:
@@ -294,8 +312,9 @@ class SmarketsClientProtocol(Protocol):
         self._logout_waiters.append(deferred)
         if not self._logging_out:
             self._logging_out = True
-            self.session.send_logout(self.factory.clock.seconds())
-            self.flush()
+            if self._login_started:  # else it follows the login, once the TLS handshake is done
+                self.session.send_logout(self.factory.clock.seconds())
+                self.flush()
             self._logout_timer = self.factory.clock.callLater(self.factory.config.logout_timeout,
                                                               self._logout_timed_out)
         return deferred

@@ -10,9 +10,9 @@ verify failed", with no reason a user could act on.
 
 `verify_peer` replaces that callback on the connection, before the handshake
 starts, with one that refuses both and names the reason in a
-`TLSVerificationFailed`, which `connectionLost` then receives.  The login is
-written in `connectionMade`, but TLS holds application bytes until the
-handshake has completed, so a refused certificate gets none of them.
+`TLSVerificationFailed`, which `connectionLost` then receives.  Over TLS the
+login starts only once the handshake has completed (`handshakeCompleted`), so
+a refused certificate gets none of it.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from smarkets_twisted.exchange import tap as exchange_tap
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.payloads import session_message
+from smarkets_twisted.framing import Deframer
+from smarkets_twisted.payloads import parse_payload, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.service import SmarketsClientService, retry_policy
 from smarkets_twisted.session import Role, Session, SessionState
@@ -470,8 +471,8 @@ class CertificateTests(TestCase):
         self.roots = roots
 
     @defer.inlineCallbacks
-    def attempt(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, retries: bool = True) -> Any:
-        """Connect the client to a recorder showing ``certificate``; return (what it heard, retry lines)."""
+    def recorder(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Any:
+        """A recorder showing ``certificate``: (its port, a Deferred of the first bytes it hears)."""
         server_pem = self.directory / "server.pem"
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
@@ -481,19 +482,28 @@ class CertificateTests(TestCase):
             Factory.forProtocol(lambda: _Recorder(heard))
         )
         self.addCleanup(port.stopListening)
+        return port, heard
+
+    @defer.inlineCallbacks
+    def attempt(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, retries: bool = True) -> Any:
+        """Connect the client to a recorder showing ``certificate``; return (what it heard, retry lines)."""
+        port, heard = yield self.recorder(certificate, key)
         retried: Deferred[str] = Deferred()
         failures: list[Any] = []
+        self.lines: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
             if event.get("log_failure") is not None or event.get("log_level") == LogLevel.critical:
                 failures.append(event)
             line = formatEvent(event)
+            self.lines.append(line)
             if "retry 1 " in line and not retried.called:
                 retried.callback(line)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
-        factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"), reactor)
+        self.factory = factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"),
+                                                       reactor)
         endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
         service = SmarketsClientService(endpoint, factory, retry=lambda attempt: 30.0,
                                         address=f"localhost:{port.getHost().port}")
@@ -510,6 +520,9 @@ class CertificateTests(TestCase):
         self.assertEqual(data, b"")  # not a byte of the login
         self.assertTrue(line.startswith("localhost:"), line)
         self.assertIn(f"TLS verification failed: {reason}", line)
+        # Nothing said to have gone out, nor counted as sent (the status line's "out").
+        self.assertEqual([line for line in self.lines if "logging in" in line], [])
+        self.assertEqual(self.factory.state.next_outgoing_seq, 1)
 
     def test_a_certificate_naming_the_host_only_in_its_common_name(self) -> None:
         key = _key()
@@ -543,19 +556,12 @@ class CertificateTests(TestCase):
         data, _ = yield self.attempt(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost"), key,
                                      retries=False)
         self.assertIn(b"s3cret-pw", data)
+        self.assertIn("TLS handshake done; logging in as demo", self.lines)
 
     @defer.inlineCallbacks
     def test_no_login_byte_to_a_common_name_only_certificate_on_any_tls_endpoint(self) -> Any:
         key = _key()
-        certificate = _certificate("localhost", key, (self.ca, self.ca_key))
-        server_pem = self.directory / "server.pem"
-        server_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()) + _pem(certificate))
-        heard: Deferred[bytes] = Deferred()
-        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}").listen(
-            Factory.forProtocol(lambda: _Recorder(heard))
-        )
-        self.addCleanup(port.stopListening)
+        port, heard = yield self.recorder(_certificate("localhost", key, (self.ca, self.ca_key)), key)
         factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"), reactor)
         endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
         protocol = yield endpoint.connect(factory)
@@ -564,6 +570,26 @@ class CertificateTests(TestCase):
         self.assertEqual(data, b"")
         with self.assertRaises(errors.TLSVerificationFailed):
             yield login
+
+    @defer.inlineCallbacks
+    def test_a_logout_asked_for_during_the_handshake_follows_the_login(self) -> Any:
+        key = _key()
+        port, heard = yield self.recorder(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost"), key)
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="s3cret-pw"), reactor)
+        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
+        protocol = yield endpoint.connect(factory)
+        self.assertEqual(factory.state.next_outgoing_seq, 1)  # the login waits for the handshake
+        logged_out = factory.logout()
+
+        def close() -> None:
+            logged_out.addErrback(lambda _: None)  # the recorder never confirms
+            protocol.transport.abortConnection()
+
+        self.addCleanup(close)
+        data = yield heard
+        sent = [parse_payload(frame).eto_payload for frame in Deframer().feed(data)]
+        self.assertEqual([(eto.seq, eto.type) for eto in sent],
+                         [(1, eto_pb2.PAYLOAD_LOGIN), (2, eto_pb2.PAYLOAD_LOGOUT)])
 
 
 class CorruptLoginResponseTests(ClientTestCase):
