@@ -122,6 +122,8 @@ class SmarketsClientFactory(ClientFactory):
         self.bucket = TokenBucket()
         #: The highest account sequence seen, sent at a new session's login.
         self.account_sequence: int | None = config.account_sequence
+        # Until the first account event of a new session: whether it may show the exchange renumbered them.
+        self._new_session = False
         #: Markets subscribed to, renewed when a new session has to be started.
         self.subscriptions: set[int] = set()
         #: The logged-in protocol, if any.
@@ -246,6 +248,7 @@ class SmarketsClientFactory(ClientFactory):
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         self.current = protocol
+        self._new_session = not protocol.resuming
         if not protocol.resuming:
             self._renew_subscriptions()
         # Send nothing until this login's limits are known: the exchange starts
@@ -364,6 +367,10 @@ class SmarketsClientFactory(ClientFactory):
         message = getattr(payload, field)
         if account_sequenced:
             sequence = message.account_sequence_64
+            if sequence and self._new_session:
+                self._new_session = False
+                if self.account_sequence is not None and sequence <= self.account_sequence:
+                    self._renumbered(sequence)
             if sequence and (self.account_sequence is None or sequence > self.account_sequence):
                 self.account_sequence = sequence
         elif kind == seto_pb2.PAYLOAD_THROTTLE_LIMITS_CHANGED:
@@ -377,6 +384,13 @@ class SmarketsClientFactory(ClientFactory):
         self.handlers.dispatch(name, payload, message)
         if answers:
             self.requests.answer(name, message)
+
+    def _renumbered(self, sequence: int) -> None:
+        """A new session's first account event at or below the last one seen: it was asked for later ones
+        only, so the exchange numbers them afresh (it was restarted): count from this one, skip none."""
+        self.log.warn("the exchange numbers account events afresh (from {sequence}; this client had seen {last}):"
+                      " it was restarted", sequence=sequence, last=self.account_sequence)
+        self.account_sequence = self.orders.account_sequence = sequence - 1
 
     def data_processed(self) -> None:
         """Every payload of a chunk of data received was handled: report the last account sequence, if it moved."""

@@ -2,8 +2,9 @@
 
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
-requests waiting for the throttle, open orders, the balance available and the
-exposure (unknown until the exchange has reported a balance), and per market
+requests waiting for the throttle, open orders (and how many are of unknown
+fate), the balance available and the exposure (unknown until the exchange has
+reported a balance), and per market
 the best bid / best offer of each contract, the net position and the market's
 exposure (its worst loss).  Each line also sends a ping, whose round trip the
 next line shows.
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading.books import Level
+from smarkets_twisted.trading.orders import OrderState
 from smarkets_twisted.trading.prices import format_money, format_price, money
 
 #: Seconds between status lines by default.
@@ -33,7 +35,7 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         f"seq in {state.next_incoming_seq - 1} out {state.next_outgoing_seq - 1}",
         "ping -" if rtt is None else f"ping {rtt * 1000:.1f} ms",
         f"{factory.queued} queued",
-        f"{len(factory.orders.open())} open orders",
+        open_orders(factory),
     ]
     positions = factory.positions
     if positions.balance is None:
@@ -48,6 +50,19 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
     for market_id in sorted(factory.subscriptions | set(positions.markets)):
         parts.append(market_prices(factory, market_id) + market_position(factory, market_id))
     return ", ".join(parts)
+
+
+def open_orders(factory: SmarketsClientFactory) -> str:
+    """'4 open orders (4 unknown)': how many of them the exchange may have closed unheard.
+
+    Of unknown fate: those the end of a session or a lost answer left so, and,
+    while not logged in, the live ones too (``cancel_all_on_failure`` may have
+    cancelled them).
+    """
+    orders = factory.orders.open()
+    unknown = sum(1 for order in orders if order.state is OrderState.UNKNOWN
+                  or (factory.current is None and order.state is OrderState.LIVE))
+    return f"{len(orders)} open orders" + (f" ({unknown} unknown)" if unknown else "")
 
 
 def market_position(factory: SmarketsClientFactory, market_id: int) -> str:

@@ -49,9 +49,22 @@ def ending(order: Order) -> str:
         return f"replaced by order {order.replaced_by}{filled}"
     if state in (OrderState.REJECTED, OrderState.INVALID):
         return f"refused by the exchange{reason}"
+    if state is OrderState.GONE:
+        return f"gone from the exchange{reason}: how it ended is unknown here"
     if state is OrderState.NOT_SENT:
         return order.history[-1].name  # 'not sent: ' and why
     return str(state.value)
+
+
+def adopted_ending(order: Order) -> str:
+    """How an order first heard of at its end ended: only what its closing event says."""
+    if order.state is OrderState.CANCELLED:
+        filled = (f" after {format_money(money(order.executed_quantity))} filled{_average(order)}"
+                  if order.executed_quantity else "")
+        return f"cancelled{filled}" + (f": {reason_words(order.reason_name)}" if order.reason_name else "")
+    if order.state is OrderState.VOIDED:
+        return "voided by the exchange: none of its fills stand"
+    return ending(order)
 
 
 def _average(order: Order) -> str:
@@ -91,7 +104,10 @@ class TradeLog(OrderListener):
             return
         if order.closed:
             self._told.pop(order, None)
-            if before is None:
+            if before is None and order.adopted:
+                self.log.info("{name} (placed before this run) {ending}", name=order_name(order),
+                              ending=adopted_ending(order))
+            elif before is None:
                 # Never seen open (refused, or accepted and closed by one event): say what it was.
                 self.log.info("{name} ({order}) {ending}", name=order_name(order), order=describe(order),
                               ending=ending(order))
@@ -99,7 +115,10 @@ class TradeLog(OrderListener):
                 self.log.info("{name} {ending}", name=order_name(order), ending=ending(order))
             return
         self._told[order] = order.state
-        if order.state is OrderState.LIVE:
+        if order.state is OrderState.LIVE and before is None and order.adopted:
+            self.log.info("{name} (placed before this run) is live: {order}", name=order_name(order),
+                          order=describe(order))
+        elif order.state is OrderState.LIVE:
             self.log.info("{name} accepted: {order}", name=order_name(order), order=describe(order))
         elif order.state is OrderState.UNKNOWN:
             # Its last event says why no answer will come (timeout, cancel, session lost).

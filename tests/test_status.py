@@ -16,12 +16,14 @@ from smarkets_twisted.exchange.embedded import EmbeddedExchangeService
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.pricelog import PriceLog
+from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.demo import MarketMaker
+from smarkets_twisted.trading.orders import OrderState
 from smarkets_twisted.trading.prices import format_money, format_price, money
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 from tests.test_journal import _client
@@ -69,6 +71,7 @@ class StatusLineTests(SynchronousTestCase):
         self.connection.drop()
         line = status_line(self.factory, None)
         self.assertTrue(line.startswith("not connected, session held,"))
+        self.assertIn(", 1 open orders (1 unknown), ", line)  # the exchange may cancel it meanwhile
         self.assertIn(f", exposure {exposure} (last known), ", line)
         self.assertIn("market 100 [prices stale] position 1001 +£2.00", line)
 
@@ -266,3 +269,59 @@ class TradeLogTests(SynchronousTestCase):
         text = self.logged(never_sent)
         self.assertEqual(text, [f"an order (buy £2.00 payoff of market {MARKET} contract {HOME} at 25.00% (4.0),"
                                 " good till cancelled, risking £0.50) not sent: cancelled before it was sent"])
+
+
+class TradeLogOfOrdersFromBeforeTests(SynchronousTestCase):
+    """A restarted client hears, in the account replay, of orders an earlier run placed."""
+
+    def setUp(self) -> None:
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        earlier, _ = self.market.client("alice", "alice-pw")
+        self.bob, _ = self.market.client("bob", "bob-pw")
+        self.market.flush()
+        self.ids = []
+        for _ in range(2):
+            placed = earlier.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2500)
+            self.market.flush()
+            self.ids.append(self.successResultOf(placed).order_id)
+        self.saved = earlier.account_sequence  # as the state file keeps it
+        earlier.stop()
+        self.market.flush()
+
+    def restart(self) -> tuple[SmarketsClientFactory, list[str]]:
+        """A new run from the saved account sequence, and what it logs of orders."""
+        settings = ClientSettings(username="alice", password="alice-pw", account_sequence=self.saved)
+        factory = SmarketsClientFactory(settings, self.market.clock)
+        factory.orders.add_listener(TradeLog())
+        with capturedLogs() as events:
+            self.market.connect(factory)
+            self.market.flush()
+        return factory, [line for line in lines(events) if line.startswith("order")]
+
+    def test_cancelled_while_down_is_said_once_and_counted_closed(self) -> None:
+        first, second = self.ids
+        self.bob.order(MARKET, HOME, seto_pb2.SIDE_SELL, 5000, 2500)  # partly fills the first
+        self.market.flush()
+        self.market.exchange.cancel_order("alice", first)
+        self.market.exchange.cancel_order("alice", second)
+        factory, text = self.restart()
+        self.assertEqual(text, [
+            f"order {first}: bought £0.50 payoff at 25.00% (4.0) (£0.50 of £2.00 filled)",
+            f"order {first} (placed before this run) is live: buy £2.00 payoff of market {MARKET} contract {HOME}"
+            " at 25.00% (4.0), good till cancelled, risking £0.50",
+            f"order {first} partly filled (£0.50 of £2.00 at an average 25.00% (4.0)) then cancelled"
+            " (member requested)",
+            f"order {second} (placed before this run) cancelled: member requested",
+        ])
+        self.assertEqual(factory.orders.open(), [])
+        order = factory.orders.get(second)
+        assert order is not None
+        self.assertEqual((order.state, order.adopted, order.market_id, order.price),
+                         (OrderState.CANCELLED, True, MARKET, 2500))
+        self.assertIn("0 open orders", status_line(factory, None))
+        factory.stop()  # and a new session after it: the replay asks for later events only
+        self.market.flush()
+        with capturedLogs() as events:
+            self.market.connect(factory)
+            self.market.flush()
+        self.assertEqual([line for line in lines(events) if line.startswith("order")], [])

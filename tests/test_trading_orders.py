@@ -188,7 +188,8 @@ class DropsAndSessionsTests(TradingTestCase):
     def test_fate_unknown_until_the_account_replay_settles_it(self) -> None:
         """The order reaches the exchange, its answer dies with the connection, the session is
         given up: UNKNOWN; the next session's account replay brings the acceptance and a fill."""
-        self.settle(self.alice.order(HALTABLE, OVER, BUY, 1000, 1000))  # an account sequence to ask from
+        earlier = self.alice.orders.get(self.settle(self.alice.order(HALTABLE, OVER, BUY, 1000, 1000)).order_id)
+        assert earlier is not None  # and an account sequence to ask from
         old_session = self.alice.state.session_id
         placed = self.alice.order(MARKET, HOME, SELL, 20_000, 4000)
         pump = self.alice_connection.pump
@@ -207,6 +208,8 @@ class DropsAndSessionsTests(TradingTestCase):
         self.assertNotIn(self.alice.state.session_id, (None, old_session))
         self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
                          (OrderState.LIVE, 5_000, 15_000))
+        # Live when the session ended, and not heard of since: the exchange may have cancelled it.
+        self.assertEqual(earlier.state, OrderState.UNKNOWN)
         self.assertOrdersMatchExchange(self.alice, "alice")
 
     def test_sent_unknown_queued_not_sent(self) -> None:

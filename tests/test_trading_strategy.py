@@ -11,11 +11,13 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from smarkets_twisted import tap
+from smarkets_twisted import errors, tap
 from smarkets_twisted.exchange.accounts import Account, Accounts, default_accounts, parse_amount
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.payloads import Payload, handler_name, session_message
+from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.status import status_line
 from smarkets_twisted.strategies import StrategyService
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
@@ -25,7 +27,7 @@ from smarkets_twisted.trading.demo import LABEL, POSITION_LIMIT, MarketMaker
 from smarkets_twisted.trading.orders import Order, OrderState
 from smarkets_twisted.trading.strategy import Strategy
 from tests.exchange_helpers import HOME, MARKET
-from tests.trading_helpers import TradingTestCase
+from tests.trading_helpers import ExchangeOutput, TradingTestCase
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -249,6 +251,42 @@ class MarketMakerTests(SynchronousTestCase):
                       f"{prices.format_price(lower)}: refused (too late)", lines)
         self.assertFalse([line for line in lines if "ORDER_" in line])
 
+    def test_a_quote_the_exchange_no_longer_has_is_forgotten_and_quoted_afresh(self) -> None:
+        """Its cancellation never reached the client (another session's, a lost one): the move is
+        refused as too late, the quote forgotten (closed as gone), and the side quoted anew."""
+        self.maker.start()
+        self.market.advance(6)
+        bid = self.maker.quotes[(1001, BUY)]
+        assert bid.order_id is not None
+
+        def lose_the_cancellation(payload: Payload) -> list[Payload]:
+            if handler_name(payload) != "seto.order_cancelled":
+                return [payload]
+            heartbeat = session_message(eto_pb2.PAYLOAD_HEARTBEAT)
+            heartbeat.eto_payload.seq = payload.eto_payload.seq
+            return [heartbeat]
+
+        ExchangeOutput(self.connection, lose_the_cancellation)
+        self.market.exchange.cancel_order("demo", bid.order_id)
+        self.market.flush()
+        self.assertIs(bid.state, OrderState.LIVE)  # as far as the client knows
+        self.factory.orders.add_listener(TradeLog())
+        with capturedLogs() as events:
+            self.maker._quote(100, 1001, BUY, prices.ticks_below(bid.price)[0], POSITION_LIMIT)
+            self.market.flush()
+            self.assertEqual((bid.state, bid.remaining_quantity), (OrderState.GONE, 0))
+            self.assertNotIn((1001, BUY), self.maker.quotes)
+            self.market.advance(5)
+        lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
+        self.assertEqual(len([line for line in lines if "refused (too late)" in line]), 1, lines)
+        self.assertTrue([line for line in lines if line.startswith(f"order {bid.order_id} (") and line.endswith(
+            ") gone from the exchange (too late): how it ended is unknown here")], lines)
+        fresh = self.maker.quotes[(1001, BUY)]
+        self.assertIsNot(fresh, bid)
+        self.assertIn(fresh.order_id, self.demo_orders())
+        self.assertEqual(len(self.demo_orders()), 6)
+        self.assertOrdersAgree()
+
     def test_a_bug_in_quoting_stops_it_and_pulls_the_quotes(self) -> None:
         self.maker.start()
         self.market.advance(6)
@@ -457,3 +495,64 @@ class ReadmeStrategyTests(SynchronousTestCase):
         self.assertEqual((order.state, order.contract_id, order.price), (OrderState.FILLED, likeliest, price))
         self.assertIn(f"bought £2.00 at {prices.format_price(order.price)}",
                       [str(formatEvent(event)) for event in events])
+
+
+class MarketMakerNewSessionTests(SynchronousTestCase):
+    """The exchange restarts (a fresh one on the same address, that knows neither the session nor the orders)."""
+
+    def exchange(self, clock: object | None = None) -> InMemoryExchange:
+        market = InMemoryExchange(clock, accounts=with_liquidity_account(default_accounts()))  # type: ignore[arg-type]
+        liquidity = LiquiditySimulator(market.exchange, market.clock, interval=3600, seed=7)
+        liquidity.startService()
+        self.addCleanup(liquidity.stopService)
+        return market
+
+    def test_quotes_anew_in_the_new_session_after_a_restart(self) -> None:
+        first = self.exchange()
+        factory, connection = first.client()
+        first.flush()
+        maker = MarketMaker(factory, [100], interval=5)
+        self.addCleanup(maker.stop)
+        maker.start()
+        first.advance(6)
+        old = set(maker.quotes.values())
+        self.assertEqual(len(old), 6)
+        connection.drop()
+        restarted = self.exchange(first.clock)
+        for _ in range(10):  # its order ids start again: past the old ones, as a long-running exchange's would
+            restarted.exchange.place_order("liquidity", 100, 1001, BUY, 10_000, 1000)
+        with capturedLogs() as events:
+            restarted.connect(factory)  # the old session is refused: a new one starts
+            restarted.flush()
+            restarted.connect(factory)
+            restarted.advance(11)
+        # Quoting again, on the restarted exchange, with new orders.
+        theirs = {(o.order_id, o.contract_id, o.side, o.price) for o in restarted.exchange.open_orders("demo")}
+        self.assertEqual(len(theirs), 6)
+        self.assertEqual({(o.order_id, o.contract_id, o.side, o.price) for o in maker.quotes.values()}, theirs)
+        self.assertFalse(old & set(maker.quotes.values()))
+        # The old ones stay of unknown fate until something settles them; no move of theirs was tried.
+        self.assertEqual({order.state for order in old}, {OrderState.UNKNOWN})
+        self.assertIn(", 12 open orders (6 unknown), ", status_line(factory, None))
+        lines = [str(formatEvent(event)) for event in events]
+        self.assertIn("the session ended: 6 quotes of unknown fate forgotten; quoting anew in the next", lines)
+        self.assertFalse([line for line in lines if "moving quote" in line or "(too late)" in line], lines)
+        # A cancel refused as not found settles one: the exchange does not have it.
+        gone = sorted(old, key=lambda order: order.order_id or 0)[0]
+        assert gone.order_id is not None
+        refused = factory.cancel(gone.order_id)
+        restarted.flush()
+        self.assertEqual(self.failureResultOf(refused, errors.CancelRejected).value.reason_name,
+                         "ORDER_CANCEL_REJECTED_NOT_FOUND")
+        self.assertEqual((gone.state, gone.remaining_quantity), (OrderState.GONE, 0))
+        # On stop, only the orders it holds on this exchange are cancelled, and said once.
+        with capturedLogs() as events:
+            stopped = maker.stop()
+            restarted.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(restarted.exchange.open_orders("demo"), [])
+        lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
+        self.assertEqual([line for line in lines if line.startswith("stopping")],
+                         ["stopping: cancelling 6 orders before the logout",
+                          "stopping: every order of the market maker is closed"])
+        self.assertFalse([line for line in lines if "refused" in line], lines)

@@ -101,7 +101,9 @@ class AccountPositions(OrderListener):
 
     def order_changed(self, order: Order) -> None:
         """Reserve what a live order has open, as the exchange does; release the rest."""
-        live = order.state is OrderState.LIVE and order.market_id not in self.closed
+        # One of unknown fate was live: the exchange may hold it still, and its exposure with it.
+        live = (order.state is OrderState.LIVE or (order.state is OrderState.UNKNOWN and order.order_id is not None)
+                ) and order.market_id not in self.closed
         reserve = order.remaining_quantity if live else 0
         change = reserve - self._reserved.get(order, 0)
         if change:

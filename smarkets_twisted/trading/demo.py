@@ -6,7 +6,10 @@ small payoff; it moves a quote (cancel-replace) when the mid moves, sizes
 each quote so that even a full fill keeps the contract's net position within
 the limit, pulls its quotes from a market whose book goes stale (and all of
 them when it stops), and never queues requests behind the throttle: a side
-with a request in flight waits for its answer.
+with a request in flight waits for its answer.  A quote the exchange no longer
+has (a move or cancel refused as too late or not found), or whose fate the end
+of a session left unknown, is forgotten: the side is quoted afresh at the next
+interval.
 It logs what it does in prices a person reads (25.00% (4.0), £2.00).
 """
 
@@ -25,7 +28,7 @@ from smarkets_twisted import errors
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import ContractBook, MarketBook
-from smarkets_twisted.trading.orders import Order, OrderState
+from smarkets_twisted.trading.orders import Order, OrderState, is_gone_reason
 from smarkets_twisted.trading.prices import BUY, SELL, SIDE_NAMES, format_money, format_price, money
 from smarkets_twisted.trading.strategy import Strategy
 
@@ -124,17 +127,18 @@ class MarketMaker(Strategy):
             self._stopped()
 
     def _stopped(self) -> None:
-        """Every order of the maker closed, or ``stop_timeout`` passed: stop hearing the client."""
+        """Every order of the maker closed, or ``stop_timeout`` passed: stop hearing the client (and say so once)."""
         timer, self._stop_timer = self._stop_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        left = self._mine()
-        if left:
-            self.log.warn("stopping: {count} orders still open ({ids}); they may rest on the exchange",
-                          count=len(left), ids=", ".join(str(order.order_id or "unanswered") for order in left))
-        elif self._said_stopping:
-            self.log.info("stopping: every order of the market maker is closed")
-        super().stop()
+        if self.running:
+            left = self._mine()
+            if left:
+                self.log.warn("stopping: {count} orders still open ({ids}); they may rest on the exchange",
+                              count=len(left), ids=", ".join(str(order.order_id or "unanswered") for order in left))
+            elif self._said_stopping:
+                self.log.info("stopping: every order of the market maker is closed")
+            super().stop()
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -148,6 +152,15 @@ class MarketMaker(Strategy):
         for market_id in self.market_ids:
             if market_id not in self.factory.subscriptions:
                 self.factory.subscribe(market_id).addErrback(self._failed, f"subscribe to market {market_id}")
+
+    def logged_out(self, reason: Exception) -> None:
+        # `Orders` heard first: a quote live when the session ended is now of unknown fate.
+        unknown = [key for key, order in self.quotes.items() if order.state is not OrderState.LIVE]
+        if unknown:
+            self.log.info("the session ended: {count} quotes of unknown fate forgotten; quoting anew in the next",
+                          count=len(unknown))
+        for key in unknown:
+            del self.quotes[key]
 
     def book_stale(self, book: MarketBook) -> None:
         mine = [order for order in self.quotes.values() if order.market_id == book.market_id]
@@ -255,7 +268,7 @@ class MarketMaker(Strategy):
                    f"{self._describe(contract_id, side, quantity, price)}"
             if self.verbose:
                 self.log.info("{what}", what=what)
-            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what)
+            self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what, current)
 
     @staticmethod
     def _describe(contract_id: int, side: int, quantity: int, price: int) -> str:
@@ -265,12 +278,13 @@ class MarketMaker(Strategy):
         """Cancel a quote the exchange has accepted."""
         if order.order_id is not None:
             self._send((order.contract_id, order.side), self.factory.cancel(order.order_id),
-                       f"cancel order {order.order_id}")
+                       f"cancel order {order.order_id}", order)
 
-    def _send(self, key: tuple[int, int], deferred: Any, what: str) -> None:
+    def _send(self, key: tuple[int, int], deferred: Any, what: str, about: Order | None = None) -> None:
+        """Send a request for the ``key`` side; ``about``: the quote it moves or cancels."""
         self._in_flight.add(key)
         self._outstanding += 1
-        deferred.addErrback(self._failed, what)
+        deferred.addErrback(self._failed, what, about)
         deferred.addBoth(self._answered, key)
 
     def _answered(self, result: object, key: tuple[int, int]) -> None:
@@ -278,18 +292,26 @@ class MarketMaker(Strategy):
         self._outstanding -= 1
         self._wind_down()
 
+    def _forget(self, order: Order) -> None:
+        key = (order.contract_id, order.side)
+        if self.quotes.get(key) is order:
+            del self.quotes[key]
+
     def _quoting_failed(self, failure: Failure) -> None:
         """A bug stopped the quoting loop: stop, pulling the quotes nothing would move any more."""
         self.log.failure("the market maker's quoting failed; stopping", failure)
         self.stop()
 
-    def _failed(self, failure: Failure, what: str) -> None:
+    def _failed(self, failure: Failure, what: str, about: Order | None = None) -> None:
         error = failure.value
         if not self.running and failure.check(errors.SessionLost):
             return  # stopped: the orders left open were named then
         if isinstance(error, errors.RequestRejected) and error.reason_name is not None:
             # Routine for a maker (a move that comes too late, after a fill): said in words.
             self.log.info("{what}: refused ({reason})", what=what, reason=errors.reason_words(error.reason_name))
+            if about is not None and is_gone_reason(error.reason_name):
+                # The exchange no longer has it (`Orders` closed it as gone, if it was open here).
+                self._forget(about)
         elif failure.check(errors.RequestRejected, errors.RequestTimeout, errors.SessionLost, errors.NotLoggedIn):
             self.log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
         else:

@@ -24,7 +24,14 @@ after a new session, or a restart from a saved sequence) is skipped.  An
 event that does not fit the order's state is logged, not applied.  An order
 whose Deferred failed without the exchange's answer (session lost, timeout,
 cancelled...) is NOT_SENT if the request layer says it never went out, else
-UNKNOWN until an event settles it.
+UNKNOWN until an event settles it.  So is a live order when the session ends:
+the exchange may cancel it (``cancel_all_on_failure``) or forget it (a
+restart); the next session's events for it bring it back to life, and a
+cancel or replace refused because the exchange no longer has it (not found,
+not live, too late) closes it as GONE.
+
+An order placed before this run, or by another session of the account, is
+adopted at its first event: a fill, a cancellation or a void.
 
 Closed orders are kept up to ``max_closed`` (oldest forgotten first), so the
 memory held is bounded however long the client runs.
@@ -42,7 +49,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smarkets_twisted import errors
-from smarkets_twisted.handlers import HandlerRegistry, notify
+from smarkets_twisted.handlers import ClientListener, HandlerRegistry, notify
 from smarkets_twisted.payloads import enum_name
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.prices import SIDE_NAMES
@@ -59,6 +66,7 @@ class OrderState(enum.Enum):
     CANCELLED = "cancelled"  # by request, reduction, halt, or an IOC's unmatched rest
     REPLACED = "replaced"
     VOIDED = "voided"  # by the exchange: none of it stands, fills included
+    GONE = "gone"  # the exchange no longer has it (a refusal said so): how it ended is unknown here
     REJECTED = "rejected"
     INVALID = "invalid"
     NOT_SENT = "not sent"  # failed before it left this process
@@ -69,6 +77,22 @@ class OrderState(enum.Enum):
 
 
 _OPEN_STATES = frozenset({OrderState.PENDING, OrderState.UNKNOWN, OrderState.LIVE})
+
+
+#: The first history entry of an order this client did not place in this run.
+ADOPTED = "adopted"
+
+#: Refusals of a cancel, reduce or replace that say the order is no longer open on the exchange.
+_GONE_REASONS = frozenset({
+    "ORDER_CANCEL_REJECTED_NOT_FOUND", "ORDER_CANCEL_REJECTED_NOT_LIVE", "ORDER_CANCEL_REJECTED_TOO_LATE",
+    "ORDER_QUANTITY_REDUCE_REJECTED_NOT_FOUND", "ORDER_QUANTITY_REDUCE_REJECTED_NOT_LIVE",
+    "ORDER_CANCEL_REPLACE_REJECTED_TOO_LATE",
+})
+
+
+def is_gone_reason(reason_name: str | None) -> bool:
+    """Whether a refusal's reason says the order is no longer open on the exchange."""
+    return reason_name in _GONE_REASONS
 
 
 class OrderEvent(NamedTuple):
@@ -139,6 +163,11 @@ class Order:
         return self.state.closed
 
     @property
+    def adopted(self) -> bool:
+        """Placed before this run or by another session: first seen at an account event."""
+        return bool(self.history) and self.history[0].name == ADOPTED
+
+    @property
     def average_price(self) -> Decimal | None:
         """The exact average executed price, in wire units; None before a fill."""
         if not self.executed_quantity:
@@ -179,7 +208,7 @@ class OrderListener:
         """A fill of ``quantity`` at ``price``; a voided fill comes with a negative quantity."""
 
 
-class Orders:
+class Orders(ClientListener):
     """Every order of the account this client has seen: ``factory.orders``."""
 
     log = Logger()
@@ -199,6 +228,7 @@ class Orders:
         self._listeners: list[OrderListener] = []
         for name, method in self._events().items():
             handlers.add_handler(name, method)
+        handlers.add_listener(self)
 
     def _events(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -296,6 +326,11 @@ class Orders:
             self._set(order, "fate unknown: " + (str(error) or "cancelled"), None, OrderState.UNKNOWN)
         return failure
 
+    def session_ended(self, reason: Exception) -> None:
+        """Live orders outlive the session only if the exchange kept them: their fate is unknown."""
+        for order in [order for order in self._open if order.state is OrderState.LIVE]:
+            self._set(order, f"fate unknown: the session ended ({reason})", None, OrderState.UNKNOWN)
+
     # Answers
 
     def _answer_for(self, message: Any) -> Order | None:
@@ -377,8 +412,14 @@ class Orders:
             return
         order = self._by_id.get(message.order_id)
         if order is None:
-            order = self._adopt(message)
-        if order.state is not OrderState.LIVE:
+            order = self._adopt(message, message.orig_price if message.HasField("orig_price") else message.price,
+                                message.total_executed_quantity + message.available_quantity,
+                                message.total_executed_quantity - message.quantity)
+            if order.executed_quantity:
+                # Fills before this one are known only through the exchange's rounded average.
+                order.executed_value = (message.executed_avg_price * message.total_executed_quantity
+                                        - message.price * message.quantity)
+        if not _proven_live(order):
             self._misfit(order, "order_executed")
             return
         order._fill(message.price, message.quantity)
@@ -397,27 +438,27 @@ class Orders:
         self._set(order, f"executed {message.quantity} at {message.price}{pending}", _sequence(message), state,
                   fills=[(message.price, message.quantity)])
 
-    def _adopt(self, executed: Any) -> Order:
-        """An order this client did not see accepted: rebuilt from its first fill."""
-        order = Order(executed.market_id, executed.contract_id, executed.side,
-                      executed.orig_price if executed.HasField("orig_price") else executed.price,
-                      executed.total_executed_quantity + executed.available_quantity,
-                      label=executed.label if executed.HasField("label") else None)
-        order.order_id = executed.order_id
-        # Fills before this one are known only through the exchange's rounded average.
-        order.executed_quantity = executed.total_executed_quantity - executed.quantity
-        if order.executed_quantity:
-            order.executed_value = (executed.executed_avg_price * executed.total_executed_quantity
-                                    - executed.price * executed.quantity)
+    def _adopt(self, message: Any, price: int, quantity: int, executed_quantity: int = 0) -> Order:
+        """An order this client did not see accepted, rebuilt live from its first event, before applying it."""
+        order = Order(message.market_id, message.contract_id, message.side, price, quantity,
+                      label=message.label if message.HasField("label") else None)
+        order.order_id = message.order_id
+        order.executed_quantity = executed_quantity
         order.state = OrderState.LIVE
         self._add(order)
-        self._by_id[executed.order_id] = order
-        order.history.append(OrderEvent("adopted", _sequence(executed), order.state))
+        self._by_id[message.order_id] = order
+        order.history.append(OrderEvent(ADOPTED, _sequence(message), order.state))
         return order
 
     def _cancelled(self, message: Any) -> None:
+        def adopt() -> Order:
+            # Its asked quantity is not said: what executed stands for it.
+            order = self._adopt(message, message.orig_price, message.executed_quantity, message.executed_quantity)
+            order.executed_value = message.executed_avg_price * message.executed_quantity
+            return order
+
         self._live_event(message, "cancelled: " + enum_name(seto_pb2.OrderCancelledReason, message.reason),
-                         OrderState.CANCELLED, reason=message.reason)
+                         OrderState.CANCELLED, reason=message.reason, adopt=adopt)
 
     def _quantity_reduced(self, message: Any) -> None:
         self._live_event(message, f"reduced to {message.new_quantity}", None,
@@ -460,9 +501,11 @@ class Orders:
 
     def _replace_rejected(self, message: Any) -> None:
         name = enum_name(seto_pb2.OrderCancelReplaceRejectedReason, message.reason)
-        # Too late, most often: the order filled or was cancelled meanwhile.
-        self._live_event(message, f"replace rejected: {name}", None, order_id=message.orig_order_id,
-                         change=lambda order: setattr(order, "replace_pending", False), closed_too=True)
+        # Too late, most often: the order filled or was cancelled meanwhile (and this client heard it
+        # first, or it never will: another session's events, or an exchange restarted since).
+        self._live_event(message, f"replace rejected: {name}", _gone_if(name), order_id=message.orig_order_id,
+                         change=lambda order: setattr(order, "replace_pending", False), closed_too=True,
+                         reason=message.reason)
         new = self._by_id.get(message.order_id)
         if new is not None and new.state is OrderState.PENDING:
             new.reason, new.reason_name = message.reason, name
@@ -472,7 +515,7 @@ class Orders:
         if self._seen(message):
             return
         order = self._by_id.get(message.order_id)
-        if order is None or order.state in (OrderState.PENDING, OrderState.UNKNOWN):
+        if order is None or order.state is OrderState.PENDING:
             self.log.warn("execution void for order {order}, which has no fills here", order=message.order_id)
             return
         name = f"execution of {message.quantity} at {message.price} voided"
@@ -516,7 +559,7 @@ class Orders:
             return
         order = self._by_id.get(message.order_id)
         if order is None:
-            return  # an order this client never saw accepted
+            order = self._adopt(message, message.orig_price, message.source_quantity, message.quantity)
         if order.state is OrderState.VOIDED:
             self._misfit(order, "order_voided")
             return
@@ -533,30 +576,37 @@ class Orders:
 
     def _cancel_rejected(self, message: Any) -> None:
         name = enum_name(seto_pb2.OrderCancelRejectedReason, message.reason)
-        self._live_event(message, f"cancel rejected: {name}", None, closed_too=True)
+        self._live_event(message, f"cancel rejected: {name}", _gone_if(name), closed_too=True, reason=message.reason)
 
     def _reduce_rejected(self, message: Any) -> None:
         name = enum_name(seto_pb2.OrderQuantityReduceRejectedReason, message.reason)
-        self._live_event(message, f"reduce to {message.new_quantity} rejected: {name}", None, closed_too=True)
+        self._live_event(message, f"reduce to {message.new_quantity} rejected: {name}", _gone_if(name),
+                         closed_too=True, reason=message.reason)
 
     def _live_event(
         self, message: Any, name: str, state: OrderState | None, reason: int | None = None,
         order_id: int | None = None, change: Callable[[Order], object] | None = None, closed_too: bool = False,
+        adopt: Callable[[], Order] | None = None,
     ) -> Order | None:
         """Apply an event that only a live order can take; the order, or None if it was not applied.
 
         ``change`` makes the event's other changes, before the listeners hear of it; ``closed_too``
-        lets a closed order take the event as well (into its history), for an event that moves no state.
+        lets a closed order take the event as well (into its history), for an event that moves no state;
+        ``adopt`` builds an order this client never saw, from the event.
         """
         if self._seen(message):
             return None
         order = self._by_id.get(message.order_id if order_id is None else order_id)
         if order is None:
-            return None  # an order this client never saw live
-        if order.state is not OrderState.LIVE and not (closed_too and order.closed):
+            if adopt is None:
+                return None  # an order this client never saw live
+            order = adopt()
+        if not _proven_live(order) and not (closed_too and order.closed):
             self._misfit(order, name)
             return None
-        if reason is not None:
+        if state is None and order.state is OrderState.UNKNOWN:
+            state = OrderState.LIVE  # an event only a live order takes: it outlived the session
+        if reason is not None and state is not None and not order.closed:
             order.reason, order.reason_name = reason, name.split(": ", 1)[-1]
         if change is not None:
             change(order)
@@ -611,6 +661,16 @@ class Orders:
                 del self._by_id[old.order_id]
             if old.reference is not None and self._by_reference.get(old.reference) is old:
                 del self._by_reference[old.reference]
+
+
+def _proven_live(order: Order) -> bool:
+    """Whether an account event of a live order may apply: live here, or of unknown fate once it was."""
+    return order.state is OrderState.LIVE or (order.state is OrderState.UNKNOWN and order.order_id is not None)
+
+
+def _gone_if(reason_name: str) -> OrderState | None:
+    """GONE when a refusal says the order is no longer open on the exchange; else no change of state."""
+    return OrderState.GONE if is_gone_reason(reason_name) else None
 
 
 def _sequence(message: Any) -> int | None:
