@@ -16,8 +16,8 @@ from smarkets_twisted.exchange.embedded import EmbeddedExchangeService
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.pricelog import PriceLog
-from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.status import StatusService, status_line
 from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
