@@ -5,8 +5,10 @@
 side through a fresh client (see `smarkets_twisted.replay`), as fast as it
 can or at the recorded pace (``--realtime``), with the recorded requests made
 again or a strategy making its own (``--strategy module:callable``), and
-prints the books and orders it ends with.  Either exits 1 with a one-line
-message when the journal or the strategy cannot be read.
+prints the books and orders it ends with (those of the last run, when the
+journal was written by a restarted process too).  Either exits 1 with a
+one-line message when the journal or the strategy cannot be read, or the
+replayed client cannot follow the recording.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 from twisted.internet import task
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.python import usage
+from twisted.python.failure import Failure
 
+from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import JournalError, read_journal, summarize
-from smarkets_twisted.replay import Replay, replay_factory, report
+from smarkets_twisted.replay import Replay, ReplayError, replay_factory, report
 from smarkets_twisted.strategies import load_strategy
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading.strategy import Strategy
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = summarize(read_journal(arguments.path))
         else:
             lines = _replay(arguments)
-    except (JournalError, usage.UsageError) as e:
+    except (JournalError, ReplayError, usage.UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for line in lines:
@@ -73,18 +77,26 @@ def _replay(arguments: Any) -> list[str]:
         clock: Any = reactor
     else:
         clock = task.Clock()
-    factory = replay_factory(arguments.path, clock)
-    factory.orders.add_listener(TradeLog())
-    replay = Replay(arguments.path, factory, reissue=strategy is None)
-    if strategy is not None:
-        started = strategy(factory)
-        if isinstance(started, Strategy):  # a Strategy class was named: built, now started
-            started.start()
+
+    def client() -> SmarketsClientFactory:
+        """One run's client, as `twistd smarkets` builds it: the factory, the trade log, the strategy."""
+        factory = replay_factory(arguments.path, clock)
+        factory.orders.add_listener(TradeLog())
+        if strategy is not None:
+            started = strategy(factory)
+            if isinstance(started, Strategy):  # a Strategy class was named: built, now started
+                started.start()
+        return factory
+
+    replay = Replay(arguments.path, client, reissue=strategy is None)
     if arguments.realtime:
+        failures: list[Failure] = []
         done = replay.run_realtime(clock)
-        done.addErrback(lambda failure: print(f"replay failed: {failure.getErrorMessage()}", file=sys.stderr))
+        done.addErrback(failures.append)
         done.addBoth(lambda _: clock.stop())
         clock.run()
+        if failures:
+            failures[0].raiseException()
     else:
         replay.run(clock)
     return report(replay)

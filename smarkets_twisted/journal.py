@@ -5,7 +5,9 @@ A line is ``{"time", "dir": "in"|"out", "seq", "is_replay", "type",
 ``message`` the whole payload as a dict (protobuf's JSON mapping, field names
 as in the schema), with the password, cookie and session tokens redacted.
 Connections are marked by ``{"time", "event": "connected"}`` and
-``{"time", "event": "disconnected", "reason"}`` lines.
+``{"time", "event": "disconnected", "reason"}`` lines, and each process that
+opens the journal (a restarted twistd appends to it) by an
+``{"time", "event": "opened"}`` line: a replay starts a fresh client there.
 
 Recording must never stall ``dataReceived``: the reactor thread only puts the
 raw bytes and a time on a bounded queue; a writer thread parses, redacts,
@@ -23,6 +25,7 @@ import json
 import os
 import queue
 import threading
+import time as wall_clock
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +40,7 @@ from twisted.python.logfile import LogFile
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload, handler_name, without_secrets
+from smarkets_twisted.trading.prices import format_money, money
 
 #: Rotate the journal when it reaches this size, in bytes.
 DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
@@ -105,6 +109,9 @@ class Journal:
             self._file = LogFile(name, directory, rotateLength=rotate_bytes, maxRotatedFiles=rotated_files)  # type: ignore[no-untyped-call]
         except OSError as e:
             raise JournalError(f"cannot open journal {path}: {e.strerror}") from None
+        if _ends_cut(path):
+            # A process killed mid-line: end that line, so that ours start on their own.
+            self._file.write("\n")  # type: ignore[no-untyped-call]
         self.path = path
         self._chunk_size = min(rotate_bytes, 65536)
         self._queue: queue.Queue[tuple[str, float, bytes]] = queue.Queue(queue_size)
@@ -116,8 +123,13 @@ class Journal:
         self._thread = threading.Thread(target=self._write_loop, name="smarkets-journal", daemon=True)
         self._closed = False
 
-    def start(self) -> None:
-        """Start the writer thread (entries recorded before wait in the queue)."""
+    def start(self, now: float | None = None) -> None:
+        """Mark this process's start (at ``now``, the wall clock by default) and start the writer thread."""
+        if self._thread.ident is None:
+            self.event("opened", wall_clock.time() if now is None else now)
+            self._thread.start()
+
+    def _start_writer(self) -> None:
         if self._thread.ident is None:
             self._thread.start()
 
@@ -152,7 +164,7 @@ class Journal:
         if self._closed:
             return
         self._closed = True
-        self.start()
+        self._start_writer()
         if self._dropped:
             # The writer is draining; this line may wait for room, which is fine at close.
             self._queue.put(("dropped", 0.0, str(self._dropped).encode()))
@@ -243,6 +255,19 @@ def _lines(entry: tuple[str, float, bytes]) -> Iterator[dict[str, Any]]:
 # Reading
 
 
+def _ends_cut(path: str) -> bool:
+    """Whether a file ends inside a line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 def journal_files(path: str) -> list[str]:
     """The files of a journal, oldest first: its rotated files, then PATH itself."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -263,11 +288,14 @@ def journal_files(path: str) -> list[str]:
 def read_journal(path: str) -> Iterator[dict[str, Any]]:
     """Every entry of a journal and its rotated files, oldest first.
 
-    A last line cut short (the process died while writing it) is reported as
-    a ``{"event": "truncated"}`` entry instead of failing the whole read.
+    A line cut short (the process died while writing it: the file's last line,
+    or the one before the next process's ``opened`` line) is reported as a
+    ``{"event": "truncated"}`` entry instead of failing the whole read.
     """
     time = 0.0
     for file_name in journal_files(path):
+        # A line that is not JSON, until what follows it tells whether it was cut short.
+        cut: tuple[int, bool] | None = None
         with open(file_name, encoding="utf-8", errors="replace") as f:
             for number, text in enumerate(f, 1):
                 if not text.strip():
@@ -275,14 +303,23 @@ def read_journal(path: str) -> Iterator[dict[str, Any]]:
                 try:
                     entry = json.loads(text)
                 except ValueError:
-                    if not text.endswith("\n"):
-                        yield {"time": time, "event": "truncated", "file": file_name}
-                        continue
-                    raise JournalError(f"{file_name} line {number} is not JSON") from None
+                    entry = None
+                if cut is not None and not (isinstance(entry, dict) and entry.get("event") == "opened"):
+                    raise JournalError(f"{file_name} line {cut[0]} is not JSON")
+                if cut is not None:
+                    yield {"time": time, "event": "truncated", "file": file_name}
+                    cut = None
+                if entry is None:
+                    cut = (number, text.endswith("\n"))
+                    continue
                 if not _is_entry(entry):
                     raise JournalError(f"{file_name} line {number} is not a journal entry")
                 time = entry["time"]
                 yield entry
+        if cut is not None:
+            if cut[1]:
+                raise JournalError(f"{file_name} line {cut[0]} is not JSON")
+            yield {"time": time, "event": "truncated", "file": file_name}
 
 
 def is_login(entry: dict[str, Any]) -> bool:
@@ -348,7 +385,7 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     types: dict[str, dict[str, int]] = {IN: {}, OUT: {}}
     replayed = {IN: 0, OUT: 0}
     sessions: list[dict[str, _Seqs]] = []
-    resumes = connections = dropped = undecodable = truncated = 0
+    resumes = connections = dropped = undecodable = truncated = runs = 0
     fills: set[tuple[int, int]] = set()
     filled = 0
     for entry in entries:
@@ -359,6 +396,8 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         event = entry.get("event")
         if event == "connected":
             connections += 1
+        elif event == "opened":
+            runs += 1
         elif event == "dropped":
             dropped += entry["count"]
         elif event == "truncated":
@@ -390,6 +429,7 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     lines = [
         f"{count} entries over {last_time - first_time:.1f} s; {connections} connections, "
         f"{len(sessions)} sessions, {resumes} resumes"
+        + (f"; recorded by {runs} runs of the client" if runs > 1 else "")
         + (f"; {dropped} entries dropped by the recorder" if dropped else "")
         + (f"; {undecodable} undecodable" if undecodable else "")
         + (f"; {truncated} lines cut short" if truncated else ""),
@@ -407,6 +447,7 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     lines.append(
         f"orders: {types[OUT].get('seto.order_create', 0)} sent, {received.get('seto.order_accepted', 0)} accepted, "
         f"{received.get('seto.order_rejected', 0) + received.get('seto.order_invalid', 0)} refused, "
-        f"{received.get('seto.order_cancelled', 0)} cancelled; {len(fills)} fills for {filled / 10000:.2f} in payoff"
+        f"{received.get('seto.order_cancelled', 0)} cancelled; "
+        f"{len(fills)} fills for {format_money(money(filled))} in payoff"
     )
     return lines

@@ -3,8 +3,15 @@
 The recorded inbound payloads go, at their recorded times, into a real
 `SmarketsClientProtocol` of a fresh factory (session, handlers, books,
 orders, the strategy's hooks): a connection is made at each ``connected``
-line and lost at each ``disconnected`` line.  What the replayed client
-sends goes nowhere.  Time is a `task.Clock` moved to each entry's time (as
+line and lost at each ``disconnected`` line.  Each ``opened`` line after the
+first is a restarted process: the replay drops its client there and builds
+a fresh one (factory, strategy), which starts a new session as the
+restarted process did.  What the replayed client sends goes nowhere.
+
+The replayed client must do what the recorded one did at each login
+(resume its session or start a new one) and take each login response:
+where it cannot, the replay stops with a `ReplayError` rather than go on
+with a client that ignores what it is fed.  Time is a `task.Clock` moved to each entry's time (as
 fast as it can), or the reactor itself (`realtime`), so that the client's
 timers fire as they did.
 
@@ -31,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.framing import encode_frame
 from smarkets_twisted.journal import IN, OUT, is_login, payload_of, read_journal, starts_session
@@ -42,6 +50,10 @@ from smarkets_twisted.tradelog import describe, order_name
 
 #: How far ahead in its session's recorded requests a replayed request looks for its own kind.
 _LOOKAHEAD = 64
+
+
+class ReplayError(SmarketsError):
+    """The replayed client cannot follow the recording; the message says where and why."""
 
 
 def _is_request(name: str) -> bool:
@@ -81,43 +93,70 @@ _REISSUE: dict[str, Callable[[SmarketsClientFactory, Any], Deferred[Any] | None]
 
 
 class Replay:
-    """Feeds one journal through ``factory``; see the module docstring."""
+    """Feeds one journal through clients that ``client`` builds (one a recorded run); see the module docstring.
+
+    ``factory`` is the client of the run being replayed: the last one, once done.
+    """
 
     log = Logger()
 
-    def __init__(self, path: str, factory: SmarketsClientFactory, reissue: bool = True) -> None:
+    def __init__(self, path: str, client: Callable[[], SmarketsClientFactory], reissue: bool = True) -> None:
         self.path = path
-        self.factory = factory
         self.reissue = reissue
+        self._client = client
         #: Entries fed so far, and entries the recorder had to drop (the replay may differ there).
         self.entries = 0
         self.dropped = 0
         #: Requests the replayed client sent that the recording lacks.
         self.unmatched = 0
-        self._plan = self._recorded_requests()
+        #: Runs of the client replayed so far (a restarted process is a new run).
+        self.runs = 1
+        self._read_plan()
         self._session = -1
         self._protocol: SmarketsClientProtocol | None = None
-        factory.protocol = _ReplayedProtocol
+        self.factory = self._new_client()
 
-    def _recorded_requests(self) -> list[deque[tuple[str, int]]]:
-        """Per session, the kind and seq of each request the recording sent, in order.
+    def _read_plan(self) -> None:
+        """What the replay must know ahead of the entries, per session and per connection.
 
-        The replayed factory draws its client references from the recording's
-        first, so that a strategy making the same requests in the same order
-        tags them as they were (answers and account events name them).
+        Per session, the kind and seq of each request the recording sent, in
+        order, and its first client reference: a replayed run's factory draws
+        its references from its first session's, so that a strategy making
+        the same requests in the same order tags them as they were (answers
+        and account events name them).  Per connection, whether its login
+        started a session (None: no login recorded).
         """
-        sessions: list[deque[tuple[str, int]]] = []
-        first_reference = None
+        self._plan: list[deque[tuple[str, int]]] = []
+        self._references: list[int | None] = []
+        self._logins: deque[bool | None] = deque()
+        #: Whether the recorder marked each run's start (journals before it did not).
+        self._runs_marked = False
         for entry in read_journal(self.path):
-            if starts_session(entry):
-                sessions.append(deque())
-            elif entry.get("dir") == OUT and sessions and _is_request(entry["type"]):
-                sessions[-1].append((entry["type"], entry["seq"]))
-                if first_reference is None:
-                    first_reference = entry["message"].get(entry["type"][len("seto."):], {}).get("reference")
-        if first_reference is not None:
-            self.factory.references_from(int(first_reference))
-        return sessions
+            event = entry.get("event")
+            if event == "opened":
+                self._runs_marked = True
+            elif event == "connected":
+                self._logins.append(None)
+            elif is_login(entry):
+                if self._logins and self._logins[-1] is None:
+                    self._logins[-1] = starts_session(entry)
+                if starts_session(entry):
+                    self._plan.append(deque())
+                    self._references.append(None)
+            elif entry.get("dir") == OUT and self._plan and _is_request(entry["type"]):
+                self._plan[-1].append((entry["type"], entry["seq"]))
+                if self._references[-1] is None:
+                    reference = entry["message"].get(entry["type"][len("seto."):], {}).get("reference")
+                    self._references[-1] = None if reference is None else int(reference)
+
+    def _new_client(self) -> SmarketsClientFactory:
+        """The client of a new run, whose first session is the recording's next one."""
+        factory = self._client()
+        factory.protocol = _ReplayedProtocol
+        reference = next((r for r in self._references[self._session + 1:] if r is not None), None)
+        if reference is not None:
+            factory.references_from(reference)
+        return factory
 
     def align(self, payload: Payload) -> None:
         """Give the request the seq the recording gave the same kind of request."""
@@ -135,11 +174,14 @@ class Replay:
                       name=name)
 
     def feed(self, entry: dict[str, Any]) -> None:
-        """Play one journal entry (its time has come)."""
+        """Play one journal entry (its time has come); raise `ReplayError` where the client cannot follow it."""
         self.entries += 1
         event = entry.get("event")
-        if event == "connected":
-            self._connect()
+        if event == "opened":
+            if self.entries > 1:
+                self._restart(entry)
+        elif event == "connected":
+            self._connect(entry)
         elif event == "disconnected":
             self._disconnect(entry.get("reason", "recorded disconnection"))
         elif event == "dropped":
@@ -150,8 +192,12 @@ class Replay:
             self.log.warn("{file} ends with a line cut short: the replay lacks that entry", file=entry["file"])
         elif entry.get("dir") == IN and "message" in entry:
             if self._protocol is None:
-                self._connect()
+                self._connect(entry, recorded=False)
             assert self._protocol is not None
+            expected = self.factory.state.next_incoming_seq
+            if entry["type"] == "eto.login_response" and entry["seq"] < expected:
+                raise ReplayError(f"at {entry['time']}: the replayed client would ignore the recorded login"
+                                  f" response (seq {entry['seq']}, below its {expected}): the replay cannot follow")
             self._protocol.dataReceived(encode_frame(payload_of(entry).SerializeToString()))
         elif entry.get("dir") == OUT and "message" in entry:
             if starts_session(entry):
@@ -162,7 +208,29 @@ class Replay:
                 if made is not None:
                     made.addErrback(lambda failure: None)  # the recording's answers settle them, or not
 
-    def _connect(self) -> None:
+    def _restart(self, entry: dict[str, Any]) -> None:
+        """The recorded process ended (it may have been killed) and a new one began: so do ours."""
+        self._disconnect("the recorded process ended")
+        self.factory.stop()
+        self.runs += 1
+        self.factory = self._new_client()
+        self.log.info("replaying run {run} of the client, from {time}", run=self.runs, time=entry["time"])
+
+    def _connect(self, entry: dict[str, Any], recorded: bool = True) -> None:
+        """A connection, whose login must do what the recorded one did: resume the session or start one."""
+        starts = self._logins.popleft() if recorded and self._logins else None
+        holds = self.factory.state.session_id is not None
+        if starts is False and not holds:
+            raise ReplayError(f"at {entry['time']}: the recording resumes a session the replayed client does not"
+                              " hold: the replay cannot follow")
+        if starts and holds:
+            if self._runs_marked:
+                raise ReplayError(f"at {entry['time']}: the recording starts a new session where the replayed"
+                                  " client still holds one: the replay cannot follow")
+            # The live client never does that within a run: the journal (older than
+            # the marks at each run's start) was written on by a restarted process.
+            self.log.warn("a new session with no end to the last one: replayed as a restart of the client")
+            self._restart(entry)
         if self._protocol is not None:
             self._disconnect("a new connection was recorded")
         protocol = self.factory.buildProtocol(None)
@@ -248,6 +316,7 @@ def report(replay: Replay) -> list[str]:
     factory = replay.factory
     lines = [
         f"replayed {replay.entries} journal entries"
+        + (f" of {replay.runs} runs of the client (the last one's state below)" if replay.runs > 1 else "")
         + (f"; the recorder had dropped {replay.dropped} entries" if replay.dropped else "")
         + (f"; {replay.unmatched} requests the recording lacks" if replay.unmatched else "")
     ]

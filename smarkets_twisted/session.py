@@ -19,7 +19,7 @@ from smarkets_twisted.errors import BadLoginResponse, SequenceError
 from smarkets_twisted.framing import encode_frame
 from smarkets_twisted.payloads import (
     Payload,
-    Redacted,
+    handler_name,
     login_message,
     parse_payload,
     session_message,
@@ -327,10 +327,10 @@ class Session:
                 return [payload]
             if not eto.is_replay:
                 self.log.warn(
-                    "seq {seq} below the expected {expected} without is_replay: ignored ({payload})",
+                    "seq {seq} below the expected {expected} without is_replay: {type} ignored",
                     seq=seq,
                     expected=expected,
-                    payload=Redacted(payload),
+                    type=handler_name(payload),
                 )
             return []
 

@@ -55,7 +55,7 @@ class RecordingTests(SynchronousTestCase):
         self.assertNotIn(SECRET, text)
         self.assertNotIn(session, text)
         entries = list(read_journal(self.path))
-        self.assertEqual(entries[0]["event"], "connected")
+        self.assertEqual([entries[0]["event"], entries[1]["event"]], ["opened", "connected"])
         payloads = [e for e in entries if "dir" in e]
         for entry in payloads:
             self.assertEqual(set(entry), {"time", "dir", "seq", "is_replay", "type", "message"})
@@ -80,7 +80,8 @@ class RecordingTests(SynchronousTestCase):
         self.successResultOf(self.trade())
         self.journal.close()
         entries = list(read_journal(self.path))
-        self.assertEqual([e["event"] for e in entries if "event" in e], ["connected", "disconnected", "connected"])
+        self.assertEqual([e["event"] for e in entries if "event" in e],
+                         ["opened", "connected", "disconnected", "connected"])
         logins = [e["message"] for e in entries if e.get("type") == "seto.login"]
         self.assertNotIn("login", logins[0]["eto_payload"])
         self.assertEqual(logins[1]["eto_payload"]["login"]["session"], "<redacted>")
@@ -138,7 +139,9 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(files[-1], path)
         for name in files[:-1]:
             self.assertLess(Path(name).stat().st_size, 2 * 1024 + 100)
-        self.assertEqual([e["time"] for e in read_journal(path)], [float(n) for n in range(200)])
+        entries = list(read_journal(path))
+        self.assertEqual(entries[0]["event"], "opened")
+        self.assertEqual([e["time"] for e in entries[1:]], [float(n) for n in range(200)])
 
     def test_an_unwritable_journal_is_a_usage_error(self) -> None:
         with self.assertRaises(usage.UsageError) as caught:
@@ -161,6 +164,29 @@ class WriterTests(SynchronousTestCase):
         entries = list(read_journal(str(path)))
         self.assertEqual([e["event"] for e in entries], ["connected", "truncated"])
         self.assertIn("1 lines cut short", summarize(iter(entries))[0])
+
+    def test_a_restarted_process_marks_its_run_after_a_line_cut_short(self) -> None:
+        path = self.mktemp()
+        first = Journal(path)
+        first.start(1.0)
+        first.event("connected", 2.0)
+        first.close()
+        with open(path, "a") as f:
+            f.write('{"time": 3, "dir": "in", "se')  # killed while writing
+        second = Journal(path)
+        second.start(10.0)
+        second.event("connected", 11.0)
+        second.close()
+        entries = list(read_journal(path))
+        self.assertEqual([(e["event"], e["time"]) for e in entries],
+                         [("opened", 1.0), ("connected", 2.0), ("truncated", 2.0), ("opened", 10.0),
+                          ("connected", 11.0)])
+        self.assertIn("recorded by 2 runs of the client; 1 lines cut short", summarize(iter(entries))[0])
+        # A line that is not JSON anywhere else is an error, as before.
+        Path(path).write_text('{"time": 1, "event": "opened"}\nnot json\n{"time": 2, "event": "connected"}\n')
+        with self.assertRaises(JournalError) as caught:
+            list(read_journal(path))
+        self.assertIn("line 2 is not JSON", str(caught.exception))
 
 
 def entry(seq: int, type_: str, direction: str = "in", is_replay: bool = False, **message: Any) -> dict[str, Any]:
@@ -191,7 +217,7 @@ class SummaryTests(SynchronousTestCase):
         self.assertIn("2 connections, 1 sessions, 1 resumes; 4 entries dropped", text)
         self.assertIn("session 1: in seqs 1-6 (1 gaps, 2 missing), out seqs 1-3", text)
         self.assertIn("in: 7 payloads, 3 replayed", text)
-        self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fills for 2.00 in payoff", text)
+        self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fills for £2.00 in payoff", text)
 
     def test_command_prints_summary_or_one_line_error(self) -> None:
         path = self.mktemp()

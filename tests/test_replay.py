@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections import Counter
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -13,7 +14,7 @@ from smarkets_twisted import __main__ as command
 from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
-from smarkets_twisted.journal import Journal, read_journal
+from smarkets_twisted.journal import Journal, read_journal, starts_session
 from smarkets_twisted.replay import Replay, replay_factory
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import InMemoryExchange
@@ -48,7 +49,7 @@ def record(path: str) -> SmarketsClientFactory:
     liquidity = LiquiditySimulator(market.exchange, market.clock)
     liquidity.startService()
     journal = Journal(path)
-    journal.start()
+    journal.start(market.clock.seconds())
     factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), market.clock)
     factory.journal = journal
     demo = MarketMaker(factory, MARKETS, interval=5)
@@ -78,26 +79,28 @@ class ReplayTests(SynchronousTestCase):
 
     def test_replay_remakes_the_recorded_requests(self) -> None:
         clock = Clock()
-        factory = replay_factory(self.path, clock)
-        replay = Replay(self.path, factory)
+        replay = Replay(self.path, lambda: replay_factory(self.path, clock))
         replay.run(clock)
         self.assertEqual(replay.unmatched, 0)
-        self.assertEqual(final_state(factory), self.recorded)
+        self.assertEqual(final_state(replay.factory), self.recorded)
 
     def test_replay_with_the_strategy_makes_the_same_decisions(self) -> None:
         clock = Clock()
-        factory = replay_factory(self.path, clock)
-        replay = Replay(self.path, factory, reissue=False)
-        MarketMaker(factory, MARKETS, interval=5).start()
+
+        def client() -> SmarketsClientFactory:
+            factory = replay_factory(self.path, clock)
+            MarketMaker(factory, MARKETS, interval=5).start()
+            return factory
+
+        replay = Replay(self.path, client, reissue=False)
         replay.run(clock)
         self.assertEqual(replay.unmatched, 0)
-        self.assertEqual(final_state(factory), self.recorded)
+        self.assertEqual(final_state(replay.factory), self.recorded)
 
     def test_realtime_keeps_the_recorded_pace(self) -> None:
         clock = Clock()
         clock.advance(1000)  # the replay's time need not be the recording's
-        factory = replay_factory(self.path, clock)
-        replay = Replay(self.path, factory)
+        replay = Replay(self.path, lambda: replay_factory(self.path, clock))
         done = replay.run_realtime(clock)
         times = [entry["time"] for entry in read_journal(self.path)]
         for elapsed in (10, 45, 60):
@@ -105,7 +108,7 @@ class ReplayTests(SynchronousTestCase):
             self.assertEqual(replay.entries, sum(1 for t in times if t - times[0] <= elapsed))
         clock.advance(times[-1] - times[0])
         self.successResultOf(done)
-        self.assertEqual(final_state(factory), self.recorded)
+        self.assertEqual(final_state(replay.factory), self.recorded)
 
     def test_replay_command_prints_the_final_state(self) -> None:
         out, err = io.StringIO(), io.StringIO()
@@ -127,3 +130,104 @@ class ReplayTests(SynchronousTestCase):
 def maker(factory: SmarketsClientFactory) -> MarketMaker:
     """The recording's strategy, for --strategy."""
     return MarketMaker(factory, MARKETS, interval=5)
+
+
+def record_two_runs(path: str) -> tuple[SmarketsClientFactory, SmarketsClientFactory]:
+    """The demo trading, its process killed (kill -9) and restarted on the same journal and state.
+
+    The second run starts a new session that asks for the account events
+    since the last one the first run saw (as its state file has it): the
+    exchange cancelled the first run's quotes when its session failed, and
+    the liquidity bot may fill them first.
+    """
+    market = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
+    liquidity = LiquiditySimulator(market.exchange, market.clock)
+    liquidity.startService()
+    runs = []
+    account_sequence = None
+    for seconds in (41, 40):
+        journal = Journal(path)
+        journal.start(market.clock.seconds())
+        factory = SmarketsClientFactory(
+            ClientSettings(username="demo", password="demo", account_sequence=account_sequence), market.clock)
+        factory.journal = journal
+        demo = MarketMaker(factory, MARKETS, interval=5)
+        demo.start()
+        connection = market.connect(factory)
+        market.advance(seconds)
+        runs.append(factory)
+        account_sequence = factory.account_sequence
+        journal.close()  # killed: the journal has what was written, no disconnection, no logout
+        connection.drop()
+        demo.stop()
+        factory.stop()
+        market.advance(20)  # down long enough for the exchange to end the session
+    liquidity.stopService()
+    return runs[0], runs[1]
+
+
+class TwoRunsTests(SynchronousTestCase):
+    """A journal written by a process and its restarted successor replays as the two runs were."""
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        first, second = record_two_runs(self.path)
+        self.recorded = final_state(second)
+        entries = list(read_journal(self.path))
+        # Worth replaying: two runs, each a new session, the second told of the first's orders.
+        self.assertEqual([e["event"] for e in entries if "event" in e], ["opened", "connected"] * 2)
+        self.assertEqual(sum(1 for e in entries if starts_session(e)), 2)
+        restarted = [n for n, e in enumerate(entries) if e.get("event") == "opened"][1]
+        told = {e["message"][e["type"][len("seto."):]]["order_id"] for e in entries[restarted:]
+                if e.get("dir") == "in" and e["type"] in ("seto.order_cancelled", "seto.order_executed")}
+        self.assertTrue({str(order.order_id) for order in first.orders} & told)
+        self.assertTrue(any(order.executed_quantity for order in second.orders))
+
+    def replay(self, path: str) -> Replay:
+        clock = Clock()
+        replay = Replay(path, lambda: replay_factory(path, clock))
+        replay.run(clock)
+        return replay
+
+    def test_the_second_run_is_replayed_from_a_fresh_client(self) -> None:
+        replay = self.replay(self.path)
+        self.assertEqual(replay.runs, 2)
+        self.assertEqual(replay.unmatched, 0)
+        self.assertEqual(final_state(replay.factory), self.recorded)
+
+    def without_marks(self, *runs: int) -> str:
+        """A copy of the journal without the ``opened`` lines of these runs (1: the first)."""
+        copy = self.mktemp()
+        with open(self.path) as recorded, open(copy, "w") as f:
+            marks = 0
+            for line in recorded:
+                marks += '"event":"opened"' in line
+                if '"event":"opened"' not in line or marks not in runs:
+                    f.write(line)
+        return copy
+
+    def run_command(self, *arguments: str) -> tuple[int, str, str]:
+        """``python -m smarkets_twisted`` with these arguments: its exit status, stdout and stderr."""
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        return command.main(list(arguments)), out.getvalue(), err.getvalue()
+
+    def test_a_journal_older_than_the_run_marks_is_replayed_the_same(self) -> None:
+        replay = self.replay(self.without_marks(1, 2))
+        self.assertEqual(replay.runs, 2)
+        self.assertEqual(final_state(replay.factory), self.recorded)
+
+    def test_the_command_prints_the_second_runs_orders(self) -> None:
+        status, out, err = self.run_command("journal", "replay", self.path)
+        self.assertEqual((status, err), (0, ""))
+        states = Counter(state for _, state, *_ in self.recorded["orders"])
+        orders = f"{sum(states.values())} orders: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        self.assertIn(orders + "\n", out)
+
+    def test_what_the_replay_cannot_follow_stops_it_with_a_line(self) -> None:
+        # The second run's mark lost: a new session while the replayed client holds one.
+        status, out, err = self.run_command("journal", "replay", self.without_marks(2))
+        self.assertEqual((status, out), (1, ""))
+        self.assertRegex(err, r"^error: at [0-9.]+: the recording starts a new session where the replayed"
+                                         r" client still holds one: the replay cannot follow\n$")
