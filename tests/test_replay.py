@@ -132,13 +132,14 @@ def maker(factory: SmarketsClientFactory) -> MarketMaker:
     return MarketMaker(factory, MARKETS, interval=5)
 
 
-def record_two_runs(path: str) -> tuple[SmarketsClientFactory, SmarketsClientFactory]:
+def record_two_runs(path: str) -> tuple[SmarketsClientFactory, SmarketsClientFactory, dict[str, Any]]:
     """The demo trading, its process killed (kill -9) and restarted on the same journal and state.
 
     The second run starts a new session that asks for the account events
     since the last one the first run saw (as its state file has it): the
     exchange cancelled the first run's quotes when its session failed, and
-    the liquidity bot may fill them first.
+    the liquidity bot may fill them first.  Returns both runs' factories and
+    the final state of the second when it was killed.
     """
     market = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
     liquidity = LiquiditySimulator(market.exchange, market.clock)
@@ -158,12 +159,13 @@ def record_two_runs(path: str) -> tuple[SmarketsClientFactory, SmarketsClientFac
         runs.append(factory)
         account_sequence = factory.account_sequence
         journal.close()  # killed: the journal has what was written, no disconnection, no logout
+        killed = final_state(factory)
         connection.drop()
         demo.stop()
         factory.stop()
         market.advance(20)  # down long enough for the exchange to end the session
     liquidity.stopService()
-    return runs[0], runs[1]
+    return runs[0], runs[1], killed
 
 
 class TwoRunsTests(SynchronousTestCase):
@@ -171,8 +173,7 @@ class TwoRunsTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.path = self.mktemp()
-        first, second = record_two_runs(self.path)
-        self.recorded = final_state(second)
+        first, second, self.recorded = record_two_runs(self.path)
         entries = list(read_journal(self.path))
         # Worth replaying: two runs, each a new session, the second told of the first's orders.
         self.assertEqual([e["event"] for e in entries if "event" in e], ["opened", "connected"] * 2)
