@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import text_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -222,18 +221,3 @@ def without_secrets(payload: Payload) -> Payload:
     if eto.HasField("login_response"):
         eto.login_response.session = _REDACTED
     return copy
-
-
-class Redacted:
-    """Renders a payload for a log line, secrets removed, only when formatted."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: Payload) -> None:
-        self.payload = payload
-
-    def __str__(self) -> str:
-        text = text_format.MessageToString(without_secrets(self.payload), as_one_line=True)
-        return f"{handler_name(self.payload)} {text}"
-
-    __repr__ = __str__

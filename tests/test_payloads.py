@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,7 +15,6 @@ from smarkets_twisted.payloads import (
     HANDLER_NAMES,
     SETO_FIELDS,
     Payload,
-    Redacted,
     application_message,
     body,
     handler_name,
@@ -260,7 +260,12 @@ class NamingTests(SynchronousTestCase):
         self.assertEqual(parse_payload(serialized(payload)).type, seto_pb2.PAYLOAD_MARKET_FEED_SUBSCRIBE)
 
 
-class RedactedTests(SynchronousTestCase):
+def rendered(payload: seto_pb2.Payload) -> str:
+    """A payload as a log or journal shows it: secrets removed."""
+    return text_format.MessageToString(without_secrets(payload), as_one_line=True)
+
+
+class WithoutSecretsTests(SynchronousTestCase):
     SECRETS = ("hunter2-secret", "c00kie-secret", "session-secret")
 
     def assertNoSecrets(self, text: str) -> None:
@@ -272,11 +277,8 @@ class RedactedTests(SynchronousTestCase):
             "alice", "hunter2-secret", cookie=b"c00kie-secret", account_sequence=5, session="session-secret"
         )
         login.eto_payload.seq = 3
-        text = str(Redacted(login))
+        text = rendered(login)
         self.assertNoSecrets(text)
-        self.assertNoSecrets(repr(Redacted(login)))
-        self.assertNoSecrets(f"{Redacted(login)}")
-        self.assertIn("seto.login", text)
         self.assertIn("alice", text)
         self.assertIn("seq: 3", text)
         # The original is untouched.
@@ -287,7 +289,7 @@ class RedactedTests(SynchronousTestCase):
         response = session_message(eto_pb2.PAYLOAD_LOGIN_RESPONSE)
         response.eto_payload.login_response.session = "session-secret"
         response.eto_payload.login_response.reset = 2
-        text = str(Redacted(response))
+        text = rendered(response)
         self.assertNoSecrets(text)
         self.assertIn("reset: 2", text)
         self.assertEqual(without_secrets(response).eto_payload.login_response.reset, 2)
@@ -299,4 +301,4 @@ class RedactedTests(SynchronousTestCase):
 
     def test_other_payloads_are_shown_in_full(self) -> None:
         order = application_message("order_create", side=1, market_id=5, contract_id=6, quantity=7, price=8)
-        self.assertIn("market_id: 5", str(Redacted(order)))
+        self.assertIn("market_id: 5", rendered(order))
