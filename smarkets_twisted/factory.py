@@ -553,14 +553,20 @@ class SmarketsClientFactory(ClientFactory):
         if self._cancel_all_on_failure is not None and not any(r.payload.HasField("settings")
                                                                for r in self.requests.unsent):
             settings = application_message("settings", cancel_all_on_failure=self._cancel_all_on_failure)
-            self.requests.add(settings, None, None)
+            self._ask_quietly(settings, "the cancel_all_on_failure setting")
 
     def _resubscribe(self, market_ids: Iterable[int]) -> None:
         """Ask quietly for these markets' snapshots again; a subscription already queued is not asked twice."""
         queued = {r.payload.market_subscribe.market_id for r in self.requests.unsent
                   if r.payload.HasField("market_subscribe")}
         for market_id in sorted(set(market_ids) - queued):
-            self.requests.add(application_message("market_subscribe", market_id=market_id), None, None)
+            self._ask_quietly(application_message("market_subscribe", market_id=market_id), f"market {market_id}")
+
+    def _ask_quietly(self, payload: Payload, what: str) -> None:
+        """Queue a request the library makes for itself: no caller awaits it, so a failure is only logged."""
+        self.requests.add(payload, None, None).deferred.addErrback(
+            lambda failure: self.log.info("{what} was not asked for again: {why}", what=what,
+                                          why=failure.getErrorMessage()))
 
     def _refresh_books(self, market_ids: Iterable[int]) -> None:
         """Books a replay could not restore: the exchange answers every subscribe with a snapshot."""

@@ -730,3 +730,17 @@ class FramesBeforeABadHeaderTests(ClientTestCase):
         self.assertEqual([m.order_id for m in seen], [8])
         self.assertTrue(self.exchange.transport.disconnecting)
         self.assertIn("header longer than 10 bytes", self.log_text())
+
+
+class QuietRequestTests(ClientTestCase):
+    def test_a_quiet_request_the_session_end_fails_is_not_an_unhandled_error(self) -> None:
+        """A snapshot asked for by the library itself (books after a gapfill, a new session's
+        subscriptions) has no caller to tell: its failure is logged, never left unhandled."""
+        import gc
+
+        self.connect_and_login(throttle=None)  # type: ignore[arg-type]  # limits unknown: nothing sent yet
+        self.factory._refresh_books([100])
+        self.factory.stop()
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(errors.SessionLost), [])
+        self.assertIn("market 100", self.log_text())
