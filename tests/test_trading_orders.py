@@ -344,6 +344,33 @@ class ReplayedEventTests(SynchronousTestCase):
         self.assertEqual((self.order.state, self.order.executed_quantity), (OrderState.CANCELLED, 0))
         self.flushLoggedErrors()
 
+    def test_a_fill_heard_after_a_refusal_closed_the_order_as_gone_is_applied(self) -> None:
+        """The refusal can overtake the fill that made it too late (another session, another pipeline):
+        the fill still stands, and its listeners (positions) hear of it."""
+        recorder = Recorder()
+        self.orders.add_listener(recorder)
+        self.deliver("seto.order_cancel_rejected", "OrderCancelRejected", order_id=9, account_sequence_64=11,
+                     reason=seto_pb2.ORDER_CANCEL_REJECTED_TOO_LATE)
+        self.assertEqual(self.order.state, OrderState.GONE)
+        self.deliver("seto.order_executed", "OrderExecuted", price=4000, quantity=30_000, order_id=9, side=BUY,
+                     market_id=MARKET, contract_id=HOME, total_executed_quantity=30_000, available_quantity=0,
+                     account_sequence_64=12)
+        self.assertEqual((self.order.state, self.order.executed_quantity, self.order.remaining_quantity),
+                         (OrderState.FILLED, 30_000, 0))
+        self.assertEqual(recorder.fills, [(9, 4000, 30_000)])
+
+    def test_a_refusal_that_says_nothing_of_the_order_leaves_its_fate_unknown(self) -> None:
+        """A throttled cancel was never looked up: the order (live when the session ended) may be gone."""
+        self.orders.session_ended(errors.SessionLost("dropped"))
+        self.deliver("seto.order_cancel_rejected", "OrderCancelRejected", order_id=9, account_sequence_64=11,
+                     reason=seto_pb2.ORDER_CANCEL_REJECTED_THROTTLE_EXCEEDED)
+        self.deliver("seto.order_quantity_reduce_rejected", "OrderQuantityReduceRejected", order_id=9,
+                     new_quantity=1, account_sequence_64=12,
+                     reason=seto_pb2.ORDER_QUANTITY_REDUCE_REJECTED_THROTTLE_EXCEEDED)
+        self.assertEqual(self.order.state, OrderState.UNKNOWN)
+        self.fill(13, 10_000)  # a fill does say it outlived the session
+        self.assertEqual((self.order.state, self.order.remaining_quantity), (OrderState.LIVE, 20_000))
+
     def test_closed_orders_are_bounded(self) -> None:
         for number in range(5):
             self.orders.placed(Order(MARKET, HOME, BUY, 4000, 1, reference=100 + number), Deferred())

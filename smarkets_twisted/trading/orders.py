@@ -419,7 +419,8 @@ class Orders(ClientListener):
                 # Fills before this one are known only through the exchange's rounded average.
                 order.executed_value = (message.executed_avg_price * message.total_executed_quantity
                                         - message.price * message.quantity)
-        if not _proven_live(order):
+        if not _proven_live(order) and order.state is not OrderState.GONE:
+            # A refusal may overtake the fill that made it too late: a gone order's fill still stands.
             self._misfit(order, "order_executed")
             return
         order._fill(message.price, message.quantity)
@@ -434,7 +435,10 @@ class Orders(ClientListener):
         if message.HasField("total_executed_quantity") and message.total_executed_quantity != order.executed_quantity:
             self.log.warn("order {order}: the exchange counts {theirs} executed, we count {ours}",
                           order=order.order_id, theirs=message.total_executed_quantity, ours=order.executed_quantity)
-        state = OrderState.FILLED if order.remaining_quantity == 0 else None
+        if order.remaining_quantity == 0:
+            state: OrderState | None = OrderState.FILLED
+        else:  # with some left, it outlived the session (a gone one stays gone: the exchange said so since)
+            state = OrderState.LIVE if order.state is OrderState.UNKNOWN else None
         self._set(order, f"executed {message.quantity} at {message.price}{pending}", _sequence(message), state,
                   fills=[(message.price, message.quantity)])
 
@@ -604,8 +608,10 @@ class Orders(ClientListener):
         if not _proven_live(order) and not (closed_too and order.closed):
             self._misfit(order, name)
             return None
-        if state is None and order.state is OrderState.UNKNOWN:
-            state = OrderState.LIVE  # an event only a live order takes: it outlived the session
+        if state is None and order.state is OrderState.UNKNOWN and not closed_too:
+            # An event only a live order takes: it outlived the session (a refusal or a confirmation says
+            # nothing of that: a throttled cancel is never looked up).
+            state = OrderState.LIVE
         if reason is not None and state is not None and not order.closed:
             order.reason, order.reason_name = reason, name.split(": ", 1)[-1]
         if change is not None:
