@@ -226,6 +226,7 @@ class MemoryEndpoint:
             "exchange": lambda: self.market.factory.buildProtocol(_ADDRESS),
             "close": _Closing,
             "unavailable": lambda: _Refusing(eto_pb2.LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE, self.market.clock),
+            "unknown session": lambda: _Refusing(eto_pb2.LOGOUT_UNKNOWN_SESSION, self.market.clock),
         }
         client, server, pump = connectedServerAndClient(servers[self.mode], lambda: factory.buildProtocol(_ADDRESS),
                                                         clock=self.market.clock, greet=False)
@@ -350,6 +351,18 @@ class BackoffTests(ServiceTestCase):
         self.assertEqual(self.attempts, [1, 2])
         self.assertIn("mem:3701: the exchange does not know the session; starting a new one now", self.lines)
         self.assertEqual(self.failures, [])
+
+    def test_an_exchange_that_knows_no_session_is_not_hammered(self) -> None:
+        """Every login, a new session's too, refused as of an unknown session: one new session at once
+        after the refused resume, then the backoff, not a reconnection loop."""
+        self.delay = 30.0
+        self.start()
+        self.endpoint.mode = "unknown session"
+        self.market.connections[0].drop()
+        self.market.advance(300)
+        self.assertIsNone(self.factory.current)
+        self.assertEqual(self.attempts, list(range(1, 12)))  # a retry each 30 s, the 11th due at 330 s
+        self.assertEqual(self.endpoint.attempts, 12)  # the first login; the resume and a new one at 30 s; 9 more
 
     def test_a_failure_after_a_refused_resume_still_backs_off(self) -> None:
         self.away_while_the_exchange_forgets_the_session()
