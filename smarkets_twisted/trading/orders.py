@@ -26,9 +26,11 @@ whose Deferred failed without the exchange's answer (session lost, timeout,
 cancelled...) is NOT_SENT if the request layer says it never went out, else
 UNKNOWN until an event settles it.  So is a live order when the session ends:
 the exchange may cancel it (``cancel_all_on_failure``) or forget it (a
-restart); the next session's events for it bring it back to life, and a
-cancel or replace refused because the exchange no longer has it (not found,
-not live, too late) closes it as GONE.
+restart); the next session's events for it bring it back to life (a refusal
+for another reason, the throttle's, says nothing of it), and a cancel or
+replace refused because the exchange no longer has it (not found, not live,
+too late) closes it as GONE.  A fill heard after that still stands: the
+refusal may overtake the fill that made it too late.
 
 An order placed before this run, or by another session of the account, is
 adopted at its first event: a fill, a cancellation or a void.
