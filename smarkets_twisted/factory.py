@@ -122,7 +122,8 @@ class SmarketsClientFactory(ClientFactory):
         self.bucket = TokenBucket()
         #: The highest account sequence seen, sent at a new session's login.
         self.account_sequence: int | None = config.account_sequence
-        # Until the first account event of a new session: whether it may show the exchange renumbered them.
+        # From a new session's login to its first account event (resumes between included):
+        # whether that event may show the exchange renumbered them.
         self._new_session = False
         #: Markets subscribed to, renewed when a new session has to be started.
         self.subscriptions: set[int] = set()
@@ -248,8 +249,9 @@ class SmarketsClientFactory(ClientFactory):
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         self.current = protocol
-        self._new_session = not protocol.resuming
         if not protocol.resuming:
+            # Until its first account event, which a resume of it may bring as well.
+            self._new_session = True
             self._renew_subscriptions()
         # Send nothing until this login's limits are known: the exchange starts
         # a full bucket at each login, less what we resend to it meanwhile.

@@ -9,8 +9,11 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
+from smarkets_twisted.exchange.accounts import default_accounts
+from smarkets_twisted.exchange.liquidity import with_liquidity_account
 from smarkets_twisted.handlers import HandlerRegistry
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.trading.orders import Order, OrderListener, Orders, OrderState
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER
 from tests.trading_helpers import TradingTestCase
@@ -421,3 +424,44 @@ class ReplayedEventTests(SynchronousTestCase):
         self.assertIs(self.orders.get(12), order)
         self.assertEqual(self.orders.open(), [self.order, order])
         self.assertEqual(order.state, OrderState.LIVE)
+
+
+class RestartedExchangeTests(SynchronousTestCase):
+    """A fresh exchange on the same address: it knows neither the session nor the account's numbering."""
+
+    def test_renumbered_events_are_applied_though_a_resume_came_before_the_first(self) -> None:
+        """The new session saw no account event before its connection dropped and was resumed: the first
+        one, numbered afresh, still shows the restart, and the fills after it are not skipped as seen."""
+        first = InMemoryExchange(accounts=with_liquidity_account(default_accounts()))
+        factory, connection = first.client()
+        first.flush()
+        for price in (1000, 1000, 1000):
+            self.successResultOf(_settled(first, factory.order(MARKET, HOME, BUY, 10_000, price)))
+        seen = factory.account_sequence
+        assert seen is not None and seen >= 3
+        connection.drop()
+        restarted = InMemoryExchange(first.clock, accounts=with_liquidity_account(default_accounts()))
+        restarted.connect(factory)  # the resume is refused: the next login starts a new session
+        restarted.flush()
+        restarted.connect(factory)  # from the account sequence seen, which it has not reached
+        restarted.flush()
+        self.assertIsNotNone(factory.current)
+        restarted.connections[-1].drop()
+        restarted.connect(factory)  # and resumed, before any account event
+        restarted.flush()
+        self.assertIsNotNone(factory.current)
+        accepted = self.successResultOf(_settled(restarted, factory.order(MARKET, HOME, BUY, 30_000, 4000)))
+        self.assertLessEqual(accepted.account_sequence_64, seen)
+        for _ in range(2):
+            restarted.exchange.place_order("liquidity", MARKET, HOME, SELL, 10_000, 4000)
+        restarted.flush()
+        order = factory.orders.get(accepted.order_id)
+        assert order is not None
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.LIVE, 20_000, 10_000))
+        self.assertEqual(factory.positions.contract(MARKET, HOME).net, 20_000)  # type: ignore[union-attr]
+
+
+def _settled(market: InMemoryExchange, deferred: Deferred[Any]) -> Deferred[Any]:
+    market.flush()
+    return deferred
