@@ -3,11 +3,12 @@
 One line every ``interval`` seconds instead of a line per price change:
 connected or not, the session, seqs in and out, the last ping's round trip,
 requests waiting for the throttle, open orders (and how many are of unknown
-fate), the balance available and the exposure (unknown until the exchange has
-reported a balance), and per market
-the best bid / best offer of each contract, the net position and the market's
-exposure (its worst loss).  Each line also sends a ping, whose round trip the
-next line shows.
+fate) and orders not yet accepted, the account's available balance and
+exposure as the exchange last reported them (unknown until it has), and per
+market the best bid / best offer of each contract, and this run's net
+position and worst loss there: this client's orders and fills only, never
+read as the account's (an earlier run's or another client's are not in them).
+Each line also sends a ping, whose round trip the next line shows.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from twisted.python.failure import Failure
 
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading.books import Level
-from smarkets_twisted.trading.orders import OrderState
-from smarkets_twisted.trading.prices import format_money, format_price, money
+from smarkets_twisted.trading.orders import Order, OrderState
+from smarkets_twisted.trading.prices import format_money, format_position, format_price
 
 #: Seconds between status lines by default.
 DEFAULT_STATUS_INTERVAL = 10.0
@@ -38,41 +39,52 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         open_orders(factory),
     ]
     positions = factory.positions
-    if positions.balance is None:
-        # Fills from before this client started count in the exchange's figure: no guess until it reports one.
+    available, exposure = positions.reported_available, positions.reported_exposure
+    if available is None or exposure is None:
+        # Orders and fills from before this run or of another client count in the exchange's figures only.
         parts.append("exposure unknown")
     else:
-        available = positions.available_balance
-        assert available is not None
-        parts.append(f"available {format_money(available)} of {format_money(positions.balance)}")
-        parts.append(f"exposure {format_money(positions.exposure)}"
-                     + ("" if factory.current is not None else " (last known)"))
+        parts.append(f"available {format_money(available)} of {format_money(available + exposure)}")
+        parts.append(f"exposure {format_money(exposure)}" + ("" if factory.current is not None else " (last known)"))
     for market_id in sorted(factory.subscriptions | set(positions.markets)):
         parts.append(market_prices(factory, market_id) + market_position(factory, market_id))
     return ", ".join(parts)
 
 
 def open_orders(factory: SmarketsClientFactory) -> str:
-    """'4 open orders (4 unknown)': how many of them the exchange may have closed unheard.
+    """'4 open orders (4 unknown), 2 orders pending': open, those the exchange accepted; pending, the rest.
 
     Of unknown fate: those the end of a session or a lost answer left so, and,
     while not logged in, the live ones too (``cancel_all_on_failure`` may have
     cancelled them).
     """
-    orders = factory.orders.open()
+    accepted: list[Order] = []
+    pending: list[Order] = []
+    for order in factory.orders.open():
+        (pending if order.order_id is None else accepted).append(order)
+    line = f"{len(accepted)} open orders" + _unknown(factory, accepted)
+    return line + (f", {len(pending)} orders pending" + _unknown(factory, pending) if pending else "")
+
+
+def _unknown(factory: SmarketsClientFactory, orders: list[Order]) -> str:
     unknown = sum(1 for order in orders if order.state is OrderState.UNKNOWN
                   or (factory.current is None and order.state is OrderState.LIVE))
-    return f"{len(orders)} open orders" + (f" ({unknown} unknown)" if unknown else "")
+    return f" ({unknown} unknown)" if unknown else ""
 
 
 def market_position(factory: SmarketsClientFactory, market_id: int) -> str:
-    """' position 1001 +£2.00 1003 -£1.00 exposure £0.63': net payoff per contract and the worst loss; or ''."""
+    """" (this run's position 1001 +£2.00 payoff 1003 -£1.00 payoff, worst loss £0.63)"; or ''.
+
+    This client's net payoff per contract and worst loss in the market, from
+    its own orders and fills: the account's may differ.
+    """
     market = factory.positions.market(market_id)
     if market is None:
         return ""
-    held = " ".join(f"{contract_id} {'+' if position.net > 0 else ''}{format_money(money(position.net))}"
+    held = " ".join(f"{contract_id} {format_position(position.net)}"
                     for contract_id, position in sorted(market.contracts.items()) if position.net)
-    return (f" position {held}" if held else "") + f" exposure {format_money(factory.positions.worst_loss(market_id))}"
+    worst = f"worst loss {format_money(factory.positions.worst_loss(market_id))}"
+    return f" (this run's position {held}, {worst})" if held else f" (this run's {worst})"
 
 
 def market_prices(factory: SmarketsClientFactory, market_id: int, stale_too: bool = False) -> str:

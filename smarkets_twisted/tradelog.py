@@ -105,7 +105,7 @@ class TradeLog(OrderListener):
         if order.closed:
             self._told.pop(order, None)
             if before is None and order.adopted:
-                self.log.info("{name} (placed before this run) {ending}", name=order_name(order),
+                self.log.info("{name} (not placed by this client) {ending}", name=order_name(order),
                               ending=adopted_ending(order))
             elif before is None:
                 # Never seen open (refused, or accepted and closed by one event): say what it was.
@@ -116,7 +116,7 @@ class TradeLog(OrderListener):
             return
         self._told[order] = order.state
         if order.state is OrderState.LIVE and before is None and order.adopted:
-            self.log.info("{name} (placed before this run) is live: {order}", name=order_name(order),
+            self.log.info("{name} (not placed by this client) is live: {order}", name=order_name(order),
                           order=describe(order))
         elif order.state is OrderState.LIVE:
             self.log.info("{name} accepted: {order}", name=order_name(order), order=describe(order))

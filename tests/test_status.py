@@ -67,13 +67,27 @@ class StatusLineTests(SynchronousTestCase):
         available = format_money(money(demo.available_balance))
         self.assertIn(f", 1 open orders, available {available} of £1000.00, exposure {exposure},"
                       f" market 100 [1001 {format_price(bid.price)} / {format_price(offer.price)};", line)
-        self.assertTrue(line.endswith(f"] position 1001 +£2.00 exposure {exposure}"), line)
+        self.assertTrue(line.endswith(f"] (this run's position 1001 +£2.00 payoff, worst loss {exposure})"), line)
         self.connection.drop()
         line = status_line(self.factory, None)
         self.assertTrue(line.startswith("not connected, session held,"))
         self.assertIn(", 1 open orders (1 unknown), ", line)  # the exchange may cancel it meanwhile
         self.assertIn(f", exposure {exposure} (last known), ", line)
-        self.assertIn("market 100 [prices stale] position 1001 +£2.00", line)
+        self.assertIn("market 100 [prices stale] (this run's position 1001 +£2.00 payoff, ", line)
+
+    def test_orders_not_yet_accepted_are_pending_not_open(self) -> None:
+        """Only the orders the exchange accepted are open; the rest, sent or queued, wait for its answer."""
+        for price in (200, prices.ticks_above(200)[0]):
+            self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, price)
+        self.assertIn(", 0 open orders, 2 orders pending, ", status_line(self.factory, None))
+        self.market.flush()
+        self.assertIn(", 2 open orders, ", status_line(self.factory, None))
+        self.assertNotIn("pending", status_line(self.factory, None))
+        self.factory.order(100, 1001, seto_pb2.SIDE_BUY, 20000, 200, timeout=1).addErrback(lambda _: None)
+        self.connection.pump.clientIO.getOutBuffer()  # sent; no answer comes
+        self.market.clock.advance(1)
+        self.assertIn(", 2 open orders, 1 orders pending (1 unknown), ", status_line(self.factory, None))
+
 
     def test_every_interval_one_line_and_no_price_lines_unless_verbose(self) -> None:
         for verbose in (False, True):
@@ -167,6 +181,45 @@ class StatusLineTests(SynchronousTestCase):
         self.assertNotIn("SessionState", text)
 
 
+class AccountFiguresTests(SynchronousTestCase):
+    """The account's figures are the exchange's: another client's orders, or an earlier run's, count in them."""
+
+    def setUp(self) -> None:
+        self.market = InMemoryExchange(accounts=two_accounts(), catalogue=markets())
+        self.first, _ = self.market.client("alice", "alice-pw")
+        self.market.flush()
+
+    def assertExchangeFigures(self, factory: SmarketsClientFactory) -> str:
+        alice = self.market.exchange.account("alice")
+        line = status_line(factory, None)
+        self.assertGreater(alice.exposure, 0)
+        self.assertIn(f", available {format_money(money(alice.available_balance))} of £1000.00,"
+                      f" exposure {format_money(money(alice.exposure))}", line)
+        return line
+
+    def test_another_clients_orders_count(self) -> None:
+        self.first.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2500)
+        self.market.flush()
+        second, _ = self.market.client("alice", "alice-pw")
+        second.order(MARKET, HOME, seto_pb2.SIDE_BUY, 40000, 2000)
+        self.market.flush()
+        self.assertExchangeFigures(self.first)
+        line = self.assertExchangeFigures(second)
+        self.assertIn("(this run's worst loss £0.80)", line)  # its own order only, and said to be so
+
+    def test_an_earlier_runs_orders_count(self) -> None:
+        self.first.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2500)
+        self.market.flush()
+        self.first.stop()
+        self.market.flush()
+        restarted, _ = self.market.client("alice", "alice-pw")
+        self.market.flush()
+        self.assertIn("exposure unknown", status_line(restarted, None))  # until the exchange reports a balance
+        restarted.order(MARKET, HOME, seto_pb2.SIDE_BUY, 20000, 2000)
+        self.market.flush()
+        self.assertExchangeFigures(restarted)
+
+
 class EmbeddedExchangeTests(SynchronousTestCase):
     def test_says_it_is_a_simulation_with_its_account_and_markets(self) -> None:
         reactor = MemoryReactorClock()
@@ -241,6 +294,15 @@ class TradeLogTests(SynchronousTestCase):
         self.assertEqual(text, [f"order {placed.order_id} partly filled (£0.50 of £2.00 at an average 25.00% (4.0))"
                                 " then cancelled (member requested)"])
 
+    def test_an_order_another_client_placed_during_this_run(self) -> None:
+        """Not "placed before this run": another client of the account placed it while this one ran."""
+        other, _ = self.market.client("alice", "alice-pw")
+        self.market.flush()
+        placed = self.successResultOf(self.order(other, seto_pb2.SIDE_BUY, 20000))
+        text = self.logged(lambda: self.order(self.bob, seto_pb2.SIDE_SELL, 20000))
+        self.assertEqual(text, [f"order {placed.order_id} (not placed by this client) filled: £2.00"
+                                " at an average 25.00% (4.0)"])
+
     def test_refused(self) -> None:
         text = self.logged(lambda: self.failureResultOf(self.order(self.alice, seto_pb2.SIDE_BUY, 10**9, price=5000)))
         self.assertEqual(text, [f"an order (buy £100000.00 payoff of market {MARKET} contract {HOME} at 50.00% (2.0),"
@@ -307,11 +369,11 @@ class TradeLogOfOrdersFromBeforeTests(SynchronousTestCase):
         factory, text = self.restart()
         self.assertEqual(text, [
             f"order {first}: bought £0.50 payoff at 25.00% (4.0) (£0.50 of £2.00 filled)",
-            f"order {first} (placed before this run) is live: buy £2.00 payoff of market {MARKET} contract {HOME}"
+            f"order {first} (not placed by this client) is live: buy £2.00 payoff of market {MARKET} contract {HOME}"
             " at 25.00% (4.0), good till cancelled, risking £0.50",
             f"order {first} partly filled (£0.50 of £2.00 at an average 25.00% (4.0)) then cancelled"
             " (member requested)",
-            f"order {second} (placed before this run) cancelled: member requested",
+            f"order {second} (not placed by this client) cancelled: member requested",
         ])
         self.assertEqual(factory.orders.open(), [])
         order = factory.orders.get(second)

@@ -156,7 +156,7 @@ class MarketMakerTests(SynchronousTestCase):
                              (Level(bid.price, 20_000), Level(offer.price, 20_000)))
             self.assertEqual(bid.label, LABEL)
         text = "\n".join(str(formatEvent(event)) for event in events)
-        self.assertRegex(text, r"quoting: buy £2\.00 of contract 100\d at \d+\.\d\d% \([\d.]+\)")
+        self.assertRegex(text, r"quoting: buy £2\.00 payoff of market 100 contract 100\d at \d+\.\d\d% \([\d.]+\)")
         self.assertOrdersAgree()
 
     def test_moves_its_quotes_when_the_market_moves(self) -> None:
@@ -247,8 +247,8 @@ class MarketMakerTests(SynchronousTestCase):
             held.serverIO.bufferReceived(replace)
             self.market.flush()
         lines = [str(formatEvent(event)) for event in events if event.get("log_level") != LogLevel.debug]
-        self.assertIn(f"moving quote {prices.format_price(bid.price)} -> buy £2.00 of contract 1001 at "
-                      f"{prices.format_price(lower)}: refused (too late)", lines)
+        self.assertIn(f"moving order {bid.order_id} at {prices.format_price(bid.price)} -> buy £2.00 payoff of market"
+                      f" 100 contract 1001 at {prices.format_price(lower)}: refused (too late)", lines)
         self.assertFalse([line for line in lines if "ORDER_" in line])
 
     def test_a_quote_the_exchange_no_longer_has_is_forgotten_and_quoted_afresh(self) -> None:
@@ -351,8 +351,8 @@ class MarketMakerTests(SynchronousTestCase):
         filled = lines.index(f"order {bid.order_id} filled: £2.00 at an average {prices.format_price(bid.price)}")
         exposure = self.factory.positions.worst_loss(100)
         self.assertLess(exposure, self.factory.positions.exposure)
-        self.assertEqual(lines[filled + 1], f"contract 1001: net position £2.00 payoff; market 100 exposure "
-                                            f"{prices.format_money(exposure)}")
+        self.assertEqual(lines[filled + 1], "market 100 contract 1001: this run's position +£2.00 payoff, worst loss"
+                                            f" in the market {prices.format_money(exposure)}")
 
     def settle_settings(self, cancel_all_on_failure: bool) -> None:
         done = self.factory.settings(cancel_all_on_failure=cancel_all_on_failure)
@@ -535,8 +535,9 @@ class MarketMakerNewSessionTests(SynchronousTestCase):
         self.assertEqual({order.state for order in old}, {OrderState.UNKNOWN})
         self.assertIn(", 12 open orders (6 unknown), ", status_line(factory, None))
         lines = [str(formatEvent(event)) for event in events]
-        self.assertIn("the session ended: 6 quotes of unknown fate forgotten; quoting anew in the next", lines)
-        self.assertFalse([line for line in lines if "moving quote" in line or "(too late)" in line], lines)
+        self.assertIn("the session ended: 6 quotes of unknown fate forgotten; their sides are quoted afresh once logged"
+                      " in again", lines)
+        self.assertFalse([line for line in lines if "moving order" in line or "(too late)" in line], lines)
         # A cancel refused as not found settles one: the exchange does not have it.
         gone = sorted(old, key=lambda order: order.order_id or 0)[0]
         assert gone.order_id is not None

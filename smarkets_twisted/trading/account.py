@@ -3,8 +3,11 @@
 Built on `smarkets_twisted.trading.positions`, the one implementation the
 simulated exchange reserves money with: every fill this client sees is a
 trade, and every live order reserves its remaining quantity at its limit
-price, exactly as the exchange counts them, so that ``exposure`` and
-``available_balance`` here are the exchange's own figures.
+price, exactly as the exchange counts them.  Those figures are this client's
+share only: fills and orders from before it started, or of another client on
+the account, are not in them.  The account's own figures are the exchange's,
+as its last ``balance_changed`` said them: ``reported_available`` and
+``reported_exposure``.
 
 A market's worst case is taken over its contracts as the book shows them
 (subscribe to the market, or name them with `set_contracts`); until then a
@@ -38,6 +41,10 @@ class AccountPositions(OrderListener):
         self.markets: dict[int, MarketPosition] = {}
         #: The cash balance in pounds, as the exchange last reported it (None before it has).
         self.balance: Decimal | None = None
+        #: The account's available balance and exposure in pounds, as the exchange last reported them (None
+        #: before it has): unlike `available_balance` and `exposure`, they count every client's orders and fills.
+        self.reported_available: Decimal | None = None
+        self.reported_exposure: Decimal | None = None
         self._books = books
         self._contracts: dict[int, frozenset[int]] = {}
         self._reserved: dict[Order, int] = {}
@@ -69,12 +76,12 @@ class AccountPositions(OrderListener):
 
     @property
     def exposure(self) -> Decimal:
-        """The sum of the markets' worst cases, in pounds."""
+        """The sum of the markets' worst cases, in pounds: this client's orders and fills only."""
         return sum((self.worst_loss(market_id) for market_id in self.markets), money(0))
 
     @property
     def available_balance(self) -> Decimal | None:
-        """The balance less the exposure: what a new order may put at risk (None before a balance)."""
+        """The balance less this client's exposure (None before a balance); the account's is `reported_available`."""
         return None if self.balance is None else self.balance - self.exposure
 
     def set_contracts(self, market_id: int, contract_ids: list[int]) -> None:
@@ -127,5 +134,7 @@ class AccountPositions(OrderListener):
                 del self._reserved[order]
 
     def _balance_changed(self, message: Any) -> None:
-        self.balance = money_from_double(message.available_balance) + money_from_double(message.exposure)
+        self.reported_available = money_from_double(message.available_balance)
+        self.reported_exposure = money_from_double(message.exposure)
+        self.balance = self.reported_available + self.reported_exposure
 

@@ -29,7 +29,7 @@ from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.books import ContractBook, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState, is_gone_reason
-from smarkets_twisted.trading.prices import BUY, SELL, SIDE_NAMES, format_money, format_price, money
+from smarkets_twisted.trading.prices import BUY, SELL, SIDE_NAMES, format_money, format_position, format_price, money
 from smarkets_twisted.trading.strategy import Strategy
 
 #: The payoff of each quote: £2.00, in 1/10000 of the currency.
@@ -157,8 +157,8 @@ class MarketMaker(Strategy):
         # `Orders` heard first: a quote live when the session ended is now of unknown fate.
         unknown = [key for key, order in self.quotes.items() if order.state is not OrderState.LIVE]
         if unknown:
-            self.log.info("the session ended: {count} quotes of unknown fate forgotten; quoting anew in the next",
-                          count=len(unknown))
+            self.log.info("the session ended: {count} quotes of unknown fate forgotten; their sides are quoted"
+                          " afresh once logged in again", count=len(unknown))
         for key in unknown:
             del self.quotes[key]
 
@@ -176,9 +176,10 @@ class MarketMaker(Strategy):
             # After the trade log's line for the fill, what it leaves the maker holding.
             self._filled = None
             position = self.positions.contract(order.market_id, order.contract_id)
-            self.log.info("contract {contract}: net position {net} payoff; market {market} exposure {exposure}",
-                          contract=order.contract_id, net=format_money(money(position.net if position else 0)),
-                          market=order.market_id, exposure=format_money(self.positions.worst_loss(order.market_id)))
+            self.log.info("market {market} contract {contract}: this run's position {net}, worst loss in the market"
+                          " {worst}", market=order.market_id, contract=order.contract_id,
+                          net=format_position(position.net if position else 0),
+                          worst=format_money(self.positions.worst_loss(order.market_id)))
         key = (order.contract_id, order.side)
         if order.label != LABEL:
             return
@@ -253,7 +254,7 @@ class MarketMaker(Strategy):
         if current is None:
             quantity = min(self.quantity, room)
             if quantity > 0:
-                what = self._describe(contract_id, side, quantity, price)
+                what = self._describe(market_id, contract_id, side, quantity, price)
                 if self.verbose:  # else the trade log says it, as "order N accepted: ..."
                     self.log.info("quoting: {what}", what=what)
                 self._send(key, self.factory.order(market_id, contract_id, side, quantity, price, label=LABEL), what)
@@ -264,15 +265,16 @@ class MarketMaker(Strategy):
             if quantity <= 0:
                 self._pull(current)  # and quote afresh, sized exactly, once it is gone
                 return
-            what = f"moving quote {format_price(current.price)} -> " \
-                   f"{self._describe(contract_id, side, quantity, price)}"
+            what = f"moving order {current.order_id} at {format_price(current.price)} -> " \
+                   f"{self._describe(market_id, contract_id, side, quantity, price)}"
             if self.verbose:
                 self.log.info("{what}", what=what)
             self._send(key, self.factory.replace(current.order_id, price, quantity, label=LABEL), what, current)
 
     @staticmethod
-    def _describe(contract_id: int, side: int, quantity: int, price: int) -> str:
-        return f"{SIDE_NAMES[side]} {format_money(money(quantity))} of contract {contract_id} at {format_price(price)}"
+    def _describe(market_id: int, contract_id: int, side: int, quantity: int, price: int) -> str:
+        return (f"{SIDE_NAMES[side]} {format_money(money(quantity))} payoff of market {market_id} contract {contract_id}"
+                f" at {format_price(price)}")
 
     def _pull(self, order: Order) -> None:
         """Cancel a quote the exchange has accepted."""

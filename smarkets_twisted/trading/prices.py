@@ -232,3 +232,9 @@ def format_money(amount: Decimal) -> str:
     """Pounds to the penny, as a person reads them: Decimal('2') -> '£2.00'."""
     rounded = amount.quantize(_PENNY, context=_CONTEXT)
     return f"-£{-rounded}" if rounded < 0 else f"£{rounded}"
+
+
+def format_position(net: int) -> str:
+    """A net position, signed, as a payoff in pounds: 20000 -> '+£2.00 payoff', -10000 -> '-£1.00 payoff'."""
+    text = format_money(money(net))
+    return f"{'+' if net > 0 and text != '£0.00' else ''}{text} payoff"
