@@ -273,8 +273,8 @@ class MarketMaker(Strategy):
 
     @staticmethod
     def _describe(market_id: int, contract_id: int, side: int, quantity: int, price: int) -> str:
-        return (f"{SIDE_NAMES[side]} {format_money(money(quantity))} payoff of market {market_id} contract {contract_id}"
-                f" at {format_price(price)}")
+        return (f"{SIDE_NAMES[side]} {format_money(money(quantity))} payoff of market {market_id}"
+                f" contract {contract_id} at {format_price(price)}")
 
     def _pull(self, order: Order) -> None:
         """Cancel a quote the exchange has accepted."""
