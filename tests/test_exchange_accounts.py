@@ -94,6 +94,20 @@ class AccountTests(SynchronousTestCase):
         self.assertEqual(account.events_after(7), AccountReplay(tuple(notes[7:]), False))
         self.assertEqual(account.events_after(10), AccountReplay(tuple(notes[10:]), False))
 
+    def test_numbered_from_a_base(self) -> None:
+        """A run's events follow its base; the earlier run's sequences below it were never held, not lost."""
+        account = self.make(history_limit=5)
+        account.number_from(1_000)
+        self.assertEqual(account.account_sequence, 1_000)
+        notes = [account.record(lambda sequence: _Note(sequence, "x")) for _ in range(3)]
+        self.assertEqual([note.account_sequence for note in notes], [1_001, 1_002, 1_003])
+        self.assertEqual(account.events_after(500), AccountReplay(tuple(notes), False))
+        self.assertTrue(account.holds_events_after(500))
+        notes += [account.record(lambda sequence: _Note(sequence, "x")) for _ in range(3)]
+        self.assertEqual(account.events_after(500), AccountReplay(tuple(notes[1:]), True))
+        self.assertFalse(account.holds_events_after(500))
+        self.assertRaises(ValueError, account.number_from, 2_000)  # its events are numbered already
+
     def test_no_history(self) -> None:
         account = self.make(history_limit=0)
         account.record(lambda sequence: _Note(sequence, "x"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import errors
@@ -14,6 +15,7 @@ from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.books import MarketBook
+from smarkets_twisted.trading.orders import OrderState
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 
 BUY = seto_pb2.SIDE_BUY
@@ -178,6 +180,51 @@ class MarketDataTests(ClientAgainstExchangeTestCase):
         self.exchange.halt(MARKET)
         self.market.flush()
         self.assertEqual([m.state for m in states["seto.market_state"]], [seto_pb2.MARKET_STATE_HALTED])
+
+
+class ExchangeRestartTests(ClientAgainstExchangeTestCase):
+    """The exchange process is killed and started again (kill -9, then twistd); the clients stay up."""
+
+    def restart(self) -> None:
+        for connection in self.market.connections:
+            connection.drop()
+        self.market.clock.advance(5)
+        self.market = InMemoryExchange(self.market.clock, two_accounts(), markets(), ANY_PRICE)
+        self.exchange = self.market.exchange
+        for factory in (self.alice, self.bob):
+            self.market.connect(factory)  # the old session is refused: a new one starts
+            self.market.flush()
+            self.market.connect(factory)
+            self.market.flush()
+            self.successResultOf(factory.whenLoggedIn())
+
+    def trade(self) -> tuple[int, int, int]:
+        """Alice's orders: one filled by bob, one cancelled, one live."""
+        filled = self.settle(self.alice.order(MARKET, HOME, BUY, 10_000, 4000)).order_id
+        self.settle(self.bob.order(MARKET, HOME, SELL, 10_000, 4000))
+        cancelled = self.settle(self.alice.order(MARKET, AWAY, BUY, 10_000, 3000)).order_id
+        self.settle(self.alice.cancel(cancelled))
+        live = self.settle(self.alice.order(MARKET, AWAY, BUY, 10_000, 2000)).order_id
+        return filled, cancelled, live
+
+    def states(self, order_ids: tuple[int, ...]) -> list[OrderState | None]:
+        return [getattr(self.alice.orders.get(order_id), "state", None) for order_id in order_ids]
+
+    def test_no_order_of_the_earlier_run_is_confused_with_a_new_one(self) -> None:
+        before = self.trade()
+        with capturedLogs() as events:
+            self.restart()
+            after = self.trade()
+            # The live order died with the exchange: a cancel refused as not found settles it.
+            self.refused(self.alice.cancel(before[2]), errors.CancelRejected)
+        self.assertGreater(min(after), max(before))
+        self.assertEqual(self.states(before), [OrderState.FILLED, OrderState.CANCELLED, OrderState.GONE])
+        self.assertEqual(self.states(after), [OrderState.FILLED, OrderState.CANCELLED, OrderState.LIVE])
+        # No phantom: the client's open orders are the exchange's.
+        self.assertEqual([order.order_id for order in self.alice.orders.open()], [after[2]])
+        self.assertEqual([order.order_id for order in self.exchange.open_orders("alice")], [after[2]])
+        warnings = [str(formatEvent(e)) for e in events if e.get("log_level", LogLevel.info) >= LogLevel.warn]
+        self.assertEqual([w for w in warnings if "does not fit" in w or "replaced by" in w or "afresh" in w], [])
 
 
 class FailureAndResumeTests(ClientAgainstExchangeTestCase):

@@ -9,14 +9,27 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.exchange import messages
 from smarkets_twisted.exchange.engine import MAX_LABEL_LENGTH, MarketStateError
-from smarkets_twisted.exchange.service import ExchangeSettings
+from smarkets_twisted.exchange.events import AccountEvent
+from smarkets_twisted.exchange.service import Exchange, ExchangeSettings, id_base_at
 from smarkets_twisted.payloads import Payload, body, handler_name, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
-from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, ExchangeFixture, ScriptedClient
+from tests.exchange_helpers import (
+    AWAY,
+    HALTABLE,
+    HOME,
+    MARKET,
+    OVER,
+    ExchangeFixture,
+    ScriptedClient,
+    markets,
+    two_accounts,
+)
 
 BUY = seto_pb2.SIDE_BUY
 SELL = seto_pb2.SIDE_SELL
@@ -569,6 +582,73 @@ class AccountReplayTests(ServiceTestCase):
         later = self.fixture.client()
         received = later.login(account_sequence=self.exchange.account("alice").account_sequence)
         self.assertEqual(len(received), 2)
+
+
+class IdsAcrossRunsTests(SynchronousTestCase):
+    """A restarted exchange never hands out an order id or account sequence an earlier run did:
+    a client that stayed up keys its orders and its replay position on them."""
+
+    def trade(self, exchange: Exchange) -> tuple[set[int], set[int]]:
+        """A fill, a cancel and a live order; the order ids and account sequences they were given."""
+        happened = [
+            *exchange.place_order("alice", MARKET, HOME, BUY, 10_000, 2500),
+            *exchange.place_order("bob", MARKET, HOME, SELL, 10_000, 2500),
+            *exchange.place_order("alice", MARKET, AWAY, BUY, 10_000, 2000),
+        ]
+        (live,) = exchange.open_orders("alice")
+        happened += exchange.cancel_order("alice", live.order_id)
+        happened += exchange.place_order("bob", MARKET, AWAY, SELL, 10_000, 4000)
+        order_ids = {event.order_id for event in happened if isinstance(getattr(event, "order_id", None), int)}
+        sequences = {event.account_sequence for event in happened if isinstance(event, AccountEvent)}
+        self.assertEqual(len(order_ids), 4)
+        return order_ids, sequences
+
+    def exchange(self, clock: Clock, id_base: int | None = None) -> Exchange:
+        settings = ExchangeSettings(any_price=True, id_base=id_base)
+        return Exchange(clock, two_accounts(), markets(), settings)
+
+    def assertAllAbove(self, earlier: tuple[set[int], set[int]], later: tuple[set[int], set[int]]) -> None:
+        for before, after in zip(earlier, later, strict=True):
+            self.assertGreater(min(after), max(before))
+
+    def test_a_run_started_later_on_the_clock_numbers_above_every_earlier_id(self) -> None:
+        clock = Clock()
+        clock.advance(1_764_151_200.25)  # 2025-11-26 10:00:00.25 UTC
+        first = self.trade(self.exchange(clock))
+        clock.advance(0.001)
+        second = self.trade(self.exchange(clock))
+        self.assertAllAbove(first, second)
+        self.assertEqual(min(second[0]), 1_764_151_200_251_001)
+
+    def test_a_run_given_a_later_base_numbers_above_it(self) -> None:
+        clock = Clock()
+        first = self.trade(self.exchange(clock))
+        second = self.trade(self.exchange(clock, id_base=1_000))
+        self.assertAllAbove(first, second)
+        self.assertEqual((min(second[0]), min(second[1])), (1_001, 1_001))
+
+    def test_on_a_test_clock_the_ids_are_the_same_each_time(self) -> None:
+        self.assertEqual(self.trade(self.exchange(Clock())), self.trade(self.exchange(Clock())))
+
+    def test_ids_stay_within_the_schema_and_a_double_for_two_centuries(self) -> None:
+        self.assertLess(id_base_at(7_258_118_400) + 2**32, 2**53)  # 2200-01-01
+
+    def test_an_account_numbered_already_cannot_be_renumbered(self) -> None:
+        accounts = two_accounts()
+        self.trade(Exchange(Clock(), accounts, markets(), ExchangeSettings(any_price=True)))
+        self.assertRaises(ValueError, Exchange, Clock(), accounts, markets())
+
+    def test_a_login_from_an_earlier_runs_sequence_gets_this_whole_run(self) -> None:
+        """Every event of this run, and no warning that some were lost: the earlier run's were never held."""
+        fixture = ExchangeFixture(settings=ExchangeSettings(id_base=2**40))
+        fixture.exchange.place_order("alice", MARKET, HOME, BUY, 10_000, 2500)
+        with capturedLogs() as events:
+            received = fixture.client().login(account_sequence=500)
+        self.assertEqual([handler_name(p) for p in received][2:], ["seto.order_accepted", "seto.balance_changed"])
+        accepted = received[2].order_accepted
+        self.assertEqual((accepted.order_id, accepted.account_sequence_64), (2**40 + 1, 2**40 + 1))
+        self.assertFalse(accepted.HasField("account_sequence"))  # beyond the uint32 field
+        self.assertEqual([e for e in events if "oldest still held" in e.get("log_format", "")], [])
 
 
 class LongReplayTests(ServiceTestCase):

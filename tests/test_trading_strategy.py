@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smarkets_twisted import errors, tap
 from smarkets_twisted.exchange.accounts import Account, Accounts, default_accounts, parse_amount
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
+from smarkets_twisted.exchange.service import ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.payloads import Payload, handler_name, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -500,8 +501,9 @@ class ReadmeStrategyTests(SynchronousTestCase):
 class MarketMakerNewSessionTests(SynchronousTestCase):
     """The exchange restarts (a fresh one on the same address, that knows neither the session nor the orders)."""
 
-    def exchange(self, clock: object | None = None) -> InMemoryExchange:
-        market = InMemoryExchange(clock, accounts=with_liquidity_account(default_accounts()))  # type: ignore[arg-type]
+    def exchange(self, clock: object | None = None, settings: ExchangeSettings | None = None) -> InMemoryExchange:
+        market = InMemoryExchange(clock, accounts=with_liquidity_account(default_accounts()),  # type: ignore[arg-type]
+                                  settings=settings)
         liquidity = LiquiditySimulator(market.exchange, market.clock, interval=3600, seed=7)
         liquidity.startService()
         self.addCleanup(liquidity.stopService)
@@ -518,7 +520,8 @@ class MarketMakerNewSessionTests(SynchronousTestCase):
         old = set(maker.quotes.values())
         self.assertEqual(len(old), 6)
         connection.drop()
-        restarted = self.exchange(first.clock)
+        # Ours numbers a run above every earlier one; a real exchange might start again from 1.
+        restarted = self.exchange(first.clock, ExchangeSettings(id_base=0))
         for _ in range(10):  # its order ids start again: past the old ones, as a long-running exchange's would
             restarted.exchange.place_order("liquidity", 100, 1001, BUY, 10_000, 1000)
         with capturedLogs() as events:
@@ -537,6 +540,7 @@ class MarketMakerNewSessionTests(SynchronousTestCase):
         lines = [str(formatEvent(event)) for event in events]
         self.assertIn("the session ended: 6 quotes of unknown fate forgotten; their sides are quoted afresh once logged"
                       " in again", lines)
+        self.assertTrue([line for line in lines if line.startswith("the exchange numbers account events afresh")])
         self.assertFalse([line for line in lines if "moving order" in line or "(too late)" in line], lines)
         # A cancel refused as not found settles one: the exchange does not have it.
         gone = sorted(old, key=lambda order: order.order_id or 0)[0]

@@ -7,7 +7,9 @@ floats.
 
 Every account event gets the next account sequence number; the account keeps
 the last few thousand events so that a client logging in again with
-``account_sequence_64 = N`` can be sent everything after ``N``.
+``account_sequence_64 = N`` can be sent everything after ``N``.  A run of the
+exchange numbers from a base it is given (`Account.number_from`), so that a
+restarted exchange never repeats a sequence an earlier run sent.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ class AccountReplay:
     """The account events after a given account sequence.
 
     :ivar events: the remembered events after that sequence, oldest first.
-    :ivar truncated: True when some events after that sequence have already
-        been dropped from the bounded history (``events`` then starts later).
+    :ivar truncated: True when some events of this run after that sequence
+        have already been dropped from the bounded history (``events`` then
+        starts later).  Events of an earlier run were never held: asking from
+        one of their sequences is not truncation.
     """
 
     events: tuple[Sequenced, ...]
@@ -84,6 +88,7 @@ class Account:
         self.balance = balance
         self.exposure = 0
         self._password = password.encode("utf-8")
+        self._first_sequence = 0
         self._sequence = 0
         self._history: deque[Sequenced] = deque(maxlen=history_limit)
 
@@ -99,8 +104,19 @@ class Account:
 
     @property
     def account_sequence(self) -> int:
-        """The sequence number of the latest account event (0 before any)."""
+        """The sequence number of the latest account event (the base before any)."""
         return self._sequence
+
+    def number_from(self, base: int) -> None:
+        """Give this run's first account event the sequence ``base + 1``.
+
+        :raises ValueError: when events are numbered already, or ``base`` is negative.
+        """
+        if self._sequence != self._first_sequence:
+            raise ValueError(f"{self} has numbered account events already")
+        if base < 0:
+            raise ValueError("an account sequence base must not be negative")
+        self._first_sequence = self._sequence = base
 
     def check_password(self, candidate: str) -> bool:
         """Compare ``candidate`` with the password in constant time."""
@@ -117,16 +133,17 @@ class Account:
         return event
 
     def holds_events_after(self, account_sequence: int) -> bool:
-        """Whether every event after ``account_sequence`` is still remembered."""
-        return account_sequence + len(self._history) >= self._sequence
+        """Whether every event of this run after ``account_sequence`` is still remembered."""
+        return max(account_sequence, self._first_sequence) + len(self._history) >= self._sequence
 
     def events_after(self, account_sequence: int) -> AccountReplay:
         """The remembered events whose account sequence is above ``account_sequence``."""
         if account_sequence >= self._sequence:
             return AccountReplay((), False)
+        after = max(account_sequence, self._first_sequence)
         oldest_kept = self._sequence - len(self._history) + 1
-        start = max(0, account_sequence + 1 - oldest_kept)
-        return AccountReplay(tuple(islice(self._history, start, None)), account_sequence + 1 < oldest_kept)
+        start = max(0, after + 1 - oldest_kept)
+        return AccountReplay(tuple(islice(self._history, start, None)), after + 1 < oldest_kept)
 
 
 class Accounts:
