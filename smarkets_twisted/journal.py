@@ -378,6 +378,11 @@ class _Seqs:
         return "none" if self.first is None else f"{self.first}-{self.last}"
 
 
+def _counted(n: int, one: str, many: str = "") -> str:
+    """``1 resume``, ``2 resumes``: a count and its noun, singular or plural."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     """A few lines on a journal: sessions, seqs, gaps and replays, types, orders and fills."""
     count = 0
@@ -385,7 +390,8 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
     types: dict[str, dict[str, int]] = {IN: {}, OUT: {}}
     replayed = {IN: 0, OUT: 0}
     sessions: list[dict[str, _Seqs]] = []
-    resumes = connections = dropped = undecodable = truncated = runs = 0
+    resumes = refused = connections = dropped = undecodable = truncated = runs = 0
+    resuming = False  # a resume sent and not yet answered: a login response, or a logout refusing it
     fills: set[tuple[int, int]] = set()
     filled = 0
     for entry in entries:
@@ -411,10 +417,13 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         types[direction][name] = types[direction].get(name, 0) + 1
         replayed[direction] += bool(entry["is_replay"])
         if is_login(entry):
-            if starts_session(entry):
+            resuming = not starts_session(entry)
+            if not resuming:
                 sessions.append({IN: _Seqs(), OUT: _Seqs()})
-            else:
-                resumes += 1
+        elif resuming and name in ("eto.login_response", "eto.logout"):
+            resuming = False
+            resumes += name == "eto.login_response"
+            refused += name == "eto.logout"
         if not sessions:
             sessions.append({IN: _Seqs(), OUT: _Seqs()})
         sessions[-1][direction].see(entry["seq"], entry["is_replay"])
@@ -427,27 +436,29 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         return ["empty journal"]
     received = types[IN]
     lines = [
-        f"{count} entries over {last_time - first_time:.1f} s; {connections} connections, "
-        f"{len(sessions)} sessions, {resumes} resumes"
+        f"{_counted(count, 'entry', 'entries')} over {last_time - first_time:.1f} s; "
+        f"{_counted(connections, 'connection')}, {_counted(len(sessions), 'session')}, "
+        f"{_counted(resumes, 'resume')}"
+        + (f" ({_counted(refused, 'resume')} refused by the exchange)" if refused else "")
         + (f"; recorded by {runs} runs of the client" if runs > 1 else "")
-        + (f"; {dropped} entries dropped by the recorder" if dropped else "")
+        + (f"; {_counted(dropped, 'entry', 'entries')} dropped by the recorder" if dropped else "")
         + (f"; {undecodable} undecodable" if undecodable else "")
-        + (f"; {truncated} lines cut short" if truncated else ""),
+        + (f"; {_counted(truncated, 'line')} cut short" if truncated else ""),
     ]
     for number, seqs in enumerate(sessions, 1):
         lines.append(
-            f"session {number}: in seqs {seqs[IN]} ({seqs[IN].gaps} gaps, {seqs[IN].missing} missing), "
-            f"out seqs {seqs[OUT]}"
+            f"session {number}: in seqs {seqs[IN]} ({_counted(seqs[IN].gaps, 'gap')}, {seqs[IN].missing} missing),"
+            f" out seqs {seqs[OUT]}"
         )
     for direction in (IN, OUT):
         by_count = sorted(types[direction].items(), key=lambda t: (-t[1], t[0]))
         counts = ", ".join(f"{name} {n}" for name, n in by_count)
         total = sum(types[direction].values())
-        lines.append(f"{direction}: {total} payloads, {replayed[direction]} replayed: {counts}")
+        lines.append(f"{direction}: {_counted(total, 'payload')}, {replayed[direction]} replayed: {counts}")
     lines.append(
         f"orders: {types[OUT].get('seto.order_create', 0)} sent, {received.get('seto.order_accepted', 0)} accepted, "
         f"{received.get('seto.order_rejected', 0) + received.get('seto.order_invalid', 0)} refused, "
         f"{received.get('seto.order_cancelled', 0)} cancelled; "
-        f"{len(fills)} fills for {format_money(money(filled))} in payoff"
+        f"{_counted(len(fills), 'fill')} for {format_money(money(filled))} in payoff"
     )
     return lines

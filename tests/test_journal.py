@@ -163,7 +163,7 @@ class WriterTests(SynchronousTestCase):
         path.write_text('{"time": 1, "event": "connected"}\n{"time": 2, "dir": "in", "se')
         entries = list(read_journal(str(path)))
         self.assertEqual([e["event"] for e in entries], ["connected", "truncated"])
-        self.assertIn("1 lines cut short", summarize(iter(entries))[0])
+        self.assertIn("1 line cut short", summarize(iter(entries))[0])
 
     def test_a_restarted_process_marks_its_run_after_a_line_cut_short(self) -> None:
         path = self.mktemp()
@@ -181,7 +181,7 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual([(e["event"], e["time"]) for e in entries],
                          [("opened", 1.0), ("connected", 2.0), ("truncated", 2.0), ("opened", 10.0),
                           ("connected", 11.0)])
-        self.assertIn("recorded by 2 runs of the client; 1 lines cut short", summarize(iter(entries))[0])
+        self.assertIn("recorded by 2 runs of the client; 1 line cut short", summarize(iter(entries))[0])
         # A line that is not JSON anywhere else is an error, as before.
         Path(path).write_text('{"time": 1, "event": "opened"}\nnot json\n{"time": 2, "event": "connected"}\n')
         with self.assertRaises(JournalError) as caught:
@@ -214,10 +214,28 @@ class SummaryTests(SynchronousTestCase):
             {"time": 7.0, "event": "dropped", "count": 4},
         ]
         text = "\n".join(summarize(iter(entries)))
-        self.assertIn("2 connections, 1 sessions, 1 resumes; 4 entries dropped", text)
-        self.assertIn("session 1: in seqs 1-6 (1 gaps, 2 missing), out seqs 1-3", text)
+        self.assertIn("2 connections, 1 session, 1 resume; 4 entries dropped", text)
+        self.assertIn("session 1: in seqs 1-6 (1 gap, 2 missing), out seqs 1-3", text)
         self.assertIn("in: 7 payloads, 3 replayed", text)
-        self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fills for £2.00 in payoff", text)
+        self.assertIn("orders: 1 sent, 1 accepted, 0 refused, 0 cancelled; 1 fill for £2.00 in payoff", text)
+
+    def test_a_resume_the_exchange_refused_is_not_counted_as_one(self) -> None:
+        """The exchange restarted: it answers the resume with a logout, and the client starts a new session."""
+        entries = [
+            {"time": 0.0, "event": "connected"},
+            entry(1, "seto.login", "out", eto_payload={}),
+            entry(1, "eto.login_response"),
+            {"time": 2.0, "event": "disconnected", "reason": "lost"},
+            {"time": 3.0, "event": "connected"},
+            entry(2, "seto.login", "out", eto_payload={"login": {"session": "<redacted>"}}),
+            entry(1, "eto.logout", eto_payload={"logout": {"reason": "LOGOUT_UNKNOWN_SESSION"}}),
+            {"time": 3.0, "event": "disconnected", "reason": "login refused"},
+            {"time": 4.0, "event": "connected"},
+            entry(1, "seto.login", "out", eto_payload={}),
+            entry(1, "eto.login_response"),
+        ]
+        text = "\n".join(summarize(iter(entries)))
+        self.assertIn("3 connections, 2 sessions, 0 resumes (1 resume refused by the exchange)", text)
 
     def test_command_prints_summary_or_one_line_error(self) -> None:
         path = self.mktemp()
@@ -228,7 +246,7 @@ class SummaryTests(SynchronousTestCase):
         self.patch(sys, "stdout", out)
         self.patch(sys, "stderr", err)
         self.assertEqual(command.main(["journal", "summary", path]), 0)
-        self.assertIn("1 connections, 1 sessions, 0 resumes", out.getvalue())
+        self.assertIn("1 connection, 1 session, 0 resumes", out.getvalue())
         self.assertEqual(command.main(["journal", "summary", path + ".missing"]), 1)
         self.assertEqual(err.getvalue().count("\n"), 1)
         self.assertIn("no journal at", err.getvalue())
