@@ -85,8 +85,7 @@ _REISSUE: dict[str, Callable[[SmarketsClientFactory, Any], Deferred[Any] | None]
     "seto.order_cancel_replace": lambda f, m: f.replace(m.orig_order_id, m.price, m.quantity,
                                                         reference=_optional(m, "reference"),
                                                         label=_optional(m, "label")),
-    # A subscription the factory renews by itself on a new session is not asked twice.
-    "seto.market_subscribe": lambda f, m: None if m.market_id in f.subscriptions else f.subscribe(m.market_id),
+    "seto.market_subscribe": lambda f, m: f.subscribe(m.market_id),
     "seto.market_unsubscribe": lambda f, m: f.unsubscribe(m.market_id),
     "seto.settings": lambda f, m: f.settings(m.cancel_all_on_failure),
 }
@@ -113,6 +112,8 @@ class Replay:
         self.runs = 1
         self._read_plan()
         self._session = -1
+        #: Recorded seqs of this session's requests the replayed client has sent already, by itself.
+        self._taken: set[int] = set()
         self._protocol: SmarketsClientProtocol | None = None
         self.factory = self._new_client()
 
@@ -167,6 +168,8 @@ class Replay:
                 break
             if kind == name:
                 del recorded[index]
+                if self.reissue:
+                    self._taken.add(seq)
                 self.factory.state.next_outgoing_seq = seq
                 return
         self.unmatched += 1
@@ -202,6 +205,11 @@ class Replay:
         elif entry.get("dir") == OUT and "message" in entry:
             if starts_session(entry):
                 self._session += 1
+                self._taken.clear()
+            elif entry["seq"] in self._taken:
+                # Sent already: a request the factory makes by itself (a subscription or
+                # setting renewed on a new session), which the recording has too.
+                self._taken.discard(entry["seq"])
             elif self.reissue and entry["type"] in _REISSUE:
                 message = getattr(payload_of(entry), entry["type"][len("seto."):])
                 made = _REISSUE[entry["type"]](self.factory, message)

@@ -127,6 +127,35 @@ class ReplayTests(SynchronousTestCase):
         self.assertIn("cannot load --strategy", err.getvalue())
 
 
+class RefusedResumeTests(SynchronousTestCase):
+    def test_a_new_session_after_a_refused_resume_is_followed(self) -> None:
+        """The exchange restarted: it refuses the client's resume and the client starts a new session, where
+        the factory renews the strategy's setting by itself before the strategy asks again (a trial's
+        recording). The replayed client renews it too: the replay makes the recorded renewal no second time."""
+        path = self.mktemp()
+        first = InMemoryExchange()
+        journal = Journal(path)
+        journal.start(first.clock.seconds())
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), first.clock)
+        factory.journal = journal
+        MarketMaker(factory, MARKETS, interval=5).start()
+        first.connect(factory)
+        first.advance(12)
+        first.connections[0].drop()
+        restarted = InMemoryExchange(first.clock)
+        restarted.connect(factory)  # the resume, refused
+        restarted.connect(factory)
+        restarted.advance(12)
+        journal.close()
+        sent = [entry["type"] for entry in read_journal(path) if entry.get("dir") == "out"]
+        self.assertEqual(sent.count("seto.settings"), 3)  # the strategy's; the factory's and the strategy's
+        clock = Clock()
+        replay = Replay(path, lambda: replay_factory(path, clock))
+        replay.run(clock)
+        self.assertEqual(replay.unmatched, 0)
+        self.assertEqual(final_state(replay.factory), final_state(factory))
+
+
 def maker(factory: SmarketsClientFactory) -> MarketMaker:
     """The recording's strategy, for --strategy."""
     return MarketMaker(factory, MARKETS, interval=5)
