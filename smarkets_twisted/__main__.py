@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import task
-from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.logger import ILogObserver, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -69,14 +69,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replay(arguments: Any) -> list[str]:
     strategy = load_strategy(arguments.strategy) if arguments.strategy else None
-    if arguments.log:
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     if arguments.realtime:
         from twisted.internet import reactor
 
         clock: Any = reactor
+        observer: ILogObserver = textFileLogObserver(sys.stderr)
     else:
+        # The replay's time is the recording's: its log lines bear the recorded times.
         clock = task.Clock()
+        clock.advance(next(read_journal(arguments.path), {"time": 0.0})["time"])
+        observer = _at(clock, textFileLogObserver(sys.stderr))
+    if arguments.log:
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     def client() -> SmarketsClientFactory:
         """One run's client, as `twistd smarkets` builds it: the factory, the trade log, the strategy."""
@@ -100,6 +104,11 @@ def _replay(arguments: Any) -> list[str]:
     else:
         replay.run(clock)
     return report(replay)
+
+
+def _at(clock: task.Clock, observer: ILogObserver) -> ILogObserver:
+    """``observer``, with each event's time taken from ``clock`` instead of the wall clock."""
+    return cast(ILogObserver, lambda event: observer({**event, "log_time": clock.seconds()}))
 
 
 if __name__ == "__main__":

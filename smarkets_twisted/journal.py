@@ -378,8 +378,8 @@ class _Seqs:
         return "none" if self.first is None else f"{self.first}-{self.last}"
 
 
-def _counted(n: int, one: str, many: str = "") -> str:
-    """``1 resume``, ``2 resumes``: a count and its noun, singular or plural."""
+def counted(n: int, one: str, many: str = "") -> str:
+    """``1 resume``, ``2 resumes``: a count and its noun, singular or plural (``many``: ``one`` + s)."""
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
@@ -436,29 +436,29 @@ def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:
         return ["empty journal"]
     received = types[IN]
     lines = [
-        f"{_counted(count, 'entry', 'entries')} over {last_time - first_time:.1f} s; "
-        f"{_counted(connections, 'connection')}, {_counted(len(sessions), 'session')}, "
-        f"{_counted(resumes, 'resume')}"
-        + (f" ({_counted(refused, 'resume')} refused by the exchange)" if refused else "")
+        f"{counted(count, 'entry', 'entries')} over {last_time - first_time:.1f} s; "
+        f"{counted(connections, 'connection')}, {counted(len(sessions), 'session')}, "
+        f"{counted(resumes, 'resume')}"
+        + (f" ({counted(refused, 'resume')} refused by the exchange)" if refused else "")
         + (f"; recorded by {runs} runs of the client" if runs > 1 else "")
-        + (f"; {_counted(dropped, 'entry', 'entries')} dropped by the recorder" if dropped else "")
+        + (f"; {counted(dropped, 'entry', 'entries')} dropped by the recorder" if dropped else "")
         + (f"; {undecodable} undecodable" if undecodable else "")
-        + (f"; {_counted(truncated, 'line')} cut short" if truncated else ""),
+        + (f"; {counted(truncated, 'line')} cut short" if truncated else ""),
     ]
     for number, seqs in enumerate(sessions, 1):
         lines.append(
-            f"session {number}: in seqs {seqs[IN]} ({_counted(seqs[IN].gaps, 'gap')}, {seqs[IN].missing} missing),"
+            f"session {number}: in seqs {seqs[IN]} ({counted(seqs[IN].gaps, 'gap')}, {seqs[IN].missing} missing),"
             f" out seqs {seqs[OUT]}"
         )
     for direction in (IN, OUT):
         by_count = sorted(types[direction].items(), key=lambda t: (-t[1], t[0]))
         counts = ", ".join(f"{name} {n}" for name, n in by_count)
         total = sum(types[direction].values())
-        lines.append(f"{direction}: {_counted(total, 'payload')}, {replayed[direction]} replayed: {counts}")
+        lines.append(f"{direction}: {counted(total, 'payload')}, {replayed[direction]} replayed: {counts}")
     lines.append(
         f"orders: {types[OUT].get('seto.order_create', 0)} sent, {received.get('seto.order_accepted', 0)} accepted, "
         f"{received.get('seto.order_rejected', 0) + received.get('seto.order_invalid', 0)} refused, "
         f"{received.get('seto.order_cancelled', 0)} cancelled; "
-        f"{_counted(len(fills), 'fill')} for {format_money(money(filled))} in payoff"
+        f"{counted(len(fills), 'fill')} for {format_money(money(filled))} in payoff"
     )
     return lines

@@ -41,7 +41,7 @@ from zope.interface import implementer
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.framing import encode_frame
-from smarkets_twisted.journal import IN, OUT, is_login, payload_of, read_journal, starts_session
+from smarkets_twisted.journal import IN, OUT, counted, is_login, payload_of, read_journal, starts_session
 from smarkets_twisted.payloads import Payload, handler_name
 from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.settings import ClientSettings
@@ -323,14 +323,15 @@ def report(replay: Replay) -> list[str]:
     """What the replay ended with: the books, positions and orders."""
     factory = replay.factory
     lines = [
-        f"replayed {replay.entries} journal entries"
+        f"replayed {counted(replay.entries, 'journal entry', 'journal entries')}"
         + (f" of {replay.runs} runs of the client (the last one's state below)" if replay.runs > 1 else "")
-        + (f"; the recorder had dropped {replay.dropped} entries" if replay.dropped else "")
-        + (f"; {replay.unmatched} requests the recording lacks" if replay.unmatched else "")
+        + (f"; the recorder had dropped {counted(replay.dropped, 'entry', 'entries')}" if replay.dropped else "")
+        + (f"; {counted(replay.unmatched, 'request')} the recording lacks" if replay.unmatched else "")
     ]
     lines.extend(market_prices(factory, market_id, stale_too=True) + market_position(factory, market_id)
                  for market_id in sorted(set(factory.books.markets) | set(factory.positions.markets)))
     states = Counter(order.state.value for order in factory.orders)
-    lines.append(f"{sum(states.values())} orders: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    by_state = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    lines.append(counted(sum(states.values()), "order") + (f": {by_state}" if by_state else ""))
     lines.extend(f"open: {order_name(order)} {describe(order)}" for order in factory.orders.open())
     return lines

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted import __main__ as command
@@ -125,6 +126,26 @@ class ReplayTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), text)  # the strategy, built and started, made the same orders
         self.assertEqual(command.main(["journal", "replay", self.path, "--strategy", "nowhere:nothing"]), 1)
         self.assertIn("cannot load --strategy", err.getvalue())
+
+    def test_the_log_bears_the_recorded_times(self) -> None:
+        """As fast as it can, the replay's clock is the recording's: so are its log lines' times."""
+        events: list[dict[str, Any]] = []
+        test = self
+
+        class Beginner:
+            def beginLoggingTo(self, observers: list[Any], redirectStandardIO: bool) -> None:
+                for observer in observers:
+                    globalLogPublisher.addObserver(observer)
+                    test.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        self.patch(command, "globalLogBeginner", Beginner())
+        self.patch(command, "textFileLogObserver", lambda f: events.append)
+        self.patch(sys, "stdout", io.StringIO())
+        self.assertEqual(command.main(["journal", "replay", "--log", self.path]), 0)
+        times = [entry["time"] for entry in read_journal(self.path)]
+        logged = [event["log_time"] for event in events]
+        self.assertGreater(len(logged), 10)
+        self.assertTrue(all(times[0] <= t <= times[-1] for t in logged), (times[0], times[-1], logged[:3]))
 
 
 class RefusedResumeTests(SynchronousTestCase):
