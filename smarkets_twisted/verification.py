@@ -72,7 +72,8 @@ def _callback(transport: Any, host: str) -> Any:
         except VerificationError:
             return refuse(f"hostname mismatch: the certificate is not for {host}")
         except CertificateError as e:
-            return refuse(f"the certificate cannot be checked against {host}: {e}")
+            # service_identity's message ends with a period; the retry line goes on after it.
+            return refuse(f"the certificate cannot be checked against {host}: {str(e).rstrip('.')}")
         except Exception as e:  # anything else unchecked is a refusal too: fail closed
             return refuse(f"the certificate cannot be checked against {host}: {e!r}")
         return True
