@@ -484,17 +484,21 @@ class CertificateTests(TestCase):
         self.roots = roots
 
     @defer.inlineCallbacks
-    def recorder(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Any:
-        """A recorder showing ``certificate``: (its port, a Deferred of the first bytes it hears)."""
+    def serve(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, factory: Factory) -> Any:
+        """Listen with ``factory`` over TLS, showing ``certificate``: the port."""
         server_pem = self.directory / "server.pem"
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         server_pem.write_bytes(key_pem + _pem(certificate))
-        heard: Deferred[bytes] = Deferred()
-        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}").listen(
-            Factory.forProtocol(lambda: _Recorder(heard))
-        )
+        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}").listen(factory)
         self.addCleanup(port.stopListening)
+        return port
+
+    @defer.inlineCallbacks
+    def recorder(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Any:
+        """A recorder showing ``certificate``: (its port, a Deferred of the first bytes it hears)."""
+        heard: Deferred[bytes] = Deferred()
+        port = yield self.serve(certificate, key, Factory.forProtocol(lambda: _Recorder(heard)))
         return port, heard
 
     @defer.inlineCallbacks
@@ -571,6 +575,30 @@ class CertificateTests(TestCase):
                                      retries=False)
         self.assertIn(b"s3cret-pw", data)
         self.assertIn("TLS handshake done; logging in as demo", self.lines)
+
+    @defer.inlineCallbacks
+    def test_the_exchange_logs_a_handshake_its_client_refused(self) -> Any:
+        """The exchange's log says, in one line naming the peer, that a TLS handshake failed (a client refusing
+        its certificate aborts the connection), where it said nothing."""
+        key = _key()
+        clock = Clock()
+        port = yield self.serve(_certificate("localhost", key, (self.ca, self.ca_key)), key,
+                                ExchangeFactory(Exchange(clock), clock))
+        said: Deferred[str] = Deferred()
+
+        def observe(event: dict[str, Any]) -> None:
+            if "TLS handshake with" in formatEvent(event) and not said.called:
+                said.callback(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
+        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
+        protocol = yield endpoint.connect(factory)
+        with self.assertRaises(errors.TLSVerificationFailed):
+            yield protocol.login()
+        line = yield said
+        self.assertRegex(line, r"^TLS handshake with 127\.0\.0\.1:\d+ failed: the client closed the connection")
 
     @defer.inlineCallbacks
     def test_no_login_byte_to_a_common_name_only_certificate_on_any_tls_endpoint(self) -> Any:

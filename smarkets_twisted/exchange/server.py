@@ -34,7 +34,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from OpenSSL import SSL
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -81,7 +89,7 @@ class ConnectionSettings:
     frames_per_turn: int = 500
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class ExchangeProtocol(Protocol):
     """One client connection to the simulated exchange.
 
@@ -109,6 +117,8 @@ class ExchangeProtocol(Protocol):
         self._closing = False
         self._logged_out = False
         self._taken_over = False
+        #: Over TLS, whether the handshake has completed.
+        self._handshake_done = False
         #: Frames received and not yet acted on; the call that will, if one is due.
         self._frames: deque[bytes] = deque()
         self._next_turn: IDelayedCall | None = None
@@ -131,6 +141,9 @@ class ExchangeProtocol(Protocol):
         self._peer = f"{host}:{port}" if host is not None else str(peer)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+
+    def handshakeCompleted(self) -> None:
+        self._handshake_done = True
 
     # IPushProducer: the transport says when the client stops (and starts) reading.
 
@@ -223,6 +236,10 @@ class ExchangeProtocol(Protocol):
             self._abort_timer.cancel()
         self._abort_timer = None
         session = self.exchange_session
+        if ISSLTransport.providedBy(self.transport) and not self._handshake_done:
+            # A client refusing the certificate aborts the connection, or sends an alert.
+            why = _ssl_reason(reason) if reason.check(SSL.Error) else "the client closed the connection"
+            self.log.info("TLS handshake with {peer} failed: {why}", peer=self._peer, why=why)
         if session is None or self._taken_over:
             return
         self.exchange.registry.detach(session, self)
@@ -509,6 +526,15 @@ def _gapfill(seq: int) -> Payload:
     payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
     payload.eto_payload.seq = seq
     return payload
+
+
+def _ssl_reason(reason: Failure) -> str:
+    """OpenSSL's last reason in words (``tlsv1 alert bad certificate``), not its list of tuples."""
+    args = getattr(reason.value, "args", ())
+    queue = args[0] if args else None
+    if isinstance(queue, list) and queue and isinstance(queue[-1], tuple) and queue[-1]:
+        return str(queue[-1][-1])
+    return reason.getErrorMessage()
 
 
 class ExchangeFactory(Factory):
