@@ -578,27 +578,36 @@ class CertificateTests(TestCase):
 
     @defer.inlineCallbacks
     def test_the_exchange_logs_a_handshake_its_client_refused(self) -> Any:
-        """The exchange's log says, in one line naming the peer, that a TLS handshake failed (a client refusing
-        its certificate aborts the connection), where it said nothing."""
+        """The exchange's log says, in one line naming the peer, that a TLS handshake failed, where it said
+        nothing: our client, refusing the certificate (its CA is unknown to it), aborts the connection; another
+        client sends an alert, whose reason the line gives in words."""
         key = _key()
         clock = Clock()
-        port = yield self.serve(_certificate("localhost", key, (self.ca, self.ca_key)), key,
+        port = yield self.serve(_certificate("localhost", key, (self.ca, self.ca_key), san="localhost"), key,
                                 ExchangeFactory(Exchange(clock), clock))
-        said: Deferred[str] = Deferred()
+        other = self.directory / "other"
+        other.mkdir()
+        (other / "ca.pem").write_bytes(_pem(_certificate("Other CA", _key())))
+        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={other}")
+        lines: list[str] = []
+        said: list[Deferred[None]] = [Deferred(), Deferred()]
 
         def observe(event: dict[str, Any]) -> None:
-            if "TLS handshake with" in formatEvent(event) and not said.called:
-                said.callback(formatEvent(event))
+            if "TLS handshake with" in formatEvent(event):
+                lines.append(formatEvent(event))
+                said[len(lines) - 1].callback(None)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         factory = SmarketsClientFactory(ClientSettings(username="demo", password="demo"), reactor)
-        endpoint = clientFromString(reactor, f"tls:localhost:{port.getHost().port}:trustRoots={self.roots}")
         protocol = yield endpoint.connect(factory)
         with self.assertRaises(errors.TLSVerificationFailed):
             yield protocol.login()
-        line = yield said
-        self.assertRegex(line, r"^TLS handshake with 127\.0\.0\.1:\d+ failed: the client closed the connection")
+        yield said[0]
+        self.assertRegex(lines[0], r"^TLS handshake with 127\.0\.0\.1:\d+ failed: the client closed the connection$")
+        yield endpoint.connect(Factory.forProtocol(Protocol))
+        yield said[1]
+        self.assertRegex(lines[1], r"^TLS handshake with 127\.0\.0\.1:\d+ failed: tlsv1 alert unknown ca$")
 
     @defer.inlineCallbacks
     def test_no_login_byte_to_a_common_name_only_certificate_on_any_tls_endpoint(self) -> Any:
