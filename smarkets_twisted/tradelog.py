@@ -63,6 +63,9 @@ def adopted_ending(order: Order) -> str:
                   if order.executed_quantity else "")
         return f"cancelled{filled}" + (f": {reason_words(order.reason_name)}" if order.reason_name else "")
     if order.state is OrderState.VOIDED:
+        if order.executed_quantity:  # a void of its open rest only
+            filled = format_money(money(order.executed_quantity))
+            return f"voided by the exchange; {filled} filled{_average(order)} stands"
         return "voided by the exchange: none of its fills stand"
     return ending(order)
 

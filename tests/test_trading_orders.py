@@ -341,6 +341,28 @@ class ReplayedEventTests(SynchronousTestCase):
                          (0, 0, {}))
         self.assertEqual(self.order.state, OrderState.LIVE)
 
+    def test_a_filled_orders_fills_partly_voided_leave_it_filled(self) -> None:
+        self.fill(11, 30_000)
+        self.deliver("seto.order_voided", "OrderVoided", order_id=9, quantity=10_000, source_quantity=30_000,
+                     executed_quantity=20_000, account_sequence_64=12)
+        self.assertEqual((self.order.state, self.order.executed_quantity, self.order.fills),
+                         (OrderState.FILLED, 20_000, {4000: 20_000}))
+        self.assertEqual(self.orders.open(), [])
+
+    def test_an_order_first_heard_of_at_a_partial_void_is_adopted_with_its_rest_open(self) -> None:
+        """Its fills before the void are unknown: none executed unless the void says so, which keeps more open."""
+        self.deliver("seto.order_voided", "OrderVoided", order_id=20, quantity=10_000, source_quantity=50_000,
+                     executed_quantity=15_000, market_id=MARKET, contract_id=HOME, side=BUY, orig_price=3000,
+                     account_sequence_64=11)
+        order = self.orders.get(20)
+        assert order is not None
+        self.assertEqual((order.state, order.adopted, order.executed_quantity, order.remaining_quantity),
+                         (OrderState.LIVE, True, 15_000, 25_000))
+        # A void of what it executed before it was adopted: taken off the executed quantity.
+        self.deliver("seto.order_voided", "OrderVoided", order_id=20, quantity=5_000, source_quantity=40_000,
+                     executed_quantity=10_000, account_sequence_64=12)
+        self.assertEqual((order.executed_quantity, order.remaining_quantity), (10_000, 25_000))
+
     def test_an_event_that_does_not_fit_is_not_applied(self) -> None:
         self.deliver("seto.order_cancelled", "OrderCancelled", reason=1, order_id=9, account_sequence_64=11)
         self.fill(12, 10_000)

@@ -254,8 +254,8 @@ class VoidTests(TradingTestCase):
         self.assertEqual((order.executed_quantity, order.executed_value, order.average_price, order.fills),
                          (0, 0, None, {}))
 
-    def test_an_order_voided_by_the_exchange_takes_its_fills_back(self) -> None:
-        """The simulated exchange never voids one order: its order_voided is scripted, on the wire."""
+    def filled_order(self) -> tuple[Order, list[tuple[int, int]]]:
+        """alice's buy of 400000 at 2500, filled 100000 at 2400 and 50000 at 2500, 250000 open; her fills heard."""
         filled: list[tuple[int, int]] = []
 
         class Fills(OrderListener):
@@ -268,22 +268,91 @@ class VoidTests(TradingTestCase):
         self.settle(self.bob.order(MARKET, HOME, SELL, 50_000, 2500))
         accepted = self.settle(self.alice.order(MARKET, HOME, BUY, 400_000, 2500))  # fills at both, rests
         order = self.alice.orders.get(accepted.order_id)
-        assert order is not None and self.alice.orders.account_sequence is not None
+        assert order is not None
         self.assertEqual((order.executed_quantity, order.remaining_quantity, order.fills),
                          (150_000, 250_000, {2400: 100_000, 2500: 50_000}))
         self.assertEqual(self.alice.positions.exposure, money(self.exchange.account("alice").exposure))
-        # The exchange voids the order: its fills no longer stand, and neither does its rest.
+        self.assertEqual(self.alice.positions.exposure, Decimal("9.90"))  # 2.40 + 1.25 bought, 6.25 open
+        return order, filled
+
+    def send(self, name: str, order: Order, **fields: Any) -> None:
+        """A scripted account event for ``order`` (the simulated exchange sends no order_voided, no order_reduced)."""
+        assert self.alice.orders.account_sequence is not None
         self.alice_connection.server.send_payload(application_message(
-            "order_voided", order_id=order.order_id, quantity=150_000, source_quantity=400_000,
-            account_sequence_64=self.alice.orders.account_sequence + 1, market_id=MARKET, contract_id=HOME,
-            side=BUY, executed_quantity=0))
+            name, order_id=order.order_id, account_sequence_64=self.alice.orders.account_sequence + 1,
+            market_id=MARKET, contract_id=HOME, side=BUY, **fields))
         self.market.flush()
+
+    def test_an_order_voided_by_the_exchange_takes_its_fills_back(self) -> None:
+        order, filled = self.filled_order()
+        # The exchange voids all of the order: its fills no longer stand, and neither does its rest.
+        self.send("order_voided", order, quantity=400_000, source_quantity=400_000, executed_quantity=0)
         self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity, order.fills),
                          (OrderState.VOIDED, 0, 0, {}))
-        self.assertEqual(order.history[-1].name, "voided: 150000 executed undone")
+        self.assertEqual(order.history[-1].name, "voided 400000 of 400000: 150000 executed undone, 250000 open")
         self.assertEqual(filled[-2:], [(2500, -50_000), (2400, -100_000)])
         home = self.alice.positions.contract(MARKET, HOME)
         assert home is not None
         self.assertEqual((home.bought, home.bought_stake), (0, Decimal(0)))
         self.assertEqual((self.alice.positions.exposure, self.alice.positions.available_balance),
                          (Decimal(0), Decimal(1000)))
+
+    def assertOrder(self, order: Order, state: OrderState, executed: int, remaining: int, exposure: str) -> None:
+        self.assertEqual((order.state, order.executed_quantity, order.remaining_quantity), (state, executed, remaining))
+        self.assertEqual(self.alice.positions.exposure, Decimal(exposure))
+        home = self.alice.positions.contract(MARKET, HOME)
+        assert home is not None
+        self.assertEqual(home.bought, executed)
+
+    def test_a_partial_void_of_fills_leaves_the_rest_open(self) -> None:
+        """The fills above the void's executed_quantity are taken back; the open quantity stays."""
+        order, filled = self.filled_order()
+        self.send("order_voided", order, quantity=50_000, source_quantity=400_000, executed_quantity=100_000)
+        self.assertOrder(order, OrderState.LIVE, 100_000, 250_000, "8.65")  # 2.40 bought, 6.25 open
+        self.assertEqual((order.fills, order.average_price, filled[-1]), ({2400: 100_000}, Decimal(2400),
+                                                                            (2500, -50_000)))
+        self.assertEqual(order.history[-1].name, "voided 50000 of 400000: 50000 executed undone, 0 open")
+        self.assertIn(order, self.alice.orders.open())
+
+    def test_a_partial_void_of_open_quantity_keeps_the_fills(self) -> None:
+        order, filled = self.filled_order()
+        self.send("order_voided", order, quantity=100_000, source_quantity=400_000, executed_quantity=150_000)
+        self.assertOrder(order, OrderState.LIVE, 150_000, 150_000, "7.40")  # 3.65 bought, 3.75 open
+        self.assertEqual(filled, [(2400, 100_000), (2500, 50_000)])
+        # The exchange's own figures, once it holds the same open quantity, are these.
+        self.settle(self.alice.reduce(order.order_id, 150_000))
+        self.assertEqual(self.alice.positions.exposure, money(self.exchange.account("alice").exposure))
+
+    def test_a_void_without_executed_quantity_takes_fills_back_first(self) -> None:
+        """Undoing fills, not open quantity, can only overstate the exposure: the rest comes off what is open."""
+        order, _ = self.filled_order()
+        self.send("order_voided", order, quantity=200_000, source_quantity=400_000)
+        self.assertOrder(order, OrderState.LIVE, 0, 200_000, "5.00")
+
+    def test_a_void_of_all_that_is_open_closes_the_order_with_its_fills_standing(self) -> None:
+        order, _ = self.filled_order()
+        self.send("order_voided", order, quantity=250_000, source_quantity=400_000, executed_quantity=150_000)
+        self.assertOrder(order, OrderState.VOIDED, 150_000, 0, "3.65")
+        self.assertNotIn(order, self.alice.orders.open())
+
+    def test_an_order_reduced_by_the_exchange_follows_its_figures(self) -> None:
+        order, filled = self.filled_order()
+        self.send("order_reduced", order, price=2500, quantity=150_000, source_quantity=400_000,
+                  available_quantity=100_000, executed_quantity=150_000)
+        self.assertOrder(order, OrderState.LIVE, 150_000, 100_000, "6.15")  # 3.65 bought, 2.50 open
+        self.assertEqual(order.history[-1].name, "reduced by the exchange to 100000 open")
+        self.send("order_reduced", order, price=2500, quantity=50_000, source_quantity=250_000,
+                  available_quantity=50_000, executed_quantity=100_000)
+        self.assertOrder(order, OrderState.LIVE, 100_000, 50_000, "3.65")  # 2.40 bought, 1.25 open
+        self.assertEqual((filled[-1], order.history[-1].name),
+                         ((2500, -50_000), "reduced by the exchange to 50000 open, 50000 executed undone"))
+        self.send("order_reduced", order, price=2500, quantity=50_000, source_quantity=150_000, available_quantity=0)
+        self.assertOrder(order, OrderState.CANCELLED, 100_000, 0, "2.40")
+
+    def test_an_order_reduced_without_available_quantity_keeps_the_most_open(self) -> None:
+        """``quantity`` read as the quantity taken off (here) or as the new quantity: whichever leaves more open."""
+        order, _ = self.filled_order()
+        self.send("order_reduced", order, price=2500, quantity=100_000, source_quantity=400_000)
+        self.assertOrder(order, OrderState.LIVE, 150_000, 150_000, "7.40")
+        self.send("order_reduced", order, price=2500, quantity=250_000, source_quantity=300_000)
+        self.assertOrder(order, OrderState.LIVE, 150_000, 100_000, "6.15")  # 250000 new, less 150000 executed

@@ -8,15 +8,26 @@ voided or confirmed, order voided, cancel or reduce rejected), matched by
 order id, move it.  A replacement is an Order of its own that ``replaces``
 the original.
 
-What the schema says of voids and confirmations, as read here: an
-``order_executed`` with a ``pending_timeout`` (in play) is a fill that
-counts at once but stands only once ``order_execute_confirmed`` says so;
-``order_execute_voided`` takes one execution back (a pending one, or any
-when its market is voided); ``order_voided`` voids the whole order: none of
-its fills stand (``quantity``, the executed quantity undone, of its
-``source_quantity``) and, as after ``order_cancelled``, nothing is left
-open.  Listeners hear a fill taken back as a fill of negative quantity, at
-the price it was made at.
+What the schema says of voids, reductions and confirmations, as read here
+(the simulated exchange sends neither ``order_voided`` nor ``order_reduced``,
+and PROTOCOL.md does not say what their fields mean): an ``order_executed``
+with a ``pending_timeout`` (in play) is a fill that counts at once but stands
+only once ``order_execute_confirmed`` says so; ``order_execute_voided`` takes
+one execution back (a pending one, or any when its market is voided).
+``order_voided`` voids ``quantity`` of the order's ``source_quantity`` (its
+executed and open quantity before the void); ``executed_quantity`` is what
+stays executed after it, so the void takes back the fills above that and the
+rest of ``quantity`` leaves the open quantity.  Without ``executed_quantity``
+it takes fills back first: open quantity counts whichever of filled or not is
+worse, so that reading can only overstate the exposure, never understate it.
+A void of all of ``source_quantity`` voids the whole order.  ``order_reduced``
+is the exchange reducing an order unasked (``order_quantity_reduced`` answers
+the member's ``order_quantity_reduce``): its ``available_quantity`` is the
+open quantity now, its ``executed_quantity`` what stays executed (fills above
+it are taken back).  Without ``available_quantity``, ``quantity`` is read as
+the quantity taken off, or as the order's new quantity, whichever leaves more
+open (the reading that can only overstate).  Listeners hear a fill taken
+back as a fill of negative quantity, at the price it was made at.
 
 Nothing is applied twice: account events carry an increasing account
 sequence, and one at or below the last applied (an account-sequence replay
@@ -67,7 +78,7 @@ class OrderState(enum.Enum):
     FILLED = "filled"
     CANCELLED = "cancelled"  # by request, reduction, halt, or an IOC's unmatched rest
     REPLACED = "replaced"
-    VOIDED = "voided"  # by the exchange: none of it stands, fills included
+    VOIDED = "voided"  # closed by the exchange's void: its open rest and the fills it took back do not stand
     GONE = "gone"  # the exchange no longer has it (a refusal said so): how it ended is unknown here
     REJECTED = "rejected"
     INVALID = "invalid"
@@ -471,11 +482,27 @@ class Orders(ClientListener):
                          change=lambda order: setattr(order, "remaining_quantity", message.new_quantity))
 
     def _reduced(self, message: Any) -> None:
-        def reduced(order: Order) -> None:
-            if message.HasField("available_quantity"):
-                order.remaining_quantity = message.available_quantity
-
-        self._live_event(message, "reduced by the exchange", None, change=reduced)
+        """The exchange reduced the order unasked: open quantity, and fills, as its figures say."""
+        if self._seen(message):
+            return
+        order = self._by_id.get(message.order_id)
+        if order is None or not _proven_live(order):
+            if order is not None:
+                self._misfit(order, "order_reduced")
+            return
+        if message.HasField("available_quantity"):
+            remaining = message.available_quantity
+        else:  # the quantity taken off, or the new quantity: whichever leaves more open
+            remaining = max(order.remaining_quantity - message.quantity, message.quantity - order.executed_quantity)
+        order.remaining_quantity = max(0, min(order.remaining_quantity, remaining))
+        fills = []
+        if message.HasField("executed_quantity"):
+            fills = _take_back(order, order.executed_quantity - message.executed_quantity)
+        state = OrderState.CANCELLED if order.remaining_quantity == 0 else (
+            OrderState.LIVE if order.state is OrderState.UNKNOWN else None)
+        undone = f", {-sum(quantity for _, quantity in fills)} executed undone" if fills else ""
+        self._set(order, f"reduced by the exchange to {order.remaining_quantity} open{undone}", _sequence(message),
+                  state, fills=fills)
 
     def _pending_replace(self, message: Any) -> None:
         orig = self._live_event(message, f"replace pending: order {message.order_id}", None,
@@ -561,24 +588,36 @@ class Orders(ClientListener):
                          change=confirmed, closed_too=True)
 
     def _voided(self, message: Any) -> None:
+        """The exchange voided ``quantity`` of the order: fills above its ``executed_quantity``, then open quantity."""
         if self._seen(message):
             return
         order = self._by_id.get(message.order_id)
+        whole = message.quantity >= message.source_quantity
+        stays = message.executed_quantity if message.HasField("executed_quantity") and not whole else None
         if order is None:
-            order = self._adopt(message, message.orig_price, message.source_quantity, message.quantity)
+            # Adopted from the void's own figures; none executed unless it says so (which keeps more open).
+            executed = stays or 0
+            order = self._adopt(message, message.orig_price, message.source_quantity, executed)
+            order.remaining_quantity = max(0, message.source_quantity - executed)
         if order.state is OrderState.VOIDED:
             self._misfit(order, "order_voided")
             return
-        if message.quantity != order.executed_quantity:
-            self.log.warn("order {order} voided: the exchange undoes {theirs} executed, we count {ours}",
-                          order=order.order_id, theirs=message.quantity, ours=order.executed_quantity)
-        fills = [(price, -quantity) for price, quantity in reversed(order.fills.items())]
-        for price, quantity in fills:
-            order._fill(price, quantity)
-        # Fills made before this client adopted the order are void too.
-        order.executed_quantity = order.executed_value = order.unconfirmed_quantity = 0
-        self._set(order, f"voided: {message.quantity} executed undone", _sequence(message), OrderState.VOIDED,
-                  fills=fills)
+        if whole:
+            undo, close = order.executed_quantity, order.remaining_quantity
+        else:
+            undo = min(message.quantity, max(0, order.executed_quantity - (0 if stays is None else stays)))
+            close = min(order.remaining_quantity, message.quantity - undo)
+        if stays is not None and order.executed_quantity - undo != stays:
+            self.log.warn("order {order} voided: the exchange leaves {theirs} executed, we count {ours}",
+                          order=order.order_id, theirs=stays, ours=order.executed_quantity - undo)
+        fills = _take_back(order, undo)
+        order.remaining_quantity -= close
+        if order.remaining_quantity == 0 and (whole or not order.closed):
+            state: OrderState | None = OrderState.VOIDED
+        else:  # a closed order's fills voided, or some left open
+            state = OrderState.LIVE if order.state is OrderState.UNKNOWN and order.remaining_quantity else None
+        self._set(order, f"voided {message.quantity} of {message.source_quantity}: {undo} executed undone,"
+                  f" {close} open", _sequence(message), state, fills=fills)
 
     def _cancel_rejected(self, message: Any) -> None:
         name = enum_name(seto_pb2.OrderCancelRejectedReason, message.reason)
@@ -669,6 +708,32 @@ class Orders(ClientListener):
                 del self._by_id[old.order_id]
             if old.reference is not None and self._by_reference.get(old.reference) is old:
                 del self._by_reference[old.reference]
+
+
+def _take_back(order: Order, quantity: int) -> list[tuple[int, int]]:
+    """Take ``quantity`` of the order's executions back; the fills taken, as negative fills.
+
+    Fills this client heard go first (the prices first filled last first), then
+    executions made before it adopted the order, which its positions never counted.
+    """
+    taken = []
+    for price, held in reversed(order.fills.items()):
+        if quantity <= 0:
+            break
+        share = min(quantity, held)
+        taken.append((price, -share))
+        quantity -= share
+    for price, share in taken:
+        order._fill(price, share)
+    unheard = order.executed_quantity - sum(order.fills.values())
+    if quantity > 0 and unheard > 0:
+        share = min(quantity, unheard)
+        order.executed_value -= (order.executed_value - sum(p * q for p, q in order.fills.items())) * share // unheard
+        order.executed_quantity -= share
+        if not order.executed_quantity:
+            order.executed_value = 0
+    order.unconfirmed_quantity = min(order.unconfirmed_quantity, order.executed_quantity)
+    return taken
 
 
 def _proven_live(order: Order) -> bool:
