@@ -49,6 +49,10 @@ def ending(order: Order) -> str:
         return f"replaced by order {order.replaced_by}{filled}"
     if state in (OrderState.REJECTED, OrderState.INVALID):
         return f"refused by the exchange{reason}"
+    if state is OrderState.VOIDED:
+        if order.executed_quantity:  # the void took its open rest (and maybe some fills), not all
+            return f"voided by the exchange; {executed} filled{_average(order)} stands"
+        return "voided by the exchange: none of its fills stand"
     if state is OrderState.GONE:
         return f"gone from the exchange{reason}: how it ended is unknown here"
     if state is OrderState.NOT_SENT:
@@ -62,11 +66,6 @@ def adopted_ending(order: Order) -> str:
         filled = (f" after {format_money(money(order.executed_quantity))} filled{_average(order)}"
                   if order.executed_quantity else "")
         return f"cancelled{filled}" + (f": {reason_words(order.reason_name)}" if order.reason_name else "")
-    if order.state is OrderState.VOIDED:
-        if order.executed_quantity:  # a void of its open rest only
-            filled = format_money(money(order.executed_quantity))
-            return f"voided by the exchange; {filled} filled{_average(order)} stands"
-        return "voided by the exchange: none of its fills stand"
     return ending(order)
 
 

@@ -15,6 +15,7 @@ from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.embedded import EmbeddedExchangeService
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.factory import SmarketsClientFactory
+from smarkets_twisted.handlers import HandlerRegistry
 from smarkets_twisted.pricelog import PriceLog
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.settings import ClientSettings
@@ -23,7 +24,7 @@ from smarkets_twisted.testing import InMemoryExchange
 from smarkets_twisted.tradelog import TradeLog
 from smarkets_twisted.trading import prices
 from smarkets_twisted.trading.demo import MarketMaker
-from smarkets_twisted.trading.orders import OrderState
+from smarkets_twisted.trading.orders import Orders, OrderState
 from smarkets_twisted.trading.prices import format_money, format_price, money
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 from tests.test_journal import _client
@@ -387,3 +388,22 @@ class TradeLogOfOrdersFromBeforeTests(SynchronousTestCase):
             self.market.connect(factory)
             self.market.flush()
         self.assertEqual([line for line in lines(events) if line.startswith("order")], [])
+
+
+class TradeLogOfVoidsTests(SynchronousTestCase):
+    def test_an_order_voided_says_which_fills_stand(self) -> None:
+        """The simulated exchange sends no order_voided: these are scripted, first heard of at their void."""
+        handlers = HandlerRegistry()
+        orders = Orders(handlers)
+        orders.add_listener(TradeLog())
+        with capturedLogs() as events:
+            for order_id, quantity, executed in ((20, 15000, 5000), (21, 20000, 0)):
+                handlers.dispatch("seto.order_voided", None, seto_pb2.OrderVoided(
+                    order_id=order_id, quantity=quantity, source_quantity=20000, executed_quantity=executed,
+                    executed_avg_price=2500, market_id=MARKET, contract_id=HOME, side=seto_pb2.SIDE_BUY,
+                    orig_price=2500, account_sequence_64=order_id))
+        self.assertEqual(lines(events), [
+            "order 20 (not placed by this client) voided by the exchange; £0.50 filled at an average 25.00% (4.0)"
+            " stands",
+            "order 21 (not placed by this client) voided by the exchange: none of its fills stand",
+        ])

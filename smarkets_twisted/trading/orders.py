@@ -598,6 +598,7 @@ class Orders(ClientListener):
             # Adopted from the void's own figures; none executed unless it says so (which keeps more open).
             executed = stays or 0
             order = self._adopt(message, message.orig_price, message.source_quantity, executed)
+            order.executed_value = message.executed_avg_price * executed
             order.remaining_quantity = max(0, message.source_quantity - executed)
         if order.state is OrderState.VOIDED:
             self._misfit(order, "order_voided")
