@@ -41,6 +41,7 @@ from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.framing import Deframer
 from smarkets_twisted.payloads import Payload, handler_name, without_secrets
 from smarkets_twisted.trading.prices import format_money, money
+from smarkets_twisted.wording import counted
 
 #: Rotate the journal when it reaches this size, in bytes.
 DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
@@ -376,11 +377,6 @@ class _Seqs:
 
     def __str__(self) -> str:
         return "none" if self.first is None else f"{self.first}-{self.last}"
-
-
-def counted(n: int, one: str, many: str = "") -> str:
-    """``1 resume``, ``2 resumes``: a count and its noun, singular or plural (``many``: ``one`` + s)."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def summarize(entries: Iterator[dict[str, Any]]) -> list[str]:

@@ -41,12 +41,13 @@ from zope.interface import implementer
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.framing import encode_frame
-from smarkets_twisted.journal import IN, OUT, counted, is_login, payload_of, read_journal, starts_session
+from smarkets_twisted.journal import IN, OUT, is_login, payload_of, read_journal, starts_session
 from smarkets_twisted.payloads import Payload, handler_name
 from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.status import market_position, market_prices
 from smarkets_twisted.tradelog import describe, order_name
+from smarkets_twisted.wording import counted
 
 #: How far ahead in its session's recorded requests a replayed request looks for its own kind.
 _LOOKAHEAD = 64

@@ -22,6 +22,7 @@ from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.trading.books import Level
 from smarkets_twisted.trading.orders import Order, OrderState
 from smarkets_twisted.trading.prices import format_money, format_position, format_price
+from smarkets_twisted.wording import counted
 
 #: Seconds between status lines by default.
 DEFAULT_STATUS_INTERVAL = 10.0
@@ -34,7 +35,7 @@ def status_line(factory: SmarketsClientFactory, rtt: float | None) -> str:
         "logged in" if factory.current is not None else "not connected",
         "session held" if state.session_id is not None else "no session",
         f"seq in {state.next_incoming_seq - 1} out {state.next_outgoing_seq - 1}",
-        "ping -" if rtt is None else f"ping {rtt * 1000:.1f} ms",
+        "no ping answer" if rtt is None else f"ping {rtt * 1000:.1f} ms",
         f"{factory.queued} queued",
         open_orders(factory),
     ]
@@ -62,8 +63,9 @@ def open_orders(factory: SmarketsClientFactory) -> str:
     pending: list[Order] = []
     for order in factory.orders.open():
         (pending if order.order_id is None else accepted).append(order)
-    line = f"{len(accepted)} open orders" + _unknown(factory, accepted)
-    return line + (f", {len(pending)} orders pending" + _unknown(factory, pending) if pending else "")
+    line = counted(len(accepted), "open order") + _unknown(factory, accepted)
+    return line + (f", {counted(len(pending), 'order')} pending" + _unknown(factory, pending)
+                   if pending else "")
 
 
 def _unknown(factory: SmarketsClientFactory, orders: list[Order]) -> str:
@@ -81,7 +83,7 @@ def market_position(factory: SmarketsClientFactory, market_id: int) -> str:
     market = factory.positions.market(market_id)
     if market is None:
         return ""
-    held = " ".join(f"{contract_id} {format_position(position.net)}"
+    held = "; ".join(f"{contract_id} {format_position(position.net)}"
                     for contract_id, position in sorted(market.contracts.items()) if position.net)
     worst = f"worst loss {format_money(factory.positions.worst_loss(market_id))}"
     return f" (this run's position {held}, {worst})" if held else f" (this run's {worst})"

@@ -65,6 +65,7 @@ from smarkets_twisted.exchange.sessions import (
 )
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, session_message
 from smarkets_twisted.proto import eto_pb2, seto_pb2
+from smarkets_twisted.wording import counted
 
 
 @dataclass(frozen=True)
@@ -315,9 +316,9 @@ class Exchange:
             return
         order_ids = [order_id for order_id, placer in self._placed_by.items() if placer is session]
         self.log.info(
-            "connection of {username} failed: cancelling its {count} open orders",
+            "connection of {username} failed: cancelling its {orders}",
             username=session.account.username,
-            count=len(order_ids),
+            orders=counted(len(order_ids), "open order"),
         )
         for order_id in order_ids:
             self._publish(self.engine.cancel(session.account, order_id))

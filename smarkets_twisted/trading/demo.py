@@ -31,6 +31,7 @@ from smarkets_twisted.trading.books import ContractBook, MarketBook
 from smarkets_twisted.trading.orders import Order, OrderState, is_gone_reason
 from smarkets_twisted.trading.prices import BUY, SELL, SIDE_NAMES, format_money, format_position, format_price, money
 from smarkets_twisted.trading.strategy import Strategy
+from smarkets_twisted.wording import counted
 
 #: The payoff of each quote: £2.00, in 1/10000 of the currency.
 DEMO_QUANTITY = 20_000
@@ -102,7 +103,7 @@ class MarketMaker(Strategy):
         if self._stop_timer is None:
             mine = self._mine()
             if mine and self.factory.session_available:
-                self.log.info("stopping: cancelling {count} orders before the logout", count=len(mine))
+                self.log.info("stopping: cancelling {orders} before the logout", orders=counted(len(mine), "order"))
                 self._said_stopping = True
             self._stop_timer = self.factory.clock.callLater(self.stop_timeout, self._stopped)
             self._wind_down()
@@ -134,8 +135,9 @@ class MarketMaker(Strategy):
         if self.running:
             left = self._mine()
             if left:
-                self.log.warn("stopping: {count} orders still open ({ids}); they may rest on the exchange",
-                              count=len(left), ids=", ".join(str(order.order_id or "unanswered") for order in left))
+                self.log.warn("stopping: {orders} still open ({ids}); they may rest on the exchange",
+                              orders=counted(len(left), "order"),
+                              ids=", ".join(str(order.order_id or "unanswered") for order in left))
             elif self._said_stopping:
                 self.log.info("stopping: every order of the market maker is closed")
             super().stop()
@@ -157,8 +159,8 @@ class MarketMaker(Strategy):
         # `Orders` heard first: a quote live when the session ended is now of unknown fate.
         unknown = [key for key, order in self.quotes.items() if order.state is not OrderState.LIVE]
         if unknown:
-            self.log.info("the session ended: {count} quotes of unknown fate forgotten; their sides are quoted"
-                          " afresh once logged in again", count=len(unknown))
+            self.log.info("the session ended: {quotes} of unknown fate forgotten; their sides are quoted"
+                          " afresh once logged in again", quotes=counted(len(unknown), "quote"))
         for key in unknown:
             del self.quotes[key]
 
@@ -166,8 +168,8 @@ class MarketMaker(Strategy):
         mine = [order for order in self.quotes.values() if order.market_id == book.market_id]
         if not mine:
             return
-        self.log.info("market {market}: prices can no longer be trusted; pulling {count} quotes",
-                      market=book.market_id, count=len(mine))
+        self.log.info("market {market}: prices can no longer be trusted; pulling {quotes}",
+                      market=book.market_id, quotes=counted(len(mine), "quote"))
         for order in mine:
             self._pull(order)
 
