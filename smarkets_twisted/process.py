@@ -7,6 +7,10 @@ on) must say why in one line and exit non-zero, so that a supervisor sees it
 fail: the caller logs the line, then `exit_after_stop` stops the reactor (the
 services stop cleanly: logout, journal closed) and has the process exit 1
 once twistd is done with it.
+
+What stops twistd before its reactor runs must be said in one line too:
+twistd prints its whole usage text before an option's error, and a
+traceback for an exception raised while starting.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import atexit
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
+from twisted.python import usage
 
 #: The status of a process that could not do its job.
 EXIT_FAILURE = 1
@@ -55,6 +62,24 @@ def _exit() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_status[0])
+
+
+@contextmanager
+def usage_error_in_one_line(options: usage.Options) -> Iterator[None]:
+    """Under twistd, a UsageError raised in the block is one line on stderr (``twistd smarkets: ...``) and exit 1.
+
+    twistd would print the whole usage text first, burying the reason (``--help``
+    still prints it).  Options parsed by themselves, not as twistd's subcommand
+    (tests, other programs), still raise.
+    """
+    try:
+        yield
+    except usage.UsageError as error:
+        twistd = getattr(options, "parent", None)
+        if twistd is None:
+            raise
+        print(f"twistd {twistd.subCommand}: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
 
 
 def quiet_while_stopping(reactor: Any) -> None:

@@ -30,7 +30,7 @@ from smarkets_twisted.exchange.embedded import EmbeddedExchangeEndpoint, Embedde
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import DEFAULT_ROTATE_BYTES, Journal, JournalError, JournalService
 from smarkets_twisted.pricelog import PriceLog
-from smarkets_twisted.process import exit_after_stop, quiet_while_stopping
+from smarkets_twisted.process import exit_after_stop, quiet_while_stopping, usage_error_in_one_line
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
@@ -91,10 +91,11 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Read ``--config`` first, so that every other option on the command line overrides it."""
         argv = sys.argv[1:] if options is None else list(options)
-        path = _config_argument(argv)
-        if path is not None:
-            self._read_config(path)
-        super().parseOptions(argv)  # type: ignore[no-untyped-call]
+        with usage_error_in_one_line(self):
+            path = _config_argument(argv)
+            if path is not None:
+                self._read_config(path)
+            super().parseOptions(argv)  # type: ignore[no-untyped-call]
 
     def _read_config(self, path: str) -> None:
         try:
@@ -174,7 +175,7 @@ class Options(usage.Options):
             self["markets"] = [market.id for market in demo_catalogue()]
         if self["strategy"] is not None and self["strategy"] != RECORDER:
             self.strategy = load_strategy(self["strategy"])
-        # Files that cannot be used stop start-up here, with the usage message, not a traceback.
+        # Files that cannot be used stop start-up here, in one line, not a traceback.
         if self["state-file"] is not None:
             if embedded:
                 # Its account sequences start again at each run: a saved one would hide every new event.
@@ -298,10 +299,11 @@ def makeService(options: Options) -> IService:
         factory.books.add_listener(PriceLog())
     parent: MultiService = top
     if options["journal"] is not None:
-        try:
-            factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * MIB)
-        except JournalError as e:
-            raise usage.UsageError(str(e)) from None
+        with usage_error_in_one_line(options):
+            try:
+                factory.journal = Journal(options["journal"], rotate_bytes=options["journal-rotate-mb"] * MIB)
+            except JournalError as e:
+                raise usage.UsageError(str(e)) from None
         # The client stops (and logs out) before the journal is flushed and closed.
         parent = JournalService(factory.journal)
         parent.setServiceParent(top)  # type: ignore[no-untyped-call]

@@ -686,12 +686,21 @@ class CorruptLoginResponseTests(ClientTestCase):
 class _Ended(ProcessProtocol):
     """Collects a process's output and fires with (exit status, output) when it ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.ended: Deferred[tuple[int, str]] = Deferred()
         self.output: list[bytes] = []
+        self.by_fd: dict[int, list[bytes]] = {1: [], 2: []}
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.output.append(data)
+        self.by_fd[childFD].append(data)
+
+    def stdout(self) -> str:
+        return b"".join(self.by_fd[1]).decode("utf-8", "replace")
+
+    def stderr(self) -> str:
+        return b"".join(self.by_fd[2]).decode("utf-8", "replace")
 
     def processEnded(self, reason: Failure) -> None:
         status = reason.value.exitCode if isinstance(reason.value, (ProcessDone, ProcessTerminated)) else None
@@ -704,19 +713,23 @@ class TwistdTests(TestCase):
     timeout = 60
 
     def twistd(self, *argv: str, password: str | None = None, daemon: bool = False) -> Deferred[tuple[int, str]]:
-        process = _Ended()
+        return self.spawn(*argv, password=password, daemon=daemon).ended
+
+    def spawn(self, *argv: str, password: str | None = None, daemon: bool = False) -> _Ended:
+        """``twistd ARGV`` (daemonised, logging to twistd.log) in a directory of its own."""
+        process = _Ended(self.mktemp_dir())
         env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
         if password is not None:
             env["SMARKETS_PASSWORD"] = password
         code = "from twisted.scripts.twistd import run; run()"
         mode = ["--logfile=twistd.log"] if daemon else ["-n"]
         transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", code, *mode, "--pidfile=",
-                                                                    *argv], env=env, path=self.mktemp_dir())
+                                                                    *argv], env=env, path=process.directory)
         self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
-        return process.ended
+        return process
 
     def mktemp_dir(self) -> str:
-        path = Path(self.mktemp())
+        path = Path(self.mktemp()).resolve()
         path.mkdir(parents=True)
         return str(path)
 
@@ -745,6 +758,39 @@ class TwistdTests(TestCase):
                                            daemon=True)
         self.assertEqual(status, 1, output)
         self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", output)
+
+    @defer.inlineCallbacks
+    def test_bad_options_exit_1_with_one_line_and_no_usage(self) -> Any:
+        """twistd prints its usage text before an option's error; ours say only the error, on stderr."""
+        config = Path(self.mktemp_dir(), "bad.conf")
+        config.write_text("[smarkets]\nfrobnicate = 1\n")
+        journal = self.mktemp_dir()  # a directory: the journal cannot be opened as a file
+        cases = [
+            (["smarkets", "--status-interval=-3"], "twistd smarkets: --status-interval takes a number of at least 0"),
+            (["smarkets", "--endpoint", "nonsense"], "twistd smarkets: bad --endpoint 'nonsense'"),
+            (["smarkets", "--bogus"], "twistd smarkets: option --bogus not recognized"),
+            (["smarkets", "--config", str(config)], f"twistd smarkets: configuration {config}: unknown option"),
+            (["smarkets", "--journal", journal], f"twistd smarkets: cannot open journal {journal}"),
+            (["smarkets-exchange", "--backlog", "0"], "twistd smarkets-exchange: --backlog takes a whole number"),
+            (["smarkets-exchange", "--frob"], "twistd smarkets-exchange: option --frob not recognized"),
+            (["smarkets-exchange", "--endpoint", "nonsense"], "twistd smarkets-exchange: bad --endpoint 'nonsense'"),
+        ]
+        for argv, start in cases:
+            process = self.spawn(*argv)
+            status, output = yield process.ended
+            self.assertEqual(status, 1, (argv, output))
+            self.assertEqual(process.stdout(), "", argv)
+            (line,) = process.stderr().splitlines()
+            self.assertTrue(line.startswith(start), (argv, line))
+
+    @defer.inlineCallbacks
+    def test_help_still_prints_the_usage(self) -> Any:
+        for command in ("smarkets", "smarkets-exchange"):
+            process = self.spawn(command, "--help")
+            status, _ = yield process.ended
+            self.assertEqual(status, 0)
+            self.assertIn("--endpoint=", process.stdout())
+            self.assertEqual(process.stderr(), "")
 
     @defer.inlineCallbacks
     def test_bad_credentials_exit_1_with_one_line(self) -> Any:

@@ -24,7 +24,7 @@ from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_
 from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
-from smarkets_twisted.process import exit_after_stop, quiet_while_stopping
+from smarkets_twisted.process import exit_after_stop, quiet_while_stopping, usage_error_in_one_line
 from smarkets_twisted.trading.prices import format_money, money
 
 #: Loopback only: the simulated exchange has no business on a public interface.
@@ -69,6 +69,10 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self.accounts: Accounts = default_accounts()
         self.catalogue: Catalogue = demo_catalogue()
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        with usage_error_in_one_line(self):
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def postOptions(self) -> None:
         if self["liquidity"] and self["no-liquidity"]:
