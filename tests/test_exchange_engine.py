@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from dataclasses import fields
 from typing import Any, TypeVar
 
 from hypothesis import given, settings
@@ -30,6 +29,7 @@ from smarkets_twisted.exchange.events import (
     MarketStateChanged,
     OrderAccepted,
     OrderCancelled,
+    OrderEvent,
     OrderExecuted,
     OrderInvalid,
     OrderRejected,
@@ -271,8 +271,10 @@ class TickTests(EngineTestCase):
             self.assertFalse(is_tick(price))
             (invalid,) = self.ticked.create_order(self.alice, 100, HOME, BUY, POUND, price, request_seq=3)
             self.assertEqual(
-                invalid, OrderInvalid(username="alice", reasons=(seto.ORDER_INVALID_INVALID_PRICE,),
-                                      request_seq=3, reference=None)
+                invalid,
+                OrderInvalid(
+                    username="alice", reasons=(seto.ORDER_INVALID_INVALID_PRICE,), request_seq=3, reference=None
+                ),
             )
         self.assertEqual(self.alice.account_sequence, 0)
 
@@ -997,15 +999,47 @@ class InvariantTests(SynchronousTestCase):
 
     @settings(max_examples=50, deadline=None)
     @given(operations=st.lists(_OPERATION, min_size=10, max_size=60), winner=st.sampled_from([HOME, None]))
-    def test_every_event_has_exactly_its_fields(self, operations: list[tuple[Any, ...]], winner: int | None) -> None:
-        """Events are built from tables of field names, bypassing the dataclass __init__ that would check them."""
+    def test_every_order_event_agrees_with_its_order(
+        self, operations: list[tuple[Any, ...]], winner: int | None
+    ) -> None:
+        """The events of an order's life are built positionally: each field must be where it belongs."""
         accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
+        balances = {account.username: account.balance for account in accounts}
         catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
         engine = MatchingEngine(Accounts(accounts), catalogue, any_price=True)
-        events = [event for operation in operations for event in self.apply(engine, accounts, operation)]
-        events += engine.set_market_state(1, SETTLED if winner else VOIDED, winner=winner)
-        for event in events:
-            self.assertEqual(set(vars(event)), {field.name for field in fields(event)}, event)
+        # Order id -> (username, contract id, side, label, price, quantity) when it was taken, and its fills.
+        taken: dict[int, tuple[str, int, int, str | None, int, int]] = {}
+        filled: dict[int, int] = defaultdict(int)
+        for operation in operations:
+            for event in self.apply(engine, accounts, operation):
+                self.assertEqual(dataclasses.replace(event), event)
+                if not isinstance(event, OrderEvent):
+                    continue
+                self.assertEqual(event.available_balance + event.exposure, balances[event.username], event)
+                self.assertEqual(event.market_id, 1)
+                if isinstance(event, (OrderAccepted, ReplaceAccepted)):
+                    taken[event.order_id] = (
+                        event.username,
+                        event.contract_id,
+                        event.side,
+                        event.label,
+                        event.price,
+                        event.quantity,
+                    )
+                username, contract_id, side, label, price, quantity = taken[event.order_id]
+                self.assertEqual(
+                    (event.username, event.contract_id, event.side, event.label), (username, contract_id, side, label)
+                )
+                if isinstance(event, OrderExecuted):
+                    filled[event.order_id] += event.quantity
+                    self.assertEqual(
+                        (event.orig_price, event.total_executed_quantity), (price, filled[event.order_id]), event
+                    )
+                    self.assertLessEqual(event.available_quantity, quantity - filled[event.order_id])
+                if isinstance(event, OrderCancelled):
+                    self.assertEqual((event.orig_price, event.executed_quantity), (price, filled[event.order_id]))
+                    self.assertLessEqual(event.cancelled_quantity, quantity - filled[event.order_id])
+        for event in engine.set_market_state(1, SETTLED if winner else VOIDED, winner=winner):
             self.assertEqual(dataclasses.replace(event), event)
 
     def apply(self, engine: MatchingEngine, accounts: list[Account], operation: tuple[Any, ...]) -> list[EngineEvent]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from itertools import islice
-from typing import Protocol, TypeVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from smarkets_twisted.errors import ConfigurationError
 
@@ -46,6 +46,7 @@ class Sequenced(Protocol):
 
 
 _E = TypeVar("_E", bound=Sequenced)
+_P = ParamSpec("_P")
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,13 @@ class Account:
         """Compare ``candidate`` with the password in constant time."""
         return hmac.compare_digest(self._password, candidate.encode("utf-8"))
 
-    def record(self, build: Callable[[int], _E]) -> _E:
+    def record(self, build: Callable[Concatenate[int, _P], _E], *args: _P.args, **kwargs: _P.kwargs) -> _E:
         """Build the next account event with its sequence number and remember it.
 
-        :param build: called with the new account sequence; returns the event.
+        :param build: called with the new account sequence and ``args``; returns the event.
         """
         self._sequence += 1
-        event = build(self._sequence)
+        event = build(self._sequence, *args, **kwargs)
         self._history.append(event)
         return event
 

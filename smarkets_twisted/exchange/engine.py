@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import count
+from typing import Concatenate, ParamSpec
 
 from smarkets_twisted.errors import SmarketsError
 from smarkets_twisted.exchange.accounts import Account, Accounts
@@ -36,7 +37,6 @@ from smarkets_twisted.exchange.book import Book
 from smarkets_twisted.exchange.catalogue import Catalogue, Market, state_name
 from smarkets_twisted.exchange.events import (
     AccountEvent,
-    BalanceChanged,
     BookChanged,
     CancelAllAccepted,
     CancelAllRejected,
@@ -49,9 +49,6 @@ from smarkets_twisted.exchange.events import (
     MarketBook,
     MarketStateChanged,
     OpenOrder,
-    OrderAccepted,
-    OrderCancelled,
-    OrderExecuted,
     OrderInvalid,
     OrderRejected,
     PendingReplace,
@@ -60,10 +57,10 @@ from smarkets_twisted.exchange.events import (
     ReplaceAccepted,
     ReplaceRejected,
     account_event,
-    built,
+    balance_changed,
 )
 from smarkets_twisted.exchange.ledger import Ledger
-from smarkets_twisted.exchange.orders import Order, order_event
+from smarkets_twisted.exchange.orders import Order, accepted, cancelled, executed, order_event
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.trading.prices import is_tick
 
@@ -111,6 +108,9 @@ class MarketStateError(SmarketsError, ValueError):
     """A market state change that cannot be made (unknown market, bad transition or winner)."""
 
 
+_P = ParamSpec("_P")
+
+
 class _Batch:
     """What one engine call did: its events, the books and accounts it touched."""
 
@@ -124,9 +124,11 @@ class _Batch:
         self.executions: dict[int, list[Execution]] = {}
         self.accounts: dict[str, tuple[Account, int, int]] = {}
 
-    def record(self, account: Account, build: Callable[[int], AccountEvent]) -> None:
+    def record(
+        self, account: Account, build: Callable[Concatenate[int, _P], AccountEvent], *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
         self.touch_account(account)
-        self.events.append(account.record(build))
+        self.events.append(account.record(build, *args, **kwargs))
 
     def touch_account(self, account: Account) -> None:
         if account.username not in self.accounts:
@@ -228,7 +230,7 @@ class MatchingEngine:
                 next(self._order_ids), account, market_id, contract_id, side, price, quantity, tif, reference, label
             )
             if self.ledger.reserve(batch, market, order, None):
-                batch.record(account, order_event(OrderAccepted, order, request_seq=request_seq))
+                batch.record(account, accepted, order, request_seq)
                 self._touch_book(batch, contract_id)
                 self._match(batch, market, order)
                 self._rest_or_expire(batch, market, order)
@@ -532,7 +534,7 @@ class MatchingEngine:
             order.executed += quantity
             order.executed_value += quantity * price
         for order in (incoming, resting):
-            batch.record(order.account, order_event(OrderExecuted, order, price=price, quantity=quantity))
+            batch.record(order.account, executed, order, price, quantity)
         self._volume[market.id] += quantity
         batch.executions.setdefault(incoming.contract_id, []).append(Execution(price, quantity, incoming.side))
 
@@ -573,15 +575,12 @@ class MatchingEngine:
         if order.resting:
             self._touch_book(batch, order.contract_id)
             self._unrest(order)
-        cancelled = order.available
-        self.ledger.release(batch, market, order, cancelled)
+        quantity = order.available
+        self.ledger.release(batch, market, order, quantity)
         order.available = 0
         if reference is None:
             reference = order.reference
-        batch.record(
-            order.account,
-            order_event(OrderCancelled, order, reason=reason, cancelled_quantity=cancelled, reference=reference),
-        )
+        batch.record(order.account, cancelled, order, reason, quantity, reference)
 
     def _unrest(self, order: Order) -> None:
         """Take a resting order off its book and out of the indexes; remember it finished."""
@@ -609,17 +608,10 @@ class MatchingEngine:
             offers = book.offers.changes()
             executions = tuple(batch.executions.get(contract_id, ()))
             if bids or offers or executions:
-                changed = {
-                    "market_id": market_id,
-                    "contract_id": contract_id,
-                    "bids": bids,
-                    "offers": offers,
-                    "executions": executions,
-                }
-                batch.events.append(built(BookChanged, changed))
+                batch.events.append(BookChanged(market_id, contract_id, bids, offers, executions))
         for account, balance, exposure in batch.accounts.values():
             if (account.balance, account.exposure) != (balance, exposure):
-                batch.events.append(account.record(account_event(BalanceChanged, account, reason=batch.balance_reason)))
+                batch.events.append(account.record(balance_changed, account, batch.balance_reason))
         return batch.events
 
     def _market_of(self, order: Order) -> Market:
@@ -671,4 +663,3 @@ def _invalid_reasons(price: int, quantity: int, any_price: bool) -> tuple[seto_p
     if quantity <= 0:
         reasons.append(seto_pb2.ORDER_INVALID_INVALID_QUANTITY)
     return tuple(reasons)
-

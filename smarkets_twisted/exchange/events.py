@@ -5,6 +5,13 @@ events carry the username they go to and the account sequence assigned to
 them; market events carry the market id and go to that market's subscribers.
 Reasons are the seto enum values, ready to be copied into protobuf messages.
 Units follow PROTOCOL.md section 7 (see `smarkets_twisted.trading.positions`).
+
+Events are read-only by convention, not frozen: one event is kept in its
+account's history and sent to every session of the account, and a frozen
+dataclass costs about ten times as much to build (``object.__setattr__`` per
+field), which was most of what an order cost the engine.  Their fields come
+in a fixed order, so that the builders of the events every order produces
+(`smarkets_twisted.exchange.orders`) can pass them positionally.
 """
 
 from __future__ import annotations
@@ -18,12 +25,12 @@ from smarkets_twisted.exchange.accounts import Account
 from smarkets_twisted.proto import seto_pb2
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class EngineEvent:
     """Anything the engine reports."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class AccountEvent(EngineEvent):
     """An event for one account, numbered by that account's sequence and kept for replay."""
 
@@ -31,14 +38,14 @@ class AccountEvent(EngineEvent):
     account_sequence: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class MarketEvent(EngineEvent):
     """An event for the subscribers of one market."""
 
     market_id: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderEvent(AccountEvent):
     """An event about one of the account's orders, with the account's money after it."""
 
@@ -51,7 +58,7 @@ class OrderEvent(AccountEvent):
     exposure: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderInvalid(EngineEvent):
     """order_invalid: the order was malformed; every problem is listed.
 
@@ -65,7 +72,7 @@ class OrderInvalid(EngineEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderAccepted(OrderEvent):
     """order_accepted: the order was taken; fills, if any, follow."""
 
@@ -76,7 +83,7 @@ class OrderAccepted(OrderEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderRejected(AccountEvent):
     """order_rejected: the order was refused."""
 
@@ -86,7 +93,7 @@ class OrderRejected(AccountEvent):
     label: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderExecuted(OrderEvent):
     """order_executed: one fill of one order, sent to each of the two parties.
 
@@ -101,7 +108,7 @@ class OrderExecuted(OrderEvent):
     available_quantity: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class OrderCancelled(OrderEvent):
     """order_cancelled: what was left of an order is gone.
 
@@ -117,7 +124,7 @@ class OrderCancelled(OrderEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class CancelRejected(AccountEvent):
     """order_cancel_rejected."""
 
@@ -126,7 +133,7 @@ class CancelRejected(AccountEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class CancelAllAccepted(AccountEvent):
     """order_cancel_all_accepted; an order_cancelled follows for each order."""
 
@@ -134,7 +141,7 @@ class CancelAllAccepted(AccountEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class CancelAllRejected(AccountEvent):
     """order_cancel_all_rejected (the market named does not exist)."""
 
@@ -143,7 +150,7 @@ class CancelAllRejected(AccountEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class QuantityReduced(OrderEvent):
     """order_quantity_reduced: the order's available quantity is now ``new_quantity``."""
 
@@ -155,7 +162,7 @@ class QuantityReduced(OrderEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class ReduceRejected(AccountEvent):
     """order_quantity_reduce_rejected."""
 
@@ -165,7 +172,7 @@ class ReduceRejected(AccountEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class PendingReplace(AccountEvent):
     """order_pending_replace: a replace is under way; ``order_id`` is the new order's."""
 
@@ -180,7 +187,7 @@ class PendingReplace(AccountEvent):
     label: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class ReplaceAccepted(OrderEvent):
     """order_cancel_replace_accepted: the original is gone, the new order is live.
 
@@ -194,7 +201,7 @@ class ReplaceAccepted(OrderEvent):
     reference: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class ReplaceRejected(AccountEvent):
     """order_cancel_replace_rejected: the original order is unchanged.
 
@@ -215,7 +222,7 @@ class ReplaceRejected(AccountEvent):
     label: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class ExecutionVoided(OrderEvent):
     """order_execute_voided: a fill was undone because its market was voided."""
 
@@ -224,7 +231,7 @@ class ExecutionVoided(OrderEvent):
     orig_price: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class BalanceChanged(AccountEvent):
     """balance_changed: the account's balance or exposure moved."""
 
@@ -234,7 +241,7 @@ class BalanceChanged(AccountEvent):
     exposure: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class MarketStateChanged(MarketEvent):
     """market_state: the market entered ``state``; ``winner`` is set when settled."""
 
@@ -257,7 +264,7 @@ class Execution(NamedTuple):
     aggressor_side: seto_pb2.Side
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True)
 class BookChanged(MarketEvent):
     """contract_quotes: the visible levels that changed, best first, and the trades.
 
@@ -311,10 +318,34 @@ class OpenOrder:
     label: str | None
 
 
-
 # Building account events
 
 _A = TypeVar("_A", bound=AccountEvent)
+
+
+def field_names(event_type: type[EngineEvent]) -> frozenset[str]:
+    """The names of an event type's fields."""
+    return frozenset(field.name for field in fields(event_type))
+
+
+def account_event(event_type: type[_A], account: Account, **values: object) -> Callable[[int], _A]:
+    """A builder for `Account.record`: the event with ``values``, the account's
+    username and sequence, and its money for the money fields not given."""
+    money = [(name, get) for name, get in _FROM_ACCOUNT.items() if name in field_names(event_type)]
+
+    def build(sequence: int) -> _A:
+        for name, get in money:
+            values.setdefault(name, get(account))
+        return event_type(username=account.username, account_sequence=sequence, **values)
+
+    return build
+
+
+def balance_changed(sequence: int, account: Account, reason: str) -> BalanceChanged:
+    """The account's money now, as its event number ``sequence``."""
+    balance, exposure = account.balance, account.exposure
+    return BalanceChanged(account.username, sequence, reason, balance, balance - exposure, exposure)
+
 
 #: Event fields that are the account's money at the time of the event.
 _FROM_ACCOUNT: dict[str, Callable[[Account], int]] = {
@@ -322,61 +353,3 @@ _FROM_ACCOUNT: dict[str, Callable[[Account], int]] = {
     "available_balance": attrgetter("available_balance"),
     "exposure": attrgetter("exposure"),
 }
-
-
-_FIELD_NAMES: dict[type[EngineEvent], frozenset[str]] = {}
-
-
-def field_names(event_type: type[EngineEvent]) -> frozenset[str]:
-    """The names of an event type's fields."""
-    names = _FIELD_NAMES.get(event_type)
-    if names is None:
-        names = _FIELD_NAMES[event_type] = frozenset(field.name for field in fields(event_type))
-    return names
-
-
-_MONEY_FIELDS: dict[type[EngineEvent], tuple[tuple[str, Callable[[Account], int]], ...]] = {}
-
-_E = TypeVar("_E", bound=EngineEvent)
-
-
-def built(event_type: type[_E], values: dict[str, object]) -> _E:
-    """The event of ``event_type`` whose fields are ``values``: every field, and nothing else.
-
-    The same frozen dataclass its ``__init__`` would make, without setting
-    each field through ``object.__setattr__``: that was the largest cost of
-    an order (about 2 µs for an order event).  Nor are the names checked
-    here, at a cost to every event: the builders take them from tables, and
-    the engine's tests check every event they see against its type's fields.
-    The fields go in one by one: ``update`` would copy the dict's own table,
-    and the event would not share its type's (about 520 B an event, not 270).
-    """
-    event = object.__new__(event_type)
-    fields = event.__dict__
-    for name, value in values.items():
-        fields[name] = value
-    return event
-
-
-def account_event(event_type: type[_A], account: Account, **values: object) -> Callable[[int], _A]:
-    """A builder for `Account.record`: the event with ``values``, the account's
-    username and sequence, and its money for the money fields not given."""
-    return account_event_from(event_type, account, values)
-
-
-def account_event_from(event_type: type[_A], account: Account, values: dict[str, object]) -> Callable[[int], _A]:
-    """`account_event`, taking ownership of the dict ``values`` (no copy)."""
-    money = _MONEY_FIELDS.get(event_type)
-    if money is None:
-        names = field_names(event_type)
-        money = _MONEY_FIELDS[event_type] = tuple((n, get) for n, get in _FROM_ACCOUNT.items() if n in names)
-
-    def build(sequence: int) -> _A:
-        for name, get in money:
-            if name not in values:
-                values[name] = get(account)
-        values["username"] = account.username
-        values["account_sequence"] = sequence
-        return built(event_type, values)
-
-    return build

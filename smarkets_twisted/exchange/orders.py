@@ -1,18 +1,28 @@
 """An order as the matching engine keeps it, and the account events made from one.
 
-The events about an order (accepted, executed, cancelled, reduced,
-replaced...) share most of their fields with it; `order_event` fills them in
-from one table, so that each event is built by naming only what is its own.
+The events about an order share most of their fields with it.  Those of
+every order's life (accepted, executed, cancelled) are most of the engine's
+work, and each has a builder that passes the fields positionally; the others
+(reduced, replaced, voided) are built by `order_event`, which fills in what
+they share with the order from one table, so that each names only what is
+its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 from typing import TypeVar
 
 from smarkets_twisted.exchange.accounts import Account
-from smarkets_twisted.exchange.events import AccountEvent, OpenOrder, account_event_from, field_names
+from smarkets_twisted.exchange.events import (
+    AccountEvent,
+    OpenOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    account_event,
+    field_names,
+)
 from smarkets_twisted.proto import seto_pb2
 
 
@@ -89,8 +99,62 @@ class Order:
         )
 
 
-
 _A = TypeVar("_A", bound=AccountEvent)
+
+# The events of every order's life, built positionally (see `smarkets_twisted.exchange.events`).
+
+
+def _about(order: Order, sequence: int) -> tuple[str, int, int, int, int, seto_pb2.Side, str | None, int, int]:
+    """The fields every `OrderEvent` starts with, in their order."""
+    account = order.account
+    exposure = account.exposure
+    return (
+        account.username,
+        sequence,
+        order.order_id,
+        order.market_id,
+        order.contract_id,
+        order.side,
+        order.label,
+        account.balance - exposure,
+        exposure,
+    )
+
+
+def accepted(sequence: int, order: Order, request_seq: int | None) -> OrderAccepted:
+    """order_accepted for a new order."""
+    return OrderAccepted(*_about(order, sequence), order.price, order.quantity, order.tif, request_seq, order.reference)
+
+
+def executed(sequence: int, order: Order, price: int, quantity: int) -> OrderExecuted:
+    """order_executed for a fill of ``quantity`` at ``price``, counted on the order already."""
+    return OrderExecuted(
+        *_about(order, sequence),
+        price,
+        quantity,
+        order.price,
+        order.executed,
+        order.executed_avg_price,
+        order.available,
+    )
+
+
+def cancelled(
+    sequence: int, order: Order, reason: seto_pb2.OrderCancelledReason, quantity: int, reference: int | None
+) -> OrderCancelled:
+    """order_cancelled for the ``quantity`` that was still available."""
+    return OrderCancelled(
+        *_about(order, sequence),
+        reason,
+        order.price,
+        quantity,
+        order.executed,
+        order.executed_avg_price,
+        reference,
+    )
+
+
+# The other events about an order, with fields named
 
 #: Event field -> the attribute of the order it copies, when the event does not give it.
 _FROM_ORDER: dict[str, str] = {
@@ -110,9 +174,6 @@ _FROM_ORDER: dict[str, str] = {
     "available_quantity": "available",
 }
 
-#: Event type -> the names of its fields taken from the order, and a getter of their values.
-_ORDER_FIELDS: dict[type[AccountEvent], tuple[tuple[str, ...], Callable[[Order], tuple[object, ...]]]] = {}
-
 
 def order_event(event_type: type[_A], order: Order, **values: object) -> Callable[[int], _A]:
     """A builder for `Account.record`: an event about ``order``, for its account.
@@ -120,13 +181,6 @@ def order_event(event_type: type[_A], order: Order, **values: object) -> Callabl
     Fields not in ``values`` are taken from the order (see `_FROM_ORDER`) and
     the account's money.
     """
-    from_order = _ORDER_FIELDS.get(event_type)
-    if from_order is None:
-        names = tuple(name for name in _FROM_ORDER if name in field_names(event_type))
-        # With two names or more, attrgetter gives a tuple (every order event has several).
-        assert len(names) > 1, event_type
-        from_order = _ORDER_FIELDS[event_type] = (names, attrgetter(*(_FROM_ORDER[name] for name in names)))
-    names, get = from_order
-    fields = dict(zip(names, get(order), strict=True))
-    fields.update(values)
-    return account_event_from(event_type, order.account, fields)
+    for name in field_names(event_type) & _FROM_ORDER.keys():
+        values.setdefault(name, getattr(order, _FROM_ORDER[name]))
+    return account_event(event_type, order.account, **values)
