@@ -102,12 +102,19 @@ class BookSide:
         self._levels[order.price].total -= quantity
         order.available -= quantity
 
-    def best(self) -> Order | None:
-        """The order first in line: best price, earliest arrival."""
-        if not self._prices:
-            return None
+    def best(self) -> Order:
+        """The order first in line: best price, earliest arrival (the side must not be empty)."""
         price = self._prices[-1] if self.best_is_highest else self._prices[0]
-        return self._levels[price].front()
+        front = self._levels[price].front()
+        assert front is not None, "a level is deleted with its last order"
+        return front
+
+    def reaches(self, limit: int) -> bool:
+        """Whether an incoming order at ``limit`` trades with the best order on this side."""
+        prices = self._prices
+        if not prices:
+            return False
+        return prices[-1] >= limit if self.best_is_highest else prices[0] <= limit
 
     def prices(self) -> Iterator[int]:
         """Prices best first."""
@@ -149,8 +156,14 @@ class BookSide:
         self._before = {}
         if self._visible_before is None:
             # The same levels are shown as before: only the touched ones can differ.
-            after = [(price, self.total(price)) for price in sorted(before, reverse=self.best_is_highest)]
-            return tuple(Level(price, total) for price, total in after if total != before[price])
+            levels = self._levels
+            changed = []
+            for price in sorted(before, reverse=self.best_is_highest) if len(before) > 1 else before:
+                level = levels.get(price)
+                total = level.total if level is not None else 0
+                if total != before[price]:
+                    changed.append(Level(price, total))
+            return tuple(changed)
         before = self._visible_before
         self._visible_before = None
         shown = self.visible(self.depth)

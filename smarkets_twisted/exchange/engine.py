@@ -122,15 +122,16 @@ class _Batch:
         #: Contract id -> market id, for every book the call changed.
         self.books: dict[int, int] = {}
         self.executions: dict[int, list[Execution]] = {}
+        #: Username -> the account, its balance and exposure before the call changed them.
         self.accounts: dict[str, tuple[Account, int, int]] = {}
 
     def record(
         self, account: Account, build: Callable[Concatenate[int, _P], AccountEvent], *args: _P.args, **kwargs: _P.kwargs
     ) -> None:
-        self.touch_account(account)
         self.events.append(account.record(build, *args, **kwargs))
 
     def touch_account(self, account: Account) -> None:
+        """Note the account's money before the ledger changes it (see `_Batch.accounts`)."""
         if account.username not in self.accounts:
             self.accounts[account.username] = (account, account.balance, account.exposure)
 
@@ -502,8 +503,7 @@ class MatchingEngine:
     ) -> bool:
         """Whether an order would reach one of the account's own resting orders."""
         opposite = self._books[contract_id].opposite(side)
-        best = opposite.best()
-        if best is None or not opposite.crosses(best.price, price):
+        if not opposite.reaches(price):
             return False
         remaining = quantity
         for resting in opposite.in_priority():
@@ -516,10 +516,8 @@ class MatchingEngine:
 
     def _match(self, batch: _Batch, market: Market, order: Order) -> None:
         opposite = self._books[order.contract_id].opposite(order.side)
-        while order.available:
+        while order.available and opposite.reaches(order.price):
             resting = opposite.best()
-            if resting is None or not opposite.crosses(resting.price, order.price):
-                return
             self._fill(batch, market, order, resting, min(order.available, resting.available))
             if not resting.available:
                 self._unrest(resting)
