@@ -22,6 +22,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 
+from smarkets_twisted.exchange.accounts import Account
 from smarkets_twisted.exchange.events import Level
 from smarkets_twisted.exchange.orders import Order
 from smarkets_twisted.proto import seto_pb2
@@ -120,10 +121,19 @@ class BookSide:
         """Prices best first."""
         return reversed(self._prices) if self.best_is_highest else iter(self._prices)
 
-    def in_priority(self) -> Iterator[Order]:
-        """Every order in the order they would be matched."""
+    def would_meet(self, account: Account, limit: int, quantity: int) -> bool:
+        """Whether an incoming order for ``quantity`` at ``limit`` would trade with one of ``account``'s orders."""
         for price in self.prices():
-            yield from (order for order in self._levels[price].orders if order.resting)
+            if not self.crosses(price, limit):
+                return False
+            for order in self._levels[price].orders:
+                if order.resting:
+                    if order.account is account:
+                        return True
+                    quantity -= order.available
+                    if quantity <= 0:
+                        return False
+        return False
 
     def visible(self, depth: int | None) -> dict[int, int]:
         """Total available quantity per price, best first, for the best ``depth`` prices."""

@@ -503,16 +503,7 @@ class MatchingEngine:
     ) -> bool:
         """Whether an order would reach one of the account's own resting orders."""
         opposite = self._books[contract_id].opposite(side)
-        if not opposite.reaches(price):
-            return False
-        remaining = quantity
-        for resting in opposite.in_priority():
-            if remaining <= 0 or not opposite.crosses(resting.price, price):
-                return False
-            if resting.account is account:
-                return True
-            remaining -= resting.available
-        return False
+        return opposite.reaches(price) and opposite.would_meet(account, price, quantity)
 
     def _match(self, batch: _Batch, market: Market, order: Order) -> None:
         opposite = self._books[order.contract_id].opposite(order.side)

@@ -436,11 +436,14 @@ class Exchange:
         microseconds = int(now * 1_000_000)
         for event in events:
             self._track(event, requester)
+            audience = self._audience(event, requester)
+            if not audience:
+                continue
             if isinstance(event, BookChanged):
                 payload = messages.contract_quotes(event, microseconds)
             else:
                 payload = messages.event_payload(event)
-            for target in self._audience(event, requester):
+            for target in audience:
                 if target.backlog and isinstance(event, AccountEvent):
                     target.backlog.append(event)
                 else:
