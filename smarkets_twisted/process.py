@@ -10,7 +10,11 @@ once twistd is done with it.
 
 What stops twistd before its reactor runs must be said in one line too:
 twistd prints its whole usage text before an option's error, and a
-traceback for an exception raised while starting.
+traceback for an exception raised while starting.  Daemonised (without
+``-n``), twistd's first process exits 0 once the daemon has started its
+services, unless starting them raised: a service that cannot start logs its
+line, then raises `said` (the first process prints it and exits 1; the
+daemon logs no traceback under the line).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
@@ -37,6 +41,9 @@ at_exit = atexit.register
 _status: list[int] = []
 
 _log = Logger()
+
+#: The exceptions `said` marked, to be ended on without a traceback.
+_said: list[BaseException] = []
 
 #: The reactors `quiet_while_stopping` was set up for.
 _quieted: set[int] = set()
@@ -62,6 +69,29 @@ def _exit() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_status[0])
+
+
+_Error = TypeVar("_Error", bound=BaseException)
+
+
+def said(error: _Error) -> _Error:
+    """``error``, already logged in one line: should it end the process, Python prints no traceback of it."""
+    if not _said:
+        previous = sys.excepthook
+
+        def quiet(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+            if value not in _said:
+                previous(kind, value, traceback)
+
+        sys.excepthook = quiet
+    _said.append(error)
+    return error
+
+
+def daemonised(options: usage.Options) -> bool:
+    """Whether twistd runs the service of these options without ``-n``."""
+    twistd = getattr(options, "parent", None)
+    return twistd is not None and not twistd.get("nodaemon", True)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from smarkets_twisted.exchange.embedded import EmbeddedExchangeEndpoint, Embedde
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.journal import DEFAULT_ROTATE_BYTES, Journal, JournalError, JournalService
 from smarkets_twisted.pricelog import PriceLog
-from smarkets_twisted.process import exit_after_stop, quiet_while_stopping, usage_error_in_one_line
+from smarkets_twisted.process import daemonised, exit_after_stop, quiet_while_stopping, usage_error_in_one_line
 from smarkets_twisted.service import SmarketsClientService, address_of
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.state import StateFile, StateFileError
@@ -288,7 +288,7 @@ def makeService(options: Options) -> IService:
     quiet_while_stopping(reactor)
     endpoint: IStreamClientEndpoint
     if options["endpoint"] is None:
-        embedded = EmbeddedExchangeService(reactor)
+        embedded = EmbeddedExchangeService(reactor, daemonised(options))
         embedded.setServiceParent(top)  # type: ignore[no-untyped-call]
         endpoint = EmbeddedExchangeEndpoint(reactor, embedded)
     else:

@@ -694,7 +694,7 @@ class _Ended(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.output.append(data)
-        self.by_fd[childFD].append(data)
+        self.by_fd.setdefault(childFD, []).append(data)
 
     def stdout(self) -> str:
         return b"".join(self.by_fd[1]).decode("utf-8", "replace")
@@ -715,16 +715,22 @@ class TwistdTests(TestCase):
     def twistd(self, *argv: str, password: str | None = None, daemon: bool = False) -> Deferred[tuple[int, str]]:
         return self.spawn(*argv, password=password, daemon=daemon).ended
 
-    def spawn(self, *argv: str, password: str | None = None, daemon: bool = False) -> _Ended:
-        """``twistd ARGV`` (daemonised, logging to twistd.log) in a directory of its own."""
+    def spawn(self, *argv: str, password: str | None = None, daemon: bool = False, prelude: str = "") -> _Ended:
+        """``twistd ARGV`` (daemonised, logging to twistd.log) in a directory of its own, after ``prelude`` (code).
+
+        Daemonised, it ends once its daemon has exited too: the daemon inherits
+        a pipe (fd 3), and Twisted waits for every pipe to close.
+        """
         process = _Ended(self.mktemp_dir())
         env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
         if password is not None:
             env["SMARKETS_PASSWORD"] = password
-        code = "from twisted.scripts.twistd import run; run()"
+        code = f"{prelude}\nfrom twisted.scripts.twistd import run; run()"
         mode = ["--logfile=twistd.log"] if daemon else ["-n"]
+        fds: dict[int, str] = {0: "w", 1: "r", 2: "r", 3: "r"} if daemon else {0: "w", 1: "r", 2: "r"}
         transport = reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", code, *mode, "--pidfile=",
-                                                                    *argv], env=env, path=process.directory)
+                                                                    *argv], env=env, path=process.directory,
+                                         childFDs=fds)
         self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
         return process
 
@@ -754,10 +760,32 @@ class TwistdTests(TestCase):
     def test_a_port_in_use_exits_1_without_n_too(self) -> Any:
         """Daemonised, twistd's first process exits once the daemon has started its services: it must say so."""
         port = self.busy_port()
-        status, output = yield self.twistd("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1",
-                                           daemon=True)
+        process = self.spawn("smarkets-exchange", "--endpoint", f"tcp:{port}:interface=127.0.0.1", daemon=True)
+        status, output = yield process.ended
         self.assertEqual(status, 1, output)
         self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", output)
+        self.assert_one_line_logged(process, f"cannot listen on tcp:{port}:interface=127.0.0.1: ")
+
+    @defer.inlineCallbacks
+    def test_an_embedded_exchange_on_a_port_in_use_exits_1_without_n(self) -> Any:
+        port = self.busy_port()
+        # The embedded exchange listens on a port the system chooses: give it the busy one.
+        busy = f"tcp:{port}:interface=127.0.0.1"
+        prelude = ("from twisted.internet.endpoints import serverFromString\n"
+                   "from smarkets_twisted.exchange import embedded\n"
+                   f"embedded.serverFromString = lambda reactor, _: serverFromString(reactor, {busy!r})")
+        process = self.spawn("smarkets", daemon=True, prelude=prelude)
+        status, output = yield process.ended
+        self.assertEqual(status, 1, output)
+        self.assertIn("the embedded exchange cannot listen", output)
+        self.assert_one_line_logged(process, f"embedded exchange cannot listen: Couldn't listen on 127.0.0.1:{port}: ")
+
+    def assert_one_line_logged(self, process: _Ended, reason: str) -> None:
+        """The daemon's log says ``reason`` in one critical line, and holds no traceback."""
+        log = Path(process.directory, "twistd.log").read_text()
+        self.assertNotIn("Traceback", log)
+        (line,) = [line for line in log.splitlines() if "#critical]" in line]
+        self.assertIn(reason, line)
 
     @defer.inlineCallbacks
     def test_bad_options_exit_1_with_one_line_and_no_usage(self) -> Any:
@@ -849,6 +877,17 @@ class ExitTests(SynchronousTestCase):
         self.assertTrue(reactor_.hasStopped)
         process.exit_after_stop(reactor_)  # twice, once stopped: no error, one exit
         self.assertEqual(len(registered), 1)
+
+    def test_an_error_said_already_ends_the_process_without_a_traceback(self) -> None:
+        printed: list[BaseException] = []
+        self.patch(sys, "excepthook", lambda kind, value, traceback: printed.append(value))
+        self.patch(process, "_said", [])
+        error = exchange_tap.CannotListen("cannot listen on tcp:3701: Address already in use")
+        self.assertIs(process.said(error), error)
+        other = ValueError("a bug")
+        sys.excepthook(type(error), error, None)
+        sys.excepthook(type(other), other, None)
+        self.assertEqual(printed, [other])
 
     def test_a_signal_while_stopping_is_one_line_not_a_second_stop(self) -> None:
         """A second Ctrl-C while the client logs out: Twisted's handler would stop the reactor again

@@ -21,8 +21,8 @@ from smarkets_twisted.exchange.accounts import default_accounts
 from smarkets_twisted.exchange.liquidity import LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange
-from smarkets_twisted.exchange.tap import describe_simulation
-from smarkets_twisted.process import exit_after_stop
+from smarkets_twisted.exchange.tap import CannotListen, describe_simulation
+from smarkets_twisted.process import exit_after_stop, said
 
 
 class EmbeddedExchangeService(Service):
@@ -30,8 +30,11 @@ class EmbeddedExchangeService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, daemon: bool = False) -> None:
         self.reactor = reactor
+        #: Under twistd without -n: a port it cannot have is raised at start, as `ListenerService` does.
+        self.daemon = daemon
+        self._cannot: str | None = None
         self.exchange = Exchange(reactor, with_liquidity_account(default_accounts()))
         self.liquidity = LiquiditySimulator(self.exchange, reactor)
         self.port: IListeningPort | None = None
@@ -43,10 +46,13 @@ class EmbeddedExchangeService(Service):
         factory = ExchangeFactory(self.exchange, self.reactor)
         factory.noisy = False
         endpoint.listen(factory).addCallbacks(self._listening, self._cannot_listen)
+        if self.daemon and self._cannot is not None:
+            raise said(CannotListen(self._cannot))
         self.liquidity.startService()
 
     def _cannot_listen(self, failure: Failure) -> None:
-        self.log.critical("the embedded exchange cannot listen: {error}", error=failure.getErrorMessage())
+        self._cannot = f"the embedded exchange cannot listen: {failure.getErrorMessage()}"
+        self.log.critical("{error}", error=self._cannot)
         waiting, self._waiting = self._waiting, []
         for deferred in waiting:
             deferred.errback(failure)

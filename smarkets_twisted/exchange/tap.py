@@ -24,7 +24,7 @@ from smarkets_twisted.exchange.catalogue import Catalogue, demo_catalogue, load_
 from smarkets_twisted.exchange.liquidity import BOT_USERNAME, LiquiditySimulator, with_liquidity_account
 from smarkets_twisted.exchange.server import ExchangeFactory
 from smarkets_twisted.exchange.service import Exchange, ExchangeSettings
-from smarkets_twisted.process import exit_after_stop, quiet_while_stopping, usage_error_in_one_line
+from smarkets_twisted.process import daemonised, exit_after_stop, quiet_while_stopping, said, usage_error_in_one_line
 from smarkets_twisted.trading.prices import format_money, money
 
 #: Loopback only: the simulated exchange has no business on a public interface.
@@ -113,7 +113,7 @@ class ListenerService(Service):
         self.endpoint = endpoint
         self.factory = factory
         #: Under twistd without -n, whose first process exits 0 once the daemon has started its services:
-        #: a port it cannot have is raised at start, so that twistd's first process says it and exits 1.
+        #: a port it cannot have is raised at start (`said`), so that twistd's first process says it and exits 1.
         self.daemon = daemon
         self.port: IListeningPort | None = None
         self._listened = False
@@ -124,7 +124,7 @@ class ListenerService(Service):
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         self._listen()
         if self.daemon and self._cannot is not None:
-            raise CannotListen(self._cannot)
+            raise said(CannotListen(self._cannot))
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -178,9 +178,7 @@ def makeService(options: Options) -> IService:
     endpoint = serverFromString(reactor, with_backlog(options["endpoint"], options["backlog"]))  # type: ignore[no-untyped-call]
     factory = ExchangeFactory(exchange, clock)
     factory.noisy = False  # no "Starting factory <...ExchangeFactory object at 0x...>"
-    twistd = getattr(options, "parent", None)  # twistd's own options, when it runs this
-    daemon = twistd is not None and not twistd.get("nodaemon", True)
-    listener = ListenerService(reactor, options["endpoint"], endpoint, factory, daemon)
+    listener = ListenerService(reactor, options["endpoint"], endpoint, factory, daemonised(options))
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["liquidity"]:
         LiquiditySimulator(exchange, clock).setServiceParent(service)  # type: ignore[no-untyped-call]
