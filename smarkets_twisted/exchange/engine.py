@@ -167,14 +167,12 @@ class MatchingEngine:
         self._books: dict[int, Book] = {}
         self._market_of_contract: dict[int, int] = {}
         self._orders: dict[int, Order] = {}
-        self._orders_by_market: dict[int, dict[int, Order]] = {}
         self._orders_by_account: dict[str, dict[int, Order]] = {}
         self._finished: OrderedDict[int, str] = OrderedDict()
         self.ledger = Ledger(catalogue)
         self._volume: dict[int, int] = {}
         self._in_play: set[int] = set()
         for market in catalogue:
-            self._orders_by_market[market.id] = {}
             self._volume[market.id] = 0
             for contract in market.contracts:
                 self._books[contract.id] = Book(depth)
@@ -440,7 +438,8 @@ class MatchingEngine:
         market.state = state
         market.winner = winner
         batch.events.append(MarketStateChanged(market_id=market_id, state=state, winner=winner))
-        orders = list(self._orders_by_market[market_id].values())
+        # A market changes state rarely: a walk over every open order costs less than an index kept per order.
+        orders = [order for order in self._orders.values() if order.market_id == market_id]
         if state == seto_pb2.MARKET_STATE_HALTED:
             self._cancel_where(
                 batch, market, orders, {seto_pb2.GOOD_TILL_HALTED}, seto_pb2.ORDER_CANCELLED_MARKET_HALTED
@@ -536,7 +535,6 @@ class MatchingEngine:
             self._cancel(batch, market, order, seto_pb2.ORDER_CANCELLED_INSUFFICIENT_LIQUIDITY)
         else:
             self._orders[order.order_id] = order
-            self._orders_by_market[order.market_id][order.order_id] = order
             self._orders_by_account.setdefault(order.account.username, {})[order.order_id] = order
             self._books[order.contract_id].side(order.side).add(order)
 
@@ -575,7 +573,6 @@ class MatchingEngine:
         """Take a resting order off its book and out of the indexes; remember it finished."""
         self._books[order.contract_id].side(order.side).remove(order)
         del self._orders[order.order_id]
-        del self._orders_by_market[order.market_id][order.order_id]
         del self._orders_by_account[order.account.username][order.order_id]
         self._remember_finished(order)
 
