@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from typing import Any, TypeVar
 
@@ -1004,43 +1003,61 @@ class InvariantTests(SynchronousTestCase):
     ) -> None:
         """The events of an order's life are built positionally: each field must be where it belongs."""
         accounts = [Account(f"u{n}", "pw", n + 1, "", pounds * POUND) for n, pounds in enumerate((50, 200, 1000))]
-        balances = {account.username: account.balance for account in accounts}
         catalogue = Catalogue([Market(1, "M", (Contract(HOME, "H"), Contract(AWAY, "A")), LIVE)])
         engine = MatchingEngine(Accounts(accounts), catalogue, any_price=True)
         # Order id -> (username, contract id, side, label, price, quantity) when it was taken, and its fills.
         taken: dict[int, tuple[str, int, int, str | None, int, int]] = {}
         filled: dict[int, int] = defaultdict(int)
         for operation in operations:
-            for event in self.apply(engine, accounts, operation):
-                self.assertEqual(dataclasses.replace(event), event)
-                if not isinstance(event, OrderEvent):
-                    continue
-                self.assertEqual(event.available_balance + event.exposure, balances[event.username], event)
-                self.assertEqual(event.market_id, 1)
-                if isinstance(event, (OrderAccepted, ReplaceAccepted)):
-                    taken[event.order_id] = (
-                        event.username,
-                        event.contract_id,
-                        event.side,
-                        event.label,
-                        event.price,
-                        event.quantity,
-                    )
-                username, contract_id, side, label, price, quantity = taken[event.order_id]
-                self.assertEqual(
-                    (event.username, event.contract_id, event.side, event.label), (username, contract_id, side, label)
+            self.check_fields(accounts, self.apply(engine, accounts, operation), taken, filled)
+        settled = engine.set_market_state(1, SETTLED if winner else VOIDED, winner=winner)
+        self.check_fields(accounts, settled, taken, filled)
+
+    def check_fields(
+        self,
+        accounts: list[Account],
+        events: list[EngineEvent],
+        taken: dict[int, tuple[str, int, int, str | None, int, int]],
+        filled: dict[int, int],
+    ) -> None:
+        """One call's order events name their order's fields, and each account's last event its money after the call."""
+        last: dict[str, OrderEvent | BalanceChanged] = {}
+        for event in events:
+            if isinstance(event, BalanceChanged):
+                last[event.username] = event
+            if not isinstance(event, OrderEvent):
+                continue
+            last[event.username] = event
+            self.assertEqual(event.market_id, 1)
+            if isinstance(event, (OrderAccepted, ReplaceAccepted)):
+                taken[event.order_id] = (
+                    event.username,
+                    event.contract_id,
+                    event.side,
+                    event.label,
+                    event.price,
+                    event.quantity,
                 )
-                if isinstance(event, OrderExecuted):
-                    filled[event.order_id] += event.quantity
-                    self.assertEqual(
-                        (event.orig_price, event.total_executed_quantity), (price, filled[event.order_id]), event
-                    )
-                    self.assertLessEqual(event.available_quantity, quantity - filled[event.order_id])
-                if isinstance(event, OrderCancelled):
-                    self.assertEqual((event.orig_price, event.executed_quantity), (price, filled[event.order_id]))
-                    self.assertLessEqual(event.cancelled_quantity, quantity - filled[event.order_id])
-        for event in engine.set_market_state(1, SETTLED if winner else VOIDED, winner=winner):
-            self.assertEqual(dataclasses.replace(event), event)
+            username, contract_id, side, label, price, quantity = taken[event.order_id]
+            self.assertEqual(
+                (event.username, event.contract_id, event.side, event.label), (username, contract_id, side, label)
+            )
+            if isinstance(event, OrderExecuted):
+                filled[event.order_id] += event.quantity
+                self.assertEqual(
+                    (event.orig_price, event.total_executed_quantity), (price, filled[event.order_id]), event
+                )
+                self.assertLessEqual(event.available_quantity, quantity - filled[event.order_id])
+            if isinstance(event, OrderCancelled):
+                self.assertEqual((event.orig_price, event.executed_quantity), (price, filled[event.order_id]))
+                self.assertLessEqual(event.cancelled_quantity, quantity - filled[event.order_id])
+        for account in accounts:
+            if account.username in last:
+                event = last[account.username]
+                money = (account.available_balance, account.exposure)
+                self.assertEqual((event.available_balance, event.exposure), money, event)
+                if isinstance(event, BalanceChanged):
+                    self.assertEqual(event.balance, account.balance, event)
 
     def apply(self, engine: MatchingEngine, accounts: list[Account], operation: tuple[Any, ...]) -> list[EngineEvent]:
         kind, rest = operation[0], operation[1:]
