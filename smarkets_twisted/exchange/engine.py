@@ -391,10 +391,10 @@ class MatchingEngine:
             quantity_left = orig.available
             self._unrest(orig)
             orig.available = 0
-            accepted = order_event(
+            replaced = order_event(
                 ReplaceAccepted, new, orig_order_id=orig.order_id, quantity_left=quantity_left, reference=reference
             )
-            batch.record(account, accepted)
+            batch.record(account, replaced)
             self._match(batch, market, new)
             self._rest_or_expire(batch, market, new)
             return self._finish(batch)

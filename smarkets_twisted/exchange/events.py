@@ -336,6 +336,14 @@ def field_names(event_type: type[EngineEvent]) -> frozenset[str]:
     return names
 
 
+#: Event fields that are the account's money at the time of the event (`balance_changed` builds the one with
+#: ``balance``).
+_FROM_ACCOUNT: dict[str, Callable[[Account], int]] = {
+    "available_balance": attrgetter("available_balance"),
+    "exposure": attrgetter("exposure"),
+}
+
+
 def account_event(event_type: type[_A], account: Account, **values: object) -> Callable[[int], _A]:
     """A builder for `Account.record`: the event with ``values``, the account's
     username and sequence, and its money for the money fields not given."""
@@ -355,10 +363,3 @@ def balance_changed(sequence: int, account: Account, reason: str) -> BalanceChan
     balance, exposure = account.balance, account.exposure
     return BalanceChanged(account.username, sequence, reason, balance, balance - exposure, exposure)
 
-
-#: Event fields that are the account's money at the time of the event.
-_FROM_ACCOUNT: dict[str, Callable[[Account], int]] = {
-    "balance": attrgetter("balance"),
-    "available_balance": attrgetter("available_balance"),
-    "exposure": attrgetter("exposure"),
-}

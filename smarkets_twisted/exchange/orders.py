@@ -165,13 +165,10 @@ _FROM_ORDER: dict[str, str] = {
     "price": "price",
     "orig_price": "price",
     "quantity": "quantity",
-    "tif": "tif",
     "reference": "reference",
     "label": "label",
     "executed_quantity": "executed",
-    "total_executed_quantity": "executed",
     "executed_avg_price": "executed_avg_price",
-    "available_quantity": "available",
 }
 
 
