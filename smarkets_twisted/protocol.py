@@ -3,10 +3,20 @@
 Thin glue: bytes go through the Deframer and the Session, payloads go to the
 factory, which owns everything that must survive the connection.  Timers run
 on the factory's IReactorTime.
+
+A connection's life (PROTOCOL.md sections 5 and 6) is one `Phase`, moved only
+by `_NEXT`, a table to check against the protocol.  It is written by hand
+rather than with Automat: what each event does is nearly the same in every
+phase it is legal in (a logout received is a refusal while the login is
+unanswered, and that is all), so one method per event, reading the phase it
+left, is shorter than Automat's one output per transition; and an event the
+table lacks is logged and ignored, where Automat raises NoTransition out of
+whatever Twisted callback delivered it.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -29,6 +39,88 @@ if TYPE_CHECKING:
     from smarkets_twisted.factory import SmarketsClientFactory
 
 
+class Phase(enum.Enum):
+    """Where a connection is in its life."""
+
+    #: Built, no transport yet.
+    CONNECTING = "connecting"
+    #: The login waits for the TLS handshake: nothing goes out, nor counts as sent, to an unverified exchange.
+    HANDSHAKING = "handshaking"
+    #: A logout asked for during the handshake: it goes out right behind the login.
+    LOGOUT_AFTER_HANDSHAKE = "handshaking, logout to follow the login"
+    #: The login sent, unanswered.
+    LOGGING_IN = "logging in"
+    #: A logout sent behind a login still unanswered.
+    LOGGING_IN_THEN_OUT = "logging in, logout sent"
+    LOGGED_IN = "logged in"
+    #: Our logout sent: the exchange is to confirm it and close.
+    LOGGING_OUT = "logging out"
+    #: The exchange confirmed our logout; it closes the connection.
+    CONFIRMED = "logout confirmed"
+    #: The exchange refused the login or logged us out; the connection closes.
+    CLOSING = "closing"
+    #: We closed the connection (bad data, silence, a timeout): nothing more is read or written.
+    DROPPED = "dropped"
+    CLOSED = "closed"
+
+
+class Event(enum.Enum):
+    """What moves a connection from one phase to another."""
+
+    CONNECTED = "connected"
+    #: The TLS handshake verified the exchange (at once over plain TCP).
+    VERIFIED = "verified"
+    LOGIN_RESPONSE = "login_response"
+    #: A logout from the exchange with reason LOGOUT_CONFIRMATION.
+    CONFIRMATION = "logout confirmation"
+    #: A logout from the exchange with any other reason.
+    LOGOUT = "logout"
+    #: The application asked to log out.
+    LOGOUT_ASKED = "logout asked for"
+    #: We close the connection.
+    DROP = "drop"
+    LOST = "connection lost"
+
+
+_P, _E = Phase, Event
+#: The login is unanswered: `login` waits.
+_AWAITING_LOGIN = (_P.CONNECTING, _P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT)
+#: We may drop the connection.
+_OPEN = (_P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT, _P.LOGGED_IN, _P.LOGGING_OUT)
+#: Bytes go both ways.
+_CONNECTED = (*_OPEN, _P.CONFIRMED, _P.CLOSING)
+#: Nothing more is read.
+_GONE = (_P.DROPPED, _P.CLOSED)
+
+#: (phase, event) → the next phase.  An event missing here is logged and changes nothing.
+_NEXT: dict[tuple[Phase, Event], Phase] = {
+    (_P.CONNECTING, _E.CONNECTED): _P.HANDSHAKING,
+    (_P.HANDSHAKING, _E.VERIFIED): _P.LOGGING_IN,
+    (_P.HANDSHAKING, _E.LOGOUT_ASKED): _P.LOGOUT_AFTER_HANDSHAKE,
+    (_P.LOGOUT_AFTER_HANDSHAKE, _E.VERIFIED): _P.LOGGING_IN_THEN_OUT,
+    (_P.LOGGING_IN, _E.LOGIN_RESPONSE): _P.LOGGED_IN,
+    (_P.LOGGING_IN, _E.LOGOUT_ASKED): _P.LOGGING_IN_THEN_OUT,
+    (_P.LOGGING_IN_THEN_OUT, _E.LOGIN_RESPONSE): _P.LOGGING_OUT,
+    (_P.LOGGED_IN, _E.LOGOUT_ASKED): _P.LOGGING_OUT,
+    (_P.LOGGING_OUT, _E.CONFIRMATION): _P.CONFIRMED,
+    # A confirmation unasked for ends the session all the same.
+    (_P.LOGGED_IN, _E.CONFIRMATION): _P.CONFIRMED,
+    (_P.LOGGED_IN, _E.LOGOUT): _P.CLOSING,
+    (_P.LOGGING_OUT, _E.LOGOUT): _P.CLOSING,
+    # A logout while the login is unanswered refuses it, whatever its reason.
+    **{(phase, event): _P.CLOSING for phase in (_P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT)
+       for event in (_E.LOGOUT, _E.CONFIRMATION)},
+    # A logout asked for again joins the first; one asked for as the exchange closes waits for the close.
+    **{(phase, _E.LOGOUT_ASKED): phase
+       for phase in (_P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN_THEN_OUT, _P.LOGGING_OUT, _P.CONFIRMED, _P.CLOSING)},
+    # We drop an open connection; one the exchange is closing closes sooner, for the reason it gave.
+    **{(phase, _E.DROP): _P.DROPPED for phase in _OPEN},
+    (_P.CONFIRMED, _E.DROP): _P.CONFIRMED,
+    (_P.CLOSING, _E.DROP): _P.CLOSING,
+    **{(phase, _E.LOST): _P.CLOSED for phase in (*_CONNECTED, _P.DROPPED)},
+}
+
+
 @implementer(IHandshakeListener)
 class SmarketsClientProtocol(Protocol):
     """Logs in as soon as it connects, or over TLS once the handshake is done (new session or resume), then relays."""
@@ -37,23 +129,36 @@ class SmarketsClientProtocol(Protocol):
     factory: SmarketsClientFactory
 
     def __init__(self) -> None:
+        self.phase = Phase.CONNECTING
         self.session: Session | None = None
         self.deframer: Deframer | None = None
-        self.is_connected = False
         self._login_waiters: list[Deferred[Any]] = []
-        self._login_outcome: Failure | Any | None = None
         self._logout_waiters: list[Deferred[None]] = []
-        self._logging_out = False
-        self._logout_confirmed = False
+        #: The exchange's LoginResponse, once it came.
+        self._response: Any = None
+        #: Why the connection ends (once it does): a drop's error, the exchange's logout, the transport's loss.
+        self._reason: Exception | None = None
         self._login_timer: IDelayedCall | None = None
         self._logout_timer: IDelayedCall | None = None
         self._liveness_timer: IDelayedCall | None = None
-        self._lost_because: Exception | None = None
         #: Whether this connection's login resumes a session (else it starts one).
         self.resuming = False
-        self._login_started = False
         #: Fires with the error the connection ended with, once it is lost.
         self.closed: Deferred[Exception] = Deferred()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether bytes still go both ways (until we drop the connection or it is lost)."""
+        return self.phase in _CONNECTED
+
+    def _move(self, event: Event) -> bool:
+        """Take ``event`` by the `_NEXT` table; one it has no move for is logged and changes nothing."""
+        phase = _NEXT.get((self.phase, event))
+        if phase is None:
+            self.log.warn("{event} while {phase}: ignored", event=event.value, phase=self.phase.value)
+            return False
+        self.phase = phase
+        return True
 
     # Connection events
 
@@ -61,7 +166,7 @@ class SmarketsClientProtocol(Protocol):
         factory = self.factory
         settings = factory.config
         now = factory.clock.seconds()
-        self.is_connected = True
+        self._move(Event.CONNECTED)
         verify_peer(self.transport)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -80,17 +185,17 @@ class SmarketsClientProtocol(Protocol):
         self._login_timer = factory.clock.callLater(settings.login_timeout, self._login_timed_out)
         self._schedule_liveness(now)
         if not ISSLTransport.providedBy(self.transport):
-            self._start_login("connected")
+            self._verified("connected")
 
     def handshakeCompleted(self) -> None:
         """Over TLS the login starts here: nothing goes out, nor counts as sent, before the exchange verified."""
-        self._start_login("TLS handshake done")
+        self._verified("TLS handshake done")
 
-    def _start_login(self, how: str) -> None:
-        session = self.session
-        if self._login_started or session is None:
+    def _verified(self, how: str) -> None:
+        if not self._move(Event.VERIFIED):
             return
-        self._login_started = True
+        session = self.session
+        assert session is not None
         settings = self.factory.config
         session.start_login(
             self.factory.clock.seconds(),
@@ -101,14 +206,14 @@ class SmarketsClientProtocol(Protocol):
         )
         self.log.info("{how}; {action} as {user}", how=how, action="resuming" if self.resuming else "logging in",
                       user=settings.username)
-        if self._logging_out:  # asked for during the TLS handshake
+        if self.phase is Phase.LOGGING_IN_THEN_OUT:  # asked for during the TLS handshake
             session.send_logout(self.factory.clock.seconds())
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:
         session = self.session
         deframer = self.deframer
-        if session is None or deframer is None:
+        if session is None or deframer is None or not self.is_connected:
             return
         factory = self.factory
         now = factory.clock.seconds()
@@ -147,7 +252,7 @@ class SmarketsClientProtocol(Protocol):
                     if session.gapfilled or gap_was_open != (session.replay_until is not None):
                         factory.incoming_gap(gap_was_open, session.replay_until is not None, session.gapfilled)
                         session.gapfilled = 0
-                if not self.is_connected:
+                if self.phase in _GONE:  # (a handler may have closed it)
                     return
             if deframer.error is not None:
                 raise deframer.error
@@ -160,29 +265,32 @@ class SmarketsClientProtocol(Protocol):
             factory.data_processed()
 
     def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
-        self.is_connected = False
-        for timer in (self._login_timer, self._liveness_timer, self._logout_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._login_timer = self._liveness_timer = self._logout_timer = None
+        phase = self.phase
+        self._move(Event.LOST)
+        self._stop_timers(self._login_timer, self._logout_timer, self._liveness_timer)
         if self.deframer is not None and self.deframer.buffered:
             self.log.warn("connection lost in the middle of a frame: {count} bytes discarded",
                           count=self.deframer.buffered)
-        error = self._lost_because or _lost(reason)
+        error = self._reason = self._reason or _lost(reason)
         if self.factory.journal is not None:
             self.factory.journal.event("disconnected", self.factory.clock.seconds(), str(error))
-        if self._login_outcome is None:
+        if phase in _AWAITING_LOGIN:
             self._settle_login(Failure(error))
         waiters, self._logout_waiters = self._logout_waiters, []
         unconfirmed = error if isinstance(error, errors.LogoutUnconfirmed) else errors.LogoutUnconfirmed(
             "connection lost before the exchange confirmed the logout: the session is ended")
         for waiter in waiters:
-            if self._logout_confirmed:
+            if phase is Phase.CONFIRMED:
                 waiter.callback(None)
             else:
                 waiter.errback(unconfirmed)
         self.factory.protocol_lost(self, error)
         self.closed.callback(error)
+
+    def _stop_timers(self, *timers: IDelayedCall | None) -> None:
+        for timer in timers:
+            if timer is not None and timer.active():
+                timer.cancel()
 
     # Sending
 
@@ -204,8 +312,15 @@ class SmarketsClientProtocol(Protocol):
         return seq
 
     def _drop(self, error: Exception) -> None:
-        self._lost_because = error
-        self.is_connected = False
+        """Close the connection ourselves, for ``error``: an unanswered login fails with it."""
+        phase = self.phase
+        if not self._move(Event.DROP):
+            return
+        if self.phase is Phase.DROPPED:  # (one the exchange is closing keeps the reason it gave)
+            self._reason = error
+            self._stop_timers(self._login_timer, self._logout_timer, self._liveness_timer)
+            if phase in _AWAITING_LOGIN:
+                self._settle_login(Failure(error))
         if self.transport is not None:
             getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
@@ -227,14 +342,14 @@ class SmarketsClientProtocol(Protocol):
         self.factory.payload_received(self, payload)
 
     def _logged_in(self, payload: Payload) -> None:
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        if not self._move(Event.LOGIN_RESPONSE):
+            return
+        self._stop_timers(self._login_timer)
         if self._liveness_timer is not None and self._liveness_timer.active():
             # Heartbeats start now: check sooner than the login-time timer would.
             self._liveness_timer.cancel()
             self._schedule_liveness(self.factory.clock.seconds())
-        response = payload.eto_payload.login_response
+        response = self._response = payload.eto_payload.login_response
         self.log.info("logged in as {email} (account {id})", email=response.email or "?", id=response.id)
         self._settle_login(response)
         self.factory.logged_in(self)
@@ -243,18 +358,20 @@ class SmarketsClientProtocol(Protocol):
         logout = payload.eto_payload.logout
         reason = logout.reason if logout.HasField("reason") else None
         name = None if reason is None else enum_name(eto_pb2.LogoutReason, reason)
-        refused = self._login_outcome is None
+        refused = self.phase in _AWAITING_LOGIN
+        if not self._move(Event.CONFIRMATION if reason == eto_pb2.LOGOUT_CONFIRMATION else Event.LOGOUT):
+            return
+        self._stop_timers(self._login_timer, self._logout_timer)
         if refused:
             # Said once by whoever waits for the login (the service's retry line).
             error: Exception = errors.LoginError(reason, name)
-        elif reason == eto_pb2.LOGOUT_CONFIRMATION:
+        elif self.phase is Phase.CONFIRMED:
             error = errors.LoggedOut(reason, name)
-            self._logout_confirmed = True
             self.log.info("logged out")
         else:
             error = errors.LoggedOut(reason, name)
             self.log.warn("the exchange ended the connection: {reason}", reason=errors.logout_words(str(name)))
-        self._lost_because = error
+        self._reason = error
         # The factory hears first: after a refusal for good, the service stops
         # trying before this login's failure counts as an attempt to retry.
         self.factory.logged_out(self, error)
@@ -268,17 +385,16 @@ class SmarketsClientProtocol(Protocol):
     def login(self) -> Deferred[Any]:
         """The outcome of this connection's login: the LoginResponse, or a LoginError."""
         deferred: Deferred[Any] = Deferred()
-        outcome = self._login_outcome
-        if outcome is None:
+        if self.phase in _AWAITING_LOGIN:
             self._login_waiters.append(deferred)
-        elif isinstance(outcome, Failure):
-            deferred.errback(outcome)
+        elif self._response is not None:
+            deferred.callback(self._response)
         else:
-            deferred.callback(outcome)
+            assert self._reason is not None
+            deferred.errback(self._reason)
         return deferred
 
     def _settle_login(self, outcome: Failure | Any) -> None:
-        self._login_outcome = outcome
         waiters, self._login_waiters = self._login_waiters, []
         for waiter in waiters:
             if isinstance(outcome, Failure):
@@ -287,11 +403,8 @@ class SmarketsClientProtocol(Protocol):
                 waiter.callback(outcome)
 
     def _login_timed_out(self) -> None:
-        self._login_timer = None
         self.log.error("no login response in {seconds} seconds", seconds=self.factory.config.login_timeout)
-        error = errors.LoginTimeout()
-        self._settle_login(Failure(error))
-        self._drop(error)
+        self._drop(errors.LoginTimeout())
 
     # Logout and ping
 
@@ -306,13 +419,14 @@ class SmarketsClientProtocol(Protocol):
         dropped after ``logout_timeout`` seconds without a confirmation.
         """
         deferred: Deferred[None] = Deferred(lambda d: self._logout_waiters.remove(d))
-        if not self.is_connected or self.session is None:
+        if not self.is_connected:
             deferred.callback(None)
             return deferred
         self._logout_waiters.append(deferred)
-        if not self._logging_out:
-            self._logging_out = True
-            if self._login_started:  # else it follows the login, once the TLS handshake is done
+        phase = self.phase
+        if self._move(Event.LOGOUT_ASKED) and self.phase is not phase:  # the first asked for
+            if self.phase is not Phase.LOGOUT_AFTER_HANDSHAKE:  # else it follows the login
+                assert self.session is not None
                 self.session.send_logout(self.factory.clock.seconds())
                 self.flush()
             self._logout_timer = self.factory.clock.callLater(self.factory.config.logout_timeout,
@@ -320,7 +434,6 @@ class SmarketsClientProtocol(Protocol):
         return deferred
 
     def _logout_timed_out(self) -> None:
-        self._logout_timer = None
         seconds = self.factory.config.logout_timeout
         self.log.warn("no logout confirmation in {seconds} seconds: closing the connection, the session is ended",
                       seconds=seconds)
@@ -371,10 +484,8 @@ class SmarketsClientProtocol(Protocol):
         self._liveness_timer = self.factory.clock.callLater(self.session.next_check(now), self._check_liveness)
 
     def _check_liveness(self) -> None:
-        self._liveness_timer = None
         session = self.session
-        if session is None or not self.is_connected:
-            return
+        assert session is not None
         now = self.factory.clock.seconds()
         if session.peer_silent(now):
             self.log.warn("nothing from the exchange for {seconds} seconds: dropping the connection",
@@ -387,7 +498,7 @@ class SmarketsClientProtocol(Protocol):
         self._schedule_liveness(now)
 
     def __repr__(self) -> str:
-        return f"<SmarketsClientProtocol connected={self.is_connected}>"
+        return f"<SmarketsClientProtocol {self.phase.value}>"
 
 
 def _lost(reason: Failure) -> Exception:
