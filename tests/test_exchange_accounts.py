@@ -77,6 +77,19 @@ class AccountTests(SynchronousTestCase):
         self.assertEqual((first.account_sequence, second.account_sequence), (1, 2))
         self.assertEqual(account.account_sequence, 2)
 
+    def test_a_failed_build_takes_no_sequence(self) -> None:
+        """The events a client sees stay numbered without a gap, even after one that could not be made."""
+        account = self.make()
+        account.record(lambda sequence: _Note(sequence, "one"))
+
+        def broken(sequence: int) -> _Note:
+            raise RuntimeError("cannot build")
+
+        self.assertRaises(RuntimeError, account.record, broken)
+        second = account.record(lambda sequence: _Note(sequence, "two"))
+        self.assertEqual(second.account_sequence, 2)
+        self.assertEqual([note.account_sequence for note in account.events_after(0).events], [1, 2])
+
     def test_events_after(self) -> None:
         account = self.make()
         notes = [account.record(lambda sequence: _Note(sequence, "x")) for _ in range(3)]

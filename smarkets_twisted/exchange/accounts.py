@@ -128,8 +128,8 @@ class Account:
 
         :param build: called with the new account sequence and ``args``; returns the event.
         """
+        event = build(self._sequence + 1, *args, **kwargs)
         self._sequence += 1
-        event = build(self._sequence, *args, **kwargs)
         self._history.append(event)
         return event
 
