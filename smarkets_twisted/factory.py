@@ -11,6 +11,7 @@ around it.
 
 from __future__ import annotations
 
+import enum
 import functools
 import itertools
 import random
@@ -48,6 +49,30 @@ THROTTLE_HEADROOM = 2
 
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
+
+class Intent(enum.Enum):
+    """Whether the application wants a session: the factory's side of the lifecycle.
+
+    ===========  ==============================  ======================================
+    intent       moved to by                     meaning
+    ===========  ==============================  ======================================
+    WANTED       `buildProtocol` (from any)      connecting, logged in, or to resume on
+                                                 the next connection
+    LOGGING_OUT  `logout` with a connection up   the session ends with that connection,
+                 (from WANTED)                   its logout confirmed or not
+    ENDED        a logout done, `stop`, a login  for good, once: nothing until the
+                 refused for good (from WANTED   application connects again; a login
+                 or LOGGING_OUT)                 answered late is closed
+    ===========  ==============================  ======================================
+
+    Whether a session is held (to resume) is the SessionState's session id;
+    each connection's own life is `protocol.Phase`.
+    """
+
+    WANTED = "wanted"
+    LOGGING_OUT = "logging out"
+    ENDED = "ended"
+
 
 class _Route(NamedTuple):
     """What the factory does with one seto payload type, worked out once from the schema."""
@@ -141,11 +166,11 @@ class SmarketsClientFactory(ClientFactory):
         # Client references tag every request the exchange answers by reference;
         # a random start keeps them apart from another process's on the same account.
         self._references = itertools.count(random.SystemRandom().getrandbits(31) << 32)
-        self._ending = False
+        self.intent = Intent.WANTED
         #: Where every payload in and out is recorded, if anywhere (`smarkets_twisted.journal`).
         self.journal: Journal | None = None
         #: Why the session ended for good (logout, stop, a login refused for
-        #: good), until the application connects again; None while it wants one.
+        #: good) while `intent` is ENDED; None otherwise.
         self.ended: errors.SmarketsError | None = None
         #: Called with that reason when it happens (the service stops reconnecting).
         self.on_ended: Callable[[errors.SmarketsError], object] | None = None
@@ -195,7 +220,7 @@ class SmarketsClientFactory(ClientFactory):
         protocol = self.protocol()
         protocol.factory = self
         self._connection = protocol
-        self._ending = False
+        self.intent = Intent.WANTED
         self.ended = None
         return protocol
 
@@ -227,10 +252,12 @@ class SmarketsClientFactory(ClientFactory):
         SocketDisconnected if the connection was lost first (the session is
         ended here all the same).
         """
-        self._ending = True
+        if self.intent is Intent.ENDED:
+            return succeed(None)
         if self._connection is not None and self._connection.is_connected:
+            self.intent = Intent.LOGGING_OUT
             return with_timeout(self._connection.send_logout(), timeout, self.clock)
-        self._end_logged_out_session()
+        self._end_for_good(errors.SessionLost("logged out"), logged_out=True)
         return succeed(None)
 
     def ping(self, timeout: float | None = None) -> Deferred[float]:
@@ -248,6 +275,13 @@ class SmarketsClientFactory(ClientFactory):
                             self.clock)
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
+        if self.intent is Intent.ENDED:
+            # The session was given up (`stop`) while this connection logged in.
+            self.log.warn("a login answered after the session ended: closing that connection")
+            self.state.reset()
+            assert protocol.transport is not None
+            protocol.transport.loseConnection()
+            return
         self.current = protocol
         if not protocol.resuming:
             # Until its first account event, which a resume of it may bring as well.
@@ -265,8 +299,10 @@ class SmarketsClientFactory(ClientFactory):
 
     def logged_out(self, protocol: SmarketsClientProtocol, error: Exception) -> None:
         reason = getattr(error, "reason", None)
-        if self._ending or reason == eto_pb2.LOGOUT_CONFIRMATION:
-            self._end_logged_out_session()
+        if self.intent is Intent.ENDED:
+            return  # a connection left open after the end: nothing more to end
+        if self.intent is Intent.LOGGING_OUT or reason == eto_pb2.LOGOUT_CONFIRMATION:
+            self._end_for_good(errors.SessionLost("logged out"), logged_out=True)
         elif reason == eto_pb2.LOGOUT_UNKNOWN_SESSION:
             # The exchange cannot resume (or carry on) the session: what was in
             # flight has an unknown fate; the next login starts a new session and
@@ -274,18 +310,9 @@ class SmarketsClientFactory(ClientFactory):
             self._end_session(errors.SessionLost(f"the exchange dropped the session: {error}"))
         elif isinstance(error, errors.LoginError):
             if reason in _FINAL_LOGIN_REFUSALS:
-                self._end_session(error)
                 self._end_for_good(error)
             elif self.state.session_id is None:
                 self._end_session(errors.SessionLost(f"no session could be started: {error}"))
-
-    def _end_logged_out_session(self) -> None:
-        error = errors.SessionLost("logged out")
-        self._end_session(error)
-        # A logout ends the intent too: the next session starts bare.
-        self.subscriptions.clear()
-        self._cancel_all_on_failure = None
-        self._end_for_good(error)
 
     def sends_lost(self, seqs: list[range]) -> None:
         """The exchange asked again for payloads gone from our sent log: they never reach it."""
@@ -312,7 +339,11 @@ class SmarketsClientFactory(ClientFactory):
                 timer.cancel()
         self._pump_call = self._limits_wait = None
         self._spent_since_login = None
-        if isinstance(error, errors.BadLoginResponse) and self.state.session_id is not None:
+        if self.intent is Intent.LOGGING_OUT:
+            # The logout was not confirmed, or the login it followed never
+            # answered: the session ends here all the same.
+            self._end_for_good(errors.SessionLost("logged out"), logged_out=True)
+        elif isinstance(error, errors.BadLoginResponse) and self.state.session_id is not None:
             # Resuming it would meet the same answer: the next login starts a new
             # session, which asks for the account events since the last one seen.
             self._end_session(errors.SessionLost(f"session abandoned: {error}"))
@@ -320,9 +351,6 @@ class SmarketsClientFactory(ClientFactory):
             # No session to resume: nothing queued can be sent on it.
             self.requests.fail(errors.SessionLost(f"no session: {error}"))
             self.pings.fail(errors.SessionLost(f"no session: {error}"))
-        elif self._ending:
-            # The logout was not confirmed: end the session here all the same.
-            self._end_logged_out_session()
         else:
             self.log.info("connection lost; the session will resume on the next connection ({pending} pending)",
                           pending=len(self.requests))
@@ -336,11 +364,20 @@ class SmarketsClientFactory(ClientFactory):
         self.pings.fail(error)
         self.handlers.notify("session_ended", error)
 
-    def _end_for_good(self, error: errors.SmarketsError) -> None:
-        """No new session is wanted until the application connects again: nobody waits for a login."""
-        if self.ended is not None:
+    def _end_for_good(self, error: errors.SmarketsError, logged_out: bool = False) -> None:
+        """End the session, once: no new one is wanted until the application connects again.
+
+        Nobody waits for a login any more.  A logout ends the application's
+        intent too: the next session starts with no subscriptions or settings.
+        """
+        if self.intent is Intent.ENDED:
             return
+        self.intent = Intent.ENDED
         self.ended = error
+        self._end_session(error)
+        if logged_out:
+            self.subscriptions.clear()
+            self._cancel_all_on_failure = None
         if self.on_ended is not None:
             self.on_ended(error)
         waiters, self._login_waiters = self._login_waiters, []
@@ -349,10 +386,7 @@ class SmarketsClientFactory(ClientFactory):
 
     def stop(self) -> None:
         """Give up the session without logging out: every pending request and waiter fails."""
-        self._ending = True
-        error = errors.SessionLost("the client was stopped")
-        self._end_session(error)
-        self._end_for_good(error)
+        self._end_for_good(errors.SessionLost("the client was stopped"))
 
     # Incoming
 

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from smarkets_twisted import errors
+from smarkets_twisted.factory import Intent
 from smarkets_twisted.handlers import ClientListener
 from smarkets_twisted.payloads import handler_name, session_message
 from smarkets_twisted.proto import eto_pb2
@@ -27,6 +28,7 @@ from smarkets_twisted.protocol import _NEXT, Event, Phase, SmarketsClientProtoco
 from smarkets_twisted.session import Role, Session
 from tests.scripted import SESSION_ID, ScriptedExchange, make_factory
 from tests.test_client import result_of
+from tests.test_faults import ServiceTestCase
 
 
 @implementer(ISSLTransport)
@@ -208,6 +210,21 @@ class IllegalEventTests(LifecycleTestCase):
 class LogoutDuringLoginTests(LifecycleTestCase):
     """A logout asked for before the login was answered ends the session, however the connection ends."""
 
+    def test_the_connection_lost_before_the_login_answer(self) -> None:
+        self.reach(Phase.LOGGING_IN)
+        done = result_of(self.factory.logout())
+        self.exchange.disconnect()
+        done[0].trap(errors.LogoutUnconfirmed)
+        self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
+    def test_the_login_timed_out(self) -> None:
+        self.reach(Phase.LOGGING_IN)
+        done = result_of(self.factory.logout())
+        self.clock.advance(self.factory.config.login_timeout)
+        self.exchange.disconnect()
+        done[0].trap(errors.LogoutUnconfirmed)
+        self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
     def test_the_login_answered_then_the_logout_confirmed(self) -> None:
         self.reach(Phase.LOGGING_IN)
         done = result_of(self.factory.logout())
@@ -218,3 +235,54 @@ class LogoutDuringLoginTests(LifecycleTestCase):
         self.exchange.disconnect()
         self.assertEqual(done, [None])
         self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
+
+class ServiceLogoutDuringLoginTests(ServiceTestCase):
+    def test_a_logout_asked_for_while_logging_in_is_not_followed_by_a_reconnect(self) -> None:
+        self.service.startService()  # connected: the login is written, not yet delivered
+        done = result_of(self.service.logout())
+        connection = self.market.connections[-1]
+        connection.pump.clientIO.getOutBuffer()  # neither the login nor the logout reaches the exchange
+        connection.drop()
+        done[0].trap(errors.LogoutUnconfirmed)
+        attempts = self.endpoint.attempts
+        self.market.advance(60)
+        self.assertEqual(self.endpoint.attempts, attempts)
+        self.assertFalse(self.service.connections.running)
+        self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
+
+class IntentTests(LifecycleTestCase):
+    """The factory's `Intent`: the session ends once, and a login answered after it is not taken up."""
+
+    def test_a_login_answered_after_a_stop_is_closed_and_forgotten(self) -> None:
+        protocol = self.reach(Phase.LOGGING_IN)
+        self.factory.stop()
+        self.exchange.accept_login()
+        self.assertIsNone(self.factory.current)
+        self.assertIsNone(self.factory.state.session_id)
+        self.assertTrue(self.exchange.transport and self.exchange.transport.disconnecting)
+        self.assertEqual(list(self.told), ["session_ended"])
+        self.assertIs(protocol.phase, Phase.LOGGED_IN)
+        self.exchange.disconnect()
+        self.failureResultOf(self.factory.whenLoggedIn(), errors.SessionLost)
+
+    def test_ending_again_changes_nothing(self) -> None:
+        self.reach(Phase.LOGGED_IN)
+        self.factory.stop()
+        self.assertIs(self.factory.intent, Intent.ENDED)
+        self.successResultOf(self.factory.logout())
+        self.factory.stop()
+        self.assertEqual(list(self.told), ["logged_in", "session_ended"])
+        self.assertEqual(str(self.factory.ended), "the client was stopped")
+
+    def test_connecting_again_wants_a_session_again(self) -> None:
+        self.reach(Phase.LOGGED_IN)
+        done = result_of(self.factory.logout())
+        self.assertIs(self.factory.intent, Intent.LOGGING_OUT)
+        self.exchange.disconnect()
+        done[0].trap(errors.LogoutUnconfirmed)
+        self.assertIs(self.factory.intent, Intent.ENDED)
+        self.connect()
+        self.assertIs(self.factory.intent, Intent.WANTED)
+        self.assertIsNone(self.factory.ended)
