@@ -50,6 +50,7 @@ THROTTLE_HEADROOM = 2
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
 
+
 class Intent(enum.Enum):
     """Whether the application wants a session: the factory's side of the lifecycle.
 
@@ -250,7 +251,7 @@ class SmarketsClientFactory(ClientFactory):
 
         Fires once the exchange confirmed and closed; fails with
         SocketDisconnected if the connection was lost first (the session is
-        ended here all the same).
+        ended here all the same).  Fires at once when the session has ended already.
         """
         if self.intent is Intent.ENDED:
             return succeed(None)

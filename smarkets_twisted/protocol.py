@@ -65,19 +65,14 @@ class Phase(enum.Enum):
 
 
 class Event(enum.Enum):
-    """What moves a connection from one phase to another."""
+    """What moves a connection from one phase to another (LOGOUT: from the exchange, any other reason)."""
 
     CONNECTED = "connected"
-    #: The TLS handshake verified the exchange (at once over plain TCP).
-    VERIFIED = "verified"
+    VERIFIED = "TLS handshake done"  # at once over plain TCP
     LOGIN_RESPONSE = "login_response"
-    #: A logout from the exchange with reason LOGOUT_CONFIRMATION.
     CONFIRMATION = "logout confirmation"
-    #: A logout from the exchange with any other reason.
     LOGOUT = "logout"
-    #: The application asked to log out.
     LOGOUT_ASKED = "logout asked for"
-    #: We close the connection.
     DROP = "drop"
     LOST = "connection lost"
 
@@ -267,7 +262,7 @@ class SmarketsClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(errors.SocketDisconnected())) -> None:  # noqa: B008
         phase = self.phase
         self._move(Event.LOST)
-        self._stop_timers(self._login_timer, self._logout_timer, self._liveness_timer)
+        _cancel(self._login_timer, self._logout_timer, self._liveness_timer)
         if self.deframer is not None and self.deframer.buffered:
             self.log.warn("connection lost in the middle of a frame: {count} bytes discarded",
                           count=self.deframer.buffered)
@@ -286,11 +281,6 @@ class SmarketsClientProtocol(Protocol):
                 waiter.errback(unconfirmed)
         self.factory.protocol_lost(self, error)
         self.closed.callback(error)
-
-    def _stop_timers(self, *timers: IDelayedCall | None) -> None:
-        for timer in timers:
-            if timer is not None and timer.active():
-                timer.cancel()
 
     # Sending
 
@@ -318,7 +308,7 @@ class SmarketsClientProtocol(Protocol):
             return
         if self.phase is Phase.DROPPED:  # (one the exchange is closing keeps the reason it gave)
             self._reason = error
-            self._stop_timers(self._login_timer, self._logout_timer, self._liveness_timer)
+            _cancel(self._login_timer, self._logout_timer, self._liveness_timer)
             if phase in _AWAITING_LOGIN:
                 self._settle_login(Failure(error))
         if self.transport is not None:
@@ -344,7 +334,7 @@ class SmarketsClientProtocol(Protocol):
     def _logged_in(self, payload: Payload) -> None:
         if not self._move(Event.LOGIN_RESPONSE):
             return
-        self._stop_timers(self._login_timer)
+        _cancel(self._login_timer)
         if self._liveness_timer is not None and self._liveness_timer.active():
             # Heartbeats start now: check sooner than the login-time timer would.
             self._liveness_timer.cancel()
@@ -361,7 +351,7 @@ class SmarketsClientProtocol(Protocol):
         refused = self.phase in _AWAITING_LOGIN
         if not self._move(Event.CONFIRMATION if reason == eto_pb2.LOGOUT_CONFIRMATION else Event.LOGOUT):
             return
-        self._stop_timers(self._login_timer, self._logout_timer)
+        _cancel(self._login_timer, self._logout_timer)
         if refused:
             # Said once by whoever waits for the login (the service's retry line).
             error: Exception = errors.LoginError(reason, name)
@@ -499,6 +489,13 @@ class SmarketsClientProtocol(Protocol):
 
     def __repr__(self) -> str:
         return f"<SmarketsClientProtocol {self.phase.value}>"
+
+
+def _cancel(*timers: IDelayedCall | None) -> None:
+    """Stop the timers that are still to run: what they watch for has happened."""
+    for timer in timers:
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 def _lost(reason: Failure) -> Exception:
