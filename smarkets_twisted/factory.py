@@ -11,7 +11,6 @@ around it.
 
 from __future__ import annotations
 
-import enum
 import functools
 import itertools
 import random
@@ -25,6 +24,7 @@ from twisted.logger import Logger
 
 from smarkets_twisted import errors
 from smarkets_twisted.handlers import ClientListener, GlobalHandler, Handler, HandlerRegistry
+from smarkets_twisted.lifecycle import Intent
 from smarkets_twisted.payloads import SETO_FIELDS, Payload, application_message, name_and_body
 from smarkets_twisted.pings import Pings
 from smarkets_twisted.proto import eto_pb2, seto_pb2
@@ -49,30 +49,6 @@ THROTTLE_HEADROOM = 2
 
 #: Login refusals after which trying again cannot help.
 _FINAL_LOGIN_REFUSALS = frozenset({eto_pb2.LOGOUT_UNAUTHORISED, eto_pb2.LOGOUT_UNVERIFIED})
-
-
-class Intent(enum.Enum):
-    """Whether the application wants a session: the factory's side of the lifecycle.
-
-    ===========  ==============================  ======================================
-    intent       moved to by                     meaning
-    ===========  ==============================  ======================================
-    WANTED       `buildProtocol` (from any)      connecting, logged in, or to resume on
-                                                 the next connection
-    LOGGING_OUT  `logout` with a connection up   the session ends with that connection,
-                 (from WANTED)                   its logout confirmed or not
-    ENDED        a logout done, `stop`, a login  for good, once: nothing until the
-                 refused for good (from WANTED   application connects again; a login
-                 or LOGGING_OUT)                 answered late is closed
-    ===========  ==============================  ======================================
-
-    Whether a session is held (to resume) is the SessionState's session id;
-    each connection's own life is `protocol.Phase`.
-    """
-
-    WANTED = "wanted"
-    LOGGING_OUT = "logging out"
-    ENDED = "ended"
 
 
 class _Route(NamedTuple):

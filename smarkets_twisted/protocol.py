@@ -4,19 +4,13 @@ Thin glue: bytes go through the Deframer and the Session, payloads go to the
 factory, which owns everything that must survive the connection.  Timers run
 on the factory's IReactorTime.
 
-A connection's life (PROTOCOL.md sections 5 and 6) is one `Phase`, moved only
-by `_NEXT`, a table to check against the protocol.  It is written by hand
-rather than with Automat: what each event does is nearly the same in every
-phase it is legal in (a logout received is a refusal while the login is
-unanswered, and that is all), so one method per event, reading the phase it
-left, is shorter than Automat's one output per transition; and an event the
-table lacks is logged and ignored, where Automat raises NoTransition out of
-whatever Twisted callback delivered it.
+A connection's life is one `lifecycle.Phase`, moved only by the table
+`lifecycle.NEXT`: each method below takes one event and does what it means
+in the phase it left.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -28,6 +22,7 @@ from zope.interface import implementer
 
 from smarkets_twisted import errors
 from smarkets_twisted.framing import Deframer
+from smarkets_twisted.lifecycle import AWAITING_LOGIN, CONNECTED, GONE, NEXT, Event, Phase
 from smarkets_twisted.payloads import Payload, enum_name, parse_payload
 from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.session import Role, Session
@@ -37,83 +32,6 @@ _ETO = seto_pb2.PAYLOAD_ETO
 
 if TYPE_CHECKING:
     from smarkets_twisted.factory import SmarketsClientFactory
-
-
-class Phase(enum.Enum):
-    """Where a connection is in its life."""
-
-    #: Built, no transport yet.
-    CONNECTING = "connecting"
-    #: The login waits for the TLS handshake: nothing goes out, nor counts as sent, to an unverified exchange.
-    HANDSHAKING = "handshaking"
-    #: A logout asked for during the handshake: it goes out right behind the login.
-    LOGOUT_AFTER_HANDSHAKE = "handshaking, logout to follow the login"
-    #: The login sent, unanswered.
-    LOGGING_IN = "logging in"
-    #: A logout sent behind a login still unanswered.
-    LOGGING_IN_THEN_OUT = "logging in, logout sent"
-    LOGGED_IN = "logged in"
-    #: Our logout sent: the exchange is to confirm it and close.
-    LOGGING_OUT = "logging out"
-    #: The exchange confirmed our logout; it closes the connection.
-    CONFIRMED = "logout confirmed"
-    #: The exchange refused the login or logged us out; the connection closes.
-    CLOSING = "closing"
-    #: We closed the connection (bad data, silence, a timeout): nothing more is read or written.
-    DROPPED = "dropped"
-    CLOSED = "closed"
-
-
-class Event(enum.Enum):
-    """What moves a connection from one phase to another (LOGOUT: from the exchange, any other reason)."""
-
-    CONNECTED = "connected"
-    VERIFIED = "TLS handshake done"  # at once over plain TCP
-    LOGIN_RESPONSE = "login_response"
-    CONFIRMATION = "logout confirmation"
-    LOGOUT = "logout"
-    LOGOUT_ASKED = "logout asked for"
-    DROP = "drop"
-    LOST = "connection lost"
-
-
-_P, _E = Phase, Event
-#: The login is unanswered: `login` waits.
-_AWAITING_LOGIN = (_P.CONNECTING, _P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT)
-#: We may drop the connection.
-_OPEN = (_P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT, _P.LOGGED_IN, _P.LOGGING_OUT)
-#: Bytes go both ways.
-_CONNECTED = (*_OPEN, _P.CONFIRMED, _P.CLOSING)
-#: Nothing more is read.
-_GONE = (_P.DROPPED, _P.CLOSED)
-
-#: (phase, event) → the next phase.  An event missing here is logged and changes nothing.
-_NEXT: dict[tuple[Phase, Event], Phase] = {
-    (_P.CONNECTING, _E.CONNECTED): _P.HANDSHAKING,
-    (_P.HANDSHAKING, _E.VERIFIED): _P.LOGGING_IN,
-    (_P.HANDSHAKING, _E.LOGOUT_ASKED): _P.LOGOUT_AFTER_HANDSHAKE,
-    (_P.LOGOUT_AFTER_HANDSHAKE, _E.VERIFIED): _P.LOGGING_IN_THEN_OUT,
-    (_P.LOGGING_IN, _E.LOGIN_RESPONSE): _P.LOGGED_IN,
-    (_P.LOGGING_IN, _E.LOGOUT_ASKED): _P.LOGGING_IN_THEN_OUT,
-    (_P.LOGGING_IN_THEN_OUT, _E.LOGIN_RESPONSE): _P.LOGGING_OUT,
-    (_P.LOGGED_IN, _E.LOGOUT_ASKED): _P.LOGGING_OUT,
-    (_P.LOGGING_OUT, _E.CONFIRMATION): _P.CONFIRMED,
-    # A confirmation unasked for ends the session all the same.
-    (_P.LOGGED_IN, _E.CONFIRMATION): _P.CONFIRMED,
-    (_P.LOGGED_IN, _E.LOGOUT): _P.CLOSING,
-    (_P.LOGGING_OUT, _E.LOGOUT): _P.CLOSING,
-    # A logout while the login is unanswered refuses it, whatever its reason.
-    **{(phase, event): _P.CLOSING for phase in (_P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT)
-       for event in (_E.LOGOUT, _E.CONFIRMATION)},
-    # A logout asked for again joins the first; one asked for as the exchange closes waits for the close.
-    **{(phase, _E.LOGOUT_ASKED): phase
-       for phase in (_P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN_THEN_OUT, _P.LOGGING_OUT, _P.CONFIRMED, _P.CLOSING)},
-    # We drop an open connection; one the exchange is closing closes sooner, for the reason it gave.
-    **{(phase, _E.DROP): _P.DROPPED for phase in _OPEN},
-    (_P.CONFIRMED, _E.DROP): _P.CONFIRMED,
-    (_P.CLOSING, _E.DROP): _P.CLOSING,
-    **{(phase, _E.LOST): _P.CLOSED for phase in (*_CONNECTED, _P.DROPPED)},
-}
 
 
 @implementer(IHandshakeListener)
@@ -144,11 +62,11 @@ class SmarketsClientProtocol(Protocol):
     @property
     def is_connected(self) -> bool:
         """Whether bytes still go both ways (until we drop the connection or it is lost)."""
-        return self.phase in _CONNECTED
+        return self.phase in CONNECTED
 
     def _move(self, event: Event) -> bool:
-        """Take ``event`` by the `_NEXT` table; one it has no move for is logged and changes nothing."""
-        phase = _NEXT.get((self.phase, event))
+        """Take ``event`` by the `NEXT` table; one it has no move for is logged and changes nothing."""
+        phase = NEXT.get((self.phase, event))
         if phase is None:
             self.log.warn("{event} while {phase}: ignored", event=event.value, phase=self.phase.value)
             return False
@@ -247,7 +165,7 @@ class SmarketsClientProtocol(Protocol):
                     if session.gapfilled or gap_was_open != (session.replay_until is not None):
                         factory.incoming_gap(gap_was_open, session.replay_until is not None, session.gapfilled)
                         session.gapfilled = 0
-                if self.phase in _GONE:  # (a handler may have closed it)
+                if self.phase in GONE:  # (a handler may have closed it)
                     return
             if deframer.error is not None:
                 raise deframer.error
@@ -269,7 +187,7 @@ class SmarketsClientProtocol(Protocol):
         error = self._reason = self._reason or _lost(reason)
         if self.factory.journal is not None:
             self.factory.journal.event("disconnected", self.factory.clock.seconds(), str(error))
-        if phase in _AWAITING_LOGIN:
+        if phase in AWAITING_LOGIN:
             self._settle_login(Failure(error))
         waiters, self._logout_waiters = self._logout_waiters, []
         unconfirmed = error if isinstance(error, errors.LogoutUnconfirmed) else errors.LogoutUnconfirmed(
@@ -309,7 +227,7 @@ class SmarketsClientProtocol(Protocol):
         if self.phase is Phase.DROPPED:  # (one the exchange is closing keeps the reason it gave)
             self._reason = error
             _cancel(self._login_timer, self._logout_timer, self._liveness_timer)
-            if phase in _AWAITING_LOGIN:
+            if phase in AWAITING_LOGIN:
                 self._settle_login(Failure(error))
         if self.transport is not None:
             getattr(self.transport, "abortConnection", self.transport.loseConnection)()
@@ -348,7 +266,7 @@ class SmarketsClientProtocol(Protocol):
         logout = payload.eto_payload.logout
         reason = logout.reason if logout.HasField("reason") else None
         name = None if reason is None else enum_name(eto_pb2.LogoutReason, reason)
-        refused = self.phase in _AWAITING_LOGIN
+        refused = self.phase in AWAITING_LOGIN
         if not self._move(Event.CONFIRMATION if reason == eto_pb2.LOGOUT_CONFIRMATION else Event.LOGOUT):
             return
         _cancel(self._login_timer, self._logout_timer)
@@ -375,7 +293,7 @@ class SmarketsClientProtocol(Protocol):
     def login(self) -> Deferred[Any]:
         """The outcome of this connection's login: the LoginResponse, or a LoginError."""
         deferred: Deferred[Any] = Deferred()
-        if self.phase in _AWAITING_LOGIN:
+        if self.phase in AWAITING_LOGIN:
             self._login_waiters.append(deferred)
         elif self._response is not None:
             deferred.callback(self._response)

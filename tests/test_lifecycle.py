@@ -1,4 +1,4 @@
-"""The connection's transition table (`protocol._NEXT`) against the protocol's behaviour.
+"""The connection's transition table (`lifecycle.NEXT`) against the protocol's behaviour.
 
 Every event the exchange, the application or the TLS layer can bring is
 fired in every phase a connection can be in, through the real entry points
@@ -20,11 +20,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from smarkets_twisted import errors
-from smarkets_twisted.factory import Intent
 from smarkets_twisted.handlers import ClientListener
+from smarkets_twisted.lifecycle import NEXT, Event, Intent, Phase
 from smarkets_twisted.payloads import handler_name, session_message
 from smarkets_twisted.proto import eto_pb2
-from smarkets_twisted.protocol import _NEXT, Event, Phase, SmarketsClientProtocol
+from smarkets_twisted.protocol import SmarketsClientProtocol
 from smarkets_twisted.session import Role, Session
 from tests.scripted import SESSION_ID, ScriptedExchange, make_factory
 from tests.test_client import result_of
@@ -136,14 +136,14 @@ class TransitionTableTests(LifecycleTestCase):
                 self.setUp()
                 protocol = self.reach(phase)
                 self.fire(protocol, event)
-                expected = _NEXT.get((phase, event), phase)
+                expected = NEXT.get((phase, event), phase)
                 if protocol.phase is not expected:
                     wrong.append(f"{event.value} while {phase.value}: {protocol.phase.value}, not {expected.value}")
         self.assertEqual(wrong, [])
 
     def test_every_phase_is_reached_and_left(self) -> None:
-        reached = {after for after in _NEXT.values()} | {Phase.CONNECTING}
-        left = {phase for phase, _ in _NEXT}
+        reached = {after for after in NEXT.values()} | {Phase.CONNECTING}
+        left = {phase for phase, _ in NEXT}
         self.assertEqual(reached, set(Phase))
         self.assertEqual(left, set(Phase) - {Phase.CLOSED})
 
