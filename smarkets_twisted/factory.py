@@ -136,8 +136,8 @@ class SmarketsClientFactory(ClientFactory):
         self._cancel_all_on_failure: bool | None = None
         self._pump_call: IDelayedCall | None = None
         self._limits_wait: IDelayedCall | None = None
-        #: Application payloads sent or resent since this connection's login,
-        #: until its throttle_limits_changed arrives (None after).
+        #: Payloads sent or resent since this connection's login, until its
+        #: throttle_limits_changed arrives (None after).
         self._spent_since_login: int | None = None
         self._pumping = False
         # Client references tag every request the exchange answers by reference;
@@ -419,8 +419,8 @@ class SmarketsClientFactory(ClientFactory):
         self._limits_wait = None
         self._pump()
 
-    def resent(self, count: int) -> None:
-        """The session resent ``count`` application payloads: they cost throttle tokens too."""
+    def unmetered(self, count: int) -> None:
+        """The session sent ``count`` payloads without a token (its own, or resent): the exchange counts them too."""
         self.bucket.spend(count, self.clock.seconds())
         if self._spent_since_login is not None:
             self._spent_since_login += count

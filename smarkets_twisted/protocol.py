@@ -159,9 +159,6 @@ class SmarketsClientProtocol(Protocol):
                     if session.unreplayable:
                         factory.sends_lost(session.unreplayable)
                         session.unreplayable.clear()
-                    if session.resent:
-                        factory.resent(session.resent)
-                        session.resent = 0
                     if session.gapfilled or gap_was_open != (session.replay_until is not None):
                         factory.incoming_gap(gap_was_open, session.replay_until is not None, session.gapfilled)
                         session.gapfilled = 0
@@ -204,9 +201,13 @@ class SmarketsClientProtocol(Protocol):
 
     def flush(self) -> None:
         """Write whatever the session has queued."""
-        if self.session is None:
+        session = self.session
+        if session is None:
             return
-        data = self.session.data_to_send()
+        if session.unmetered:
+            self.factory.unmetered(session.unmetered)
+            session.unmetered = 0
+        data = session.data_to_send()
         if data and self.is_connected and self.transport is not None:
             self.transport.write(data)
             if self.factory.journal is not None:

@@ -170,9 +170,10 @@ class Session:
         #: Seqs the peer asked for again after they left the sent log: gapfilled,
         #: so whatever they carried never reaches the peer.  The caller drains it.
         self.unreplayable: list[range] = []
-        #: Application payloads resent by replays, which the peer's throttle
-        #: counts like new ones.  The caller drains it.
-        self.resent = 0
+        #: Payloads sent without a throttle token: the session's own (heartbeats,
+        #: pings, pongs, replay requests, logouts) and whatever a replay resends.
+        #: The exchange's throttle counts every payload.  The caller drains it.
+        self.unmetered = 0
         #: Gapfills taken in order: seqs whose payload the peer did not resend.
         #: The caller drains it.
         self.gapfilled = 0
@@ -204,6 +205,8 @@ class Session:
         state.sent.append(seq, _gapfill(seq) if self._replaced_by_gapfill(payload) else data)
         state.next_outgoing_seq = seq + 1
         self._out.append(encode_frame(data))
+        if payload.type == seto_pb2.PAYLOAD_ETO:
+            self.unmetered += 1
         self.last_sent = now
         return seq
 
@@ -414,10 +417,9 @@ class Session:
             if payload is None or self._replaced_by_gapfill(payload):
                 payload = session_message(eto_pb2.PAYLOAD_GAPFILL)
                 payload.eto_payload.seq = seq
-            elif payload.type != seto_pb2.PAYLOAD_ETO:
-                self.resent += 1
             payload.eto_payload.is_replay = True
             self._out.append(encode_frame(payload.SerializeToString()))
+        self.unmetered += end - start
         self.last_sent = now
 
     @staticmethod

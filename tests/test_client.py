@@ -354,10 +354,29 @@ class ThrottleTests(ClientTestCase):
         self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
                          [(1, True), (2, True)])
         self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=5, tick_ms=100)
-        # A fresh bucket of 5 less 2 ticks of headroom, less the 2 resends: one new request now, the next a tick later.
+        # A fresh bucket of 5 less 2 ticks of headroom, less the 3 resent (the two cancels, and the gapfill that
+        # stands for the login in between, which the exchange counts too): the new requests wait a tick each.
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+
+    def test_session_payloads_spend_tokens_as_the_exchange_counts_them(self) -> None:
+        """The exchange's throttle counts every payload: a pong, a heartbeat or a ping leaves a token fewer."""
+        self.connect_and_login(throttle=(10, 5, 100))
+        self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
+        self.exchange.send_session(eto_pb2.PAYLOAD_PING)
+        self.factory.ping()
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat", "eto.pong", "eto.ping"])
+        # 5 less 2 ticks of headroom, less those three: the first request waits a tick.
+        self.factory.cancel(1)
+        self.factory.cancel(2)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [2])
 
     def test_without_limits_requests_go_out_after_a_short_wait(self) -> None:
         self.exchange.connect(self.factory)
