@@ -299,3 +299,9 @@ class RandomEndToEndTests(SynchronousTestCase):
         for seed in range(6):
             findings, stats = run(seed, 250)
             self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
+
+    def test_seeds_that_found_bugs_stay_clean(self) -> None:
+        """41: a renewed subscription's SessionLost escaped; 377 and 496: pongs and resends spent no throttle tokens."""
+        for seed in (41, 377, 496):
+            findings, stats = run(seed, 300)
+            self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
