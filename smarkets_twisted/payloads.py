@@ -140,11 +140,16 @@ def application_message(field: str, **fields: object) -> Payload:
 
     Values of None are left unset; message fields take a message, repeated
     fields a sequence.  A value its field cannot carry (a side the schema
-    lacks, a negative uint, a str for a number) raises InvalidRequest naming it.
+    lacks, a negative uint, a str for a number, None for a required field)
+    raises InvalidRequest naming it.
     """
     seto_type = _SETO_TYPES.get(field)
     if seto_type is None:
         raise ValueError(f"no seto payload type carries {field!r}")
+    for name in _REQUIRED[field]:
+        if fields.get(name) is None:
+            # Left unset, it would fail only when serialized, maybe queued and sent later.
+            raise InvalidRequest(f"{field} {name} None cannot be sent: the schema requires a value", name)
     try:
         # protobuf's constructor fills the body from the dict in C, leaving None
         # values unset (and an empty body present): twice as fast as field by field.
@@ -164,6 +169,16 @@ def _refused(field: str, fields: dict[str, object]) -> InvalidRequest:
 
 
 _SETO_TYPES = {field: number for number, field in SETO_FIELDS.items()}
+
+#: seto field → the required fields of its body ('order_create' → side, quantity, market_id, contract_id).
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    field: tuple(
+        item.name
+        for item in getattr(Payload(), field).DESCRIPTOR.fields
+        if item.label == item.LABEL_REQUIRED
+    )
+    for field in SETO_FIELDS.values()
+}
 
 #: The eto payload of a payload not yet sent: `Session.send` sets its seq.
 _UNSENT = {"seq": 0}

@@ -235,7 +235,7 @@ class OrderTests(ClientTestCase):
     def test_a_value_its_field_cannot_carry_fails_the_request_and_nothing_goes_out(self) -> None:
         good = {"market_id": 100, "contract_id": 1001, "side": BUY, "quantity": 10000, "price": 5000}
         bad_orders = [("side", 99), ("quantity", -1), ("price", "2500"), ("price", 0), ("price", 10000),
-                      ("market_id", 2**32)]
+                      ("market_id", 2**32), ("contract_id", None), ("quantity", None), ("side", None)]
         for field, value in bad_orders:
             failure = self.failureResultOf(self.factory.order(**{**good, field: value}), errors.InvalidRequest)
             self.assertEqual(failure.value.field, field)
@@ -247,6 +247,9 @@ class OrderTests(ClientTestCase):
             (lambda: self.factory.replace(9, 2500, -5), "quantity"),
             (lambda: self.factory.reduce(9, -1), "new_quantity"),
             (lambda: self.factory.cancel(-9), "order_id"),
+            (lambda: self.factory.cancel(None), "order_id"),  # type: ignore[arg-type]
+            (lambda: self.factory.replace(None, 2500, 10000), "orig_order_id"),  # type: ignore[arg-type]
+            (lambda: self.factory.reduce(9, None), "new_quantity"),  # type: ignore[arg-type]
             (lambda: self.factory.cancel_all("100"), "market_id"),  # type: ignore[arg-type]
             (lambda: self.factory.subscribe(-100), "market_id"),
             (lambda: self.factory.unsubscribe(-100), "market_id"),

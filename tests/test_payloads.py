@@ -9,7 +9,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from twisted.trial.unittest import SynchronousTestCase
 
-from smarkets_twisted.errors import ParseError, UnknownMessageType
+from smarkets_twisted.errors import InvalidRequest, ParseError, UnknownMessageType
 from smarkets_twisted.payloads import (
     ETO_NAMES,
     HANDLER_NAMES,
@@ -224,7 +224,8 @@ class NamingTests(SynchronousTestCase):
     def test_handler_names(self) -> None:
         cases = [
             (application_message("order_accepted", seq=1, order_id=2), "seto.order_accepted"),
-            (application_message("order_create", side=1), "seto.order_create"),
+            (application_message("order_create", side=1, quantity=1, market_id=1, contract_id=2),
+             "seto.order_create"),
             (application_message("market_quotes", market_id=1), "seto.market_quotes"),
             (application_message("price_feed_subscribe"), "seto.price_feed_subscribe"),
             (login_message("u", "p"), "seto.login"),
@@ -253,6 +254,14 @@ class NamingTests(SynchronousTestCase):
 
     def test_application_message_unknown_field(self) -> None:
         self.assertRaises(ValueError, application_message, "no_such_thing")
+
+    def test_application_message_refuses_none_for_a_required_field(self) -> None:
+        # Left unset, the payload would fail only when serialized: maybe later, queued, inside a read.
+        error = self.assertRaises(InvalidRequest, application_message, "order_cancel", order_id=None)
+        self.assertEqual(error.field, "order_id")
+        self.assertIsInstance(error, ValueError)
+        optional_unset = application_message("order_cancel", order_id=7, reference=None)
+        self.assertFalse(optional_unset.order_cancel.HasField("reference"))
 
     def test_application_message_empty_body_is_present(self) -> None:
         payload = application_message("market_feed_subscribe")
