@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from smarkets_twisted.exchange import messages
@@ -555,6 +555,22 @@ class ThrottleTests(ServiceTestCase):
         self.assertEqual((replace.market_id, replace.contract_id, replace.side), (MARKET, HOME, BUY))
         self.assertEqual(self.bob.take(), [])
         self.assertEqual([o.order_id for o in self.exchange.open_orders("alice")], [order_id])
+
+    def test_a_run_of_refusals_is_logged_when_it_starts_and_when_it_ends(self) -> None:
+        """Not once a payload: a flood of 1000 refused orders was 1000 identical lines, refused pings none."""
+        for _ in range(3):
+            self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
+        with capturedLogs() as events:
+            for _ in range(20):
+                self.alice.send(session_message(eto_pb2.PAYLOAD_PING))
+                self.alice.order(BUY, 1000, 2000)
+            self.alice.advance(0.2)
+            self.order_id(self.alice, BUY, 1000, 2000)
+        lines = [formatEvent(event) for event in events if "throttle" in event.get("log_format", "")]
+        self.assertEqual(lines, [
+            "alice exceeded the throttle (5 a second, burst 3): ping refused, and every payload until tokens refill",
+            "alice is within the throttle again after 40 payloads refused",
+        ])
 
     def test_each_session_has_its_own_bucket(self) -> None:
         for _ in range(4):

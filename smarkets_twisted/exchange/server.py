@@ -373,7 +373,7 @@ class ExchangeProtocol(Protocol):
                     return
                 payload = self._coalesce_replay(payload, session, exchange_session, now)
             elif payload.eto_payload.type == eto_pb2.PAYLOAD_PING:
-                if exchange_session.throttle.take(now):
+                if self.exchange.admit(exchange_session, "ping"):
                     self._throttle_told = False
                 else:
                     # Its seq is consumed; the answer is one throttle_exceeded per

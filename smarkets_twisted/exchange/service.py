@@ -326,7 +326,7 @@ class Exchange:
     def handle(self, session: ExchangeSession, payload: Payload) -> None:
         """Act on one application payload from a logged-in session."""
         field = SETO_FIELDS[payload.type]
-        if not session.throttle.take(self.clock.seconds()):
+        if not self.admit(session, field):
             self._throttled(session, payload, field)
             return
         handler = self._handlers.get(field)
@@ -339,9 +339,30 @@ class Exchange:
             return
         handler(session, payload)
 
+    def admit(self, session: ExchangeSession, what: str) -> bool:
+        """Whether the session's throttle has a token for ``what`` (a payload's name).
+
+        A run of refusals is logged when it starts and when it ends, with its
+        count: a flood is two lines, not one a payload.
+        """
+        username = session.account.username
+        if session.throttle.take(self.clock.seconds()):
+            if session.refused:
+                self.log.info("{username} is within the throttle again after {refused} refused",
+                              username=username, refused=counted(session.refused, "payload"))
+                session.refused = 0
+            return True
+        if not session.refused:
+            self.log.info(
+                "{username} exceeded the throttle ({rate} a second, burst {burst}): {what} refused, "
+                "and every payload until tokens refill",
+                username=username, rate=self.settings.average_rate_ps, burst=self.settings.burst_size, what=what,
+            )
+        session.refused += 1
+        return False
+
     def _throttled(self, session: ExchangeSession, payload: Payload, field: str) -> None:
         account = session.account
-        self.log.info("{username} exceeded the throttle: {field} refused", username=account.username, field=field)
         refusal = _THROTTLED.get(field)
         if refusal is None:
             session.send(session_message(eto_pb2.PAYLOAD_THROTTLE_EXCEEDED), self.clock.seconds())

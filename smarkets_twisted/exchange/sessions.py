@@ -80,6 +80,8 @@ class ExchangeSession:
     :ivar cancel_all_on_failure: set by the client's ``settings`` message.
     :ivar subscriptions: ids of the markets whose quotes this session receives.
     :ivar throttle: the token bucket its application payloads draw on.
+    :ivar refused: payloads the throttle refused since it last let one
+        through (`Exchange.admit` logs a run of refusals, not each one).
     :ivar detached_at_seq: the next outgoing seq when the connection went
         away, or None while connected.
     :ivar detached_at_account_sequence: the account's sequence when the
@@ -96,6 +98,7 @@ class ExchangeSession:
         self.cancel_all_on_failure = False
         self.subscriptions: set[int] = set()
         self.throttle = TokenBucket()
+        self.refused = 0
         self.expiry: IDelayedCall | None = None
         self.detached_at_seq: int | None = None
         self.detached_at_account_sequence: int | None = None
