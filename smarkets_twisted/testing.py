@@ -20,13 +20,14 @@ small steps so that every timer fires when it would.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
-from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
 
 from smarkets_twisted.exchange.accounts import Accounts
 from smarkets_twisted.exchange.catalogue import Catalogue
@@ -37,13 +38,21 @@ from smarkets_twisted.settings import ClientSettings
 
 __all__ = ["InMemoryConnection", "InMemoryExchange"]
 
-_ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
+#: Where the in-memory exchange seems to listen, as ``twistd smarkets-exchange`` does.
+_EXCHANGE_ADDRESS = IPv4Address("TCP", "127.0.0.1", 3701)
+
+#: The first port a client seems to connect from; each connection takes the next.
+_FIRST_CLIENT_PORT = 50001
 
 
 def _build(factory: IProtocolFactory) -> IProtocol:
-    protocol = factory.buildProtocol(_ADDRESS)
+    protocol = factory.buildProtocol(_EXCHANGE_ADDRESS)
     assert protocol is not None, "the client factory refused the connection"
     return protocol
+
+
+def _transport(protocol: IProtocol, is_server: bool, host: IPv4Address, peer: IPv4Address) -> FakeTransport:
+    return FakeTransport(protocol, is_server, host, peer)  # type: ignore[no-untyped-call]
 
 
 class InMemoryConnection:
@@ -96,11 +105,21 @@ class InMemoryExchange:
         self.exchange = Exchange(self.clock, accounts, catalogue, settings)
         self.factory = ExchangeFactory(self.exchange, self.clock, connection_settings)
         self.connections: list[InMemoryConnection] = []
+        self._client_ports = itertools.count(_FIRST_CLIENT_PORT)
 
     def connect(self, client_factory: IProtocolFactory) -> InMemoryConnection:
-        """Connect a new protocol from ``client_factory`` to the exchange, and flush."""
+        """Connect a new protocol from ``client_factory`` to the exchange, and flush.
+
+        Each connection has addresses as over TCP (the exchange's logs name
+        the client by one), from a port of its own.
+        """
+        peer = IPv4Address("TCP", "127.0.0.1", next(self._client_ports))
         client, server, pump = connectedServerAndClient(
-            lambda: self.factory.buildProtocol(_ADDRESS), lambda: _build(client_factory), clock=self.clock
+            lambda: self.factory.buildProtocol(peer),
+            lambda: _build(client_factory),
+            clientTransportFactory=lambda protocol: _transport(protocol, False, peer, _EXCHANGE_ADDRESS),
+            serverTransportFactory=lambda protocol: _transport(protocol, True, _EXCHANGE_ADDRESS, peer),
+            clock=self.clock,
         )
         connection = InMemoryConnection(client, server, pump)
         self.connections.append(connection)

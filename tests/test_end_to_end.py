@@ -35,7 +35,7 @@ from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.payloads import SETO_FIELDS
 from smarkets_twisted.proto import seto_pb2
 from smarkets_twisted.settings import ClientSettings
-from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
+from smarkets_twisted.testing import _EXCHANGE_ADDRESS, InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.books import MarketBook
 from tests.exchange_helpers import AWAY, HALTABLE, HOME, MARKET, OVER, markets, two_accounts
 
@@ -61,7 +61,7 @@ class MemEndpoint:
 
     def connect(self, pf):
         client, server, pump = connectedServerAndClient(
-            lambda: self.m.factory.buildProtocol(_ADDRESS), lambda: pf.buildProtocol(_ADDRESS),
+            lambda: self.m.factory.buildProtocol(_EXCHANGE_ADDRESS), lambda: pf.buildProtocol(_EXCHANGE_ADDRESS),
             clock=self.m.clock, greet=False)
         c = InMemoryConnection(client, server, pump)
         self.m.connections.append(c)

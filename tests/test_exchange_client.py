@@ -74,6 +74,17 @@ class LoginTests(ClientAgainstExchangeTestCase):
     def test_ping(self) -> None:
         self.assertEqual(self.settle(self.alice.ping()), 0.0)
 
+    def test_the_exchange_log_names_each_in_memory_client_by_an_address(self) -> None:
+        """As over TCP, one address a connection: no Python repr of iosim's FakeAddress in a test's log."""
+        with capturedLogs() as events:
+            self.client("alice")
+            self.client("alice")
+        logins = [formatEvent(e) for e in events if "logged in from" in e.get("log_format", "")]
+        self.assertEqual(len(logins), 2)
+        for line in logins:
+            self.assertRegex(line, r"^alice logged in from 127\.0\.0\.1:\d+ \(new session\)$")
+        self.assertNotEqual(logins[0], logins[1])
+
     def test_heartbeats_keep_an_idle_client_connected(self) -> None:
         self.market.advance(120)
         self.assertTrue(self.alice_connection.connected)

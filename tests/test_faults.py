@@ -43,7 +43,7 @@ from smarkets_twisted.proto import eto_pb2, seto_pb2
 from smarkets_twisted.service import SmarketsClientService, retry_policy
 from smarkets_twisted.session import Role, Session, SessionState
 from smarkets_twisted.settings import ClientSettings
-from smarkets_twisted.testing import _ADDRESS, InMemoryConnection, InMemoryExchange
+from smarkets_twisted.testing import _EXCHANGE_ADDRESS, InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.demo import MarketMaker
 from tests.exchange_helpers import HOME, MARKET, markets, two_accounts
 from tests.scripted import SESSION_ID, make_factory
@@ -223,13 +223,14 @@ class MemoryEndpoint:
         if self.mode == "refuse":
             return fail(net_error.ConnectionRefusedError("Connection refused"))
         servers: dict[str, Callable[[], IProtocol]] = {
-            "exchange": lambda: self.market.factory.buildProtocol(_ADDRESS),
+            "exchange": lambda: self.market.factory.buildProtocol(_EXCHANGE_ADDRESS),
             "close": _Closing,
             "unavailable": lambda: _Refusing(eto_pb2.LOGOUT_SERVICE_TEMPORARILY_UNAVAILABLE, self.market.clock),
             "unknown session": lambda: _Refusing(eto_pb2.LOGOUT_UNKNOWN_SESSION, self.market.clock),
         }
-        client, server, pump = connectedServerAndClient(servers[self.mode], lambda: factory.buildProtocol(_ADDRESS),
-                                                        clock=self.market.clock, greet=False)
+        client, server, pump = connectedServerAndClient(
+            servers[self.mode], lambda: factory.buildProtocol(_EXCHANGE_ADDRESS), clock=self.market.clock, greet=False
+        )
         self.market.connections.append(InMemoryConnection(client, server, pump))
         return succeed(client)
 
