@@ -124,6 +124,22 @@ class OrderTests(ServiceTestCase):
         (kept,) = self.exchange.open_orders("alice")
         self.assertEqual((kept.order_id, kept.price), (order_id, 2500))
 
+    def test_a_replace_refused_for_a_reason_the_schema_lacks_says_why_in_the_log(self) -> None:
+        """SERVICE_TEMPORARILY_UNAVAILABLE stands in for several reasons: the log tells them apart."""
+        stand_in = "ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE"
+        order_id = self.order_id(self.alice, BUY, 10_000, 2500)
+        with capturedLogs() as events:
+            for fields in [{"label": "y" * (MAX_LABEL_LENGTH + 1)}, {"quantity": 10**12}]:
+                self.alice.send_message("order_cancel_replace", orig_order_id=order_id, **{
+                    "price": 2600, "quantity": 10_000, **fields})
+            self.alice.send_message("order_cancel_replace", orig_order_id=order_id + 99, price=2600, quantity=1)
+        lines = [formatEvent(event) for event in events if "replace" in event.get("log_format", "")]
+        self.assertEqual(lines, [
+            f"alice's replace of order {order_id} refused: label longer than {MAX_LABEL_LENGTH} characters "
+            f"(sent as {stand_in})",
+            f"alice's replace of order {order_id} refused: insufficient funds (sent as {stand_in})",
+        ])
+
     def test_self_cross_is_rejected(self) -> None:
         self.order_id(self.alice, SELL, 10_000, 5000)
         self.assertRejected("ORDER_REJECTED_CROSSED_SELF", side=BUY, price=5000)

@@ -424,6 +424,16 @@ class Exchange:
             reference=_number(replace, "reference"),
             label=_text(replace, "label"),
         )
+        for event in events:
+            if isinstance(event, ReplaceRejected) and event.reason == _STAND_IN:
+                # The reason sent stands in for several: only the log can say which.
+                self.log.info(
+                    "{username}'s replace of order {order_id} refused: {detail} (sent as {reason})",
+                    username=session.account.username,
+                    order_id=event.orig_order_id,
+                    detail=event.detail,
+                    reason=seto_pb2.OrderCancelReplaceRejectedReason.Name(_STAND_IN),
+                )
         self._publish(events, session)
 
     def _settings(self, session: ExchangeSession, payload: Payload) -> None:
@@ -592,6 +602,10 @@ def _label(message: Message) -> str | None:
     return label if label is not None and len(label) <= engine.MAX_LABEL_LENGTH else None
 
 
+#: The replace rejection sent where the schema has no fitting reason (invalid price
+#: or quantity, label too long, insufficient funds: `engine.MatchingEngine.replace`).
+_STAND_IN = seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE
+
 #: Request field -> the refusal of a throttled request: its event type, and its
 #: fields from the request and the request's seq.  The schema has no throttle
 #: reason for cancel-all (UNKNOWN_ERROR) or replace (SERVICE_TEMPORARILY_UNAVAILABLE).
@@ -635,7 +649,7 @@ _THROTTLED: dict[str, tuple[type[AccountEvent], Callable[[Any, int], dict[str, o
         lambda request, seq: {
             "order_id": None,
             "orig_order_id": request.orig_order_id,
-            "reason": seto_pb2.ORDER_CANCEL_REPLACE_REJECTED_SERVICE_TEMPORARILY_UNAVAILABLE,
+            "reason": _STAND_IN,
             "detail": "throttle exceeded",
             "reference": _number(request, "reference"),
             "label": _label(request),
