@@ -115,6 +115,13 @@ class WorkedExampleTests(SynchronousTestCase):
         self.assertEqual(prices.snap(0, BUY), 1)
         self.assertEqual(prices.snap(10000, SELL), 9999)
 
+    def test_a_price_that_is_not_a_whole_number_is_refused_by_the_ladder_walkers(self) -> None:
+        """Past the ends is fine (a computed price may be), but 2.5 snapped silently to 10 and 'x' was a TypeError."""
+        for bad in [2.5, 2500.0, "2500", None, True]:
+            for walk, args in [(prices.snap, (bad, BUY)), (prices.ticks_above, (bad,)), (prices.ticks_below, (bad,))]:
+                error = self.assertRaises(InvalidPrice, walk, *args)
+                self.assertIn(repr(bad), str(error))
+
     def test_what_a_person_reads(self) -> None:
         self.assertEqual(prices.format_price(2500), "25.00% (4.0)")
         self.assertEqual(prices.format_price(2439), "24.39% (4.1)")

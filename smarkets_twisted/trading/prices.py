@@ -85,6 +85,13 @@ def _check_price(price: int) -> int:
     return price
 
 
+def _check_whole(price: int) -> int:
+    """A price to place on the ladder: any whole number (past either end is allowed)."""
+    if isinstance(price, bool) or not isinstance(price, int):
+        raise InvalidPrice(f"price {price!r} is not a whole number")
+    return price
+
+
 def _check_side(side: int) -> int:
     if side not in (BUY, SELL):
         raise InvalidSide(f"side {side!r} is neither SIDE_BUY ({BUY}) nor SIDE_SELL ({SELL})")
@@ -115,12 +122,12 @@ def is_tick(price: int) -> bool:
 
 def ticks_above(price: int) -> tuple[int, ...]:
     """The ticks strictly above ``price``, nearest first."""
-    return TICKS[bisect_right(TICKS, price):]
+    return TICKS[bisect_right(TICKS, _check_whole(price)):]
 
 
 def ticks_below(price: int) -> tuple[int, ...]:
     """The ticks strictly below ``price``, nearest first."""
-    return TICKS[: bisect_left(TICKS, price)][::-1]
+    return TICKS[: bisect_left(TICKS, _check_whole(price))][::-1]
 
 
 def snap(price: int, side: int) -> int | None:
@@ -128,6 +135,7 @@ def snap(price: int, side: int) -> int | None:
 
     Worse is higher for a buy (it pays more) and lower for a sell.
     """
+    _check_whole(price)
     if _check_side(side) == BUY:
         index = bisect_left(TICKS, price)
         return TICKS[index] if index < len(TICKS) else None
