@@ -89,6 +89,11 @@ class ConnectionSettings:
     frames_per_turn: int = 500
 
 
+#: After the first replay request that resends nothing, such requests are not logged
+#: until one resends something: a flood of them would be a flood of lines.
+_QUIETER = "; further requests that resend nothing are ignored without a line until one does"
+
+
 @implementer(IPushProducer, IHandshakeListener)
 class ExchangeProtocol(Protocol):
     """One client connection to the simulated exchange.
@@ -127,6 +132,8 @@ class ExchangeProtocol(Protocol):
         self._throttle_told = False
         #: The seqs resent here lately: (first, after the last, when).
         self._last_replay: tuple[int, int, float] | None = None
+        #: A replay request that resent nothing was logged since the last resend (the others are not).
+        self._nothing_told = False
 
     def __repr__(self) -> str:
         return f"<ExchangeProtocol peer={self._peer} session={self.exchange_session!r}>"
@@ -410,21 +417,35 @@ class ExchangeProtocol(Protocol):
         start = payload.eto_payload.replay.seq
         end = session.state.next_outgoing_seq
         last = self._last_replay
+        if not 1 <= start < end:
+            if not self._nothing_told:
+                self.log.warn(
+                    "{username} asked for a replay from {start}, but the seqs sent are 1 to {last}: ignored" + _QUIETER,
+                    username=exchange_session.account.username,
+                    start=start,
+                    last=end - 1,
+                )
+                self._nothing_told = True
+            return _gapfill(payload.eto_payload.seq)
         if last is not None and last[0] <= start < last[1] and now - last[2] < self.settings.replay_interval:
-            self.log.warn(
-                "{username} asked again for a replay from {start} within {interval}s: {what}",
-                username=exchange_session.account.username,
-                start=start,
-                interval=self.settings.replay_interval,
-                what="ignored, all of it was just resent" if last[1] >= end else f"resending from {last[1]}",
-            )
-            if last[1] >= end:
+            ignored = last[1] >= end
+            if not (ignored and self._nothing_told):
+                self.log.warn(
+                    "{username} asked again for a replay from {start} within {interval}s: {what}",
+                    username=exchange_session.account.username,
+                    start=start,
+                    interval=self.settings.replay_interval,
+                    what="ignored, all of it was just resent" + _QUIETER if ignored else f"resending from {last[1]}",
+                )
+            if ignored:
+                self._nothing_told = True
                 return _gapfill(payload.eto_payload.seq)
             start = last[1]
             payload.eto_payload.replay.seq = start
             self._last_replay = (last[0], end, now)
-        elif 1 <= start < end:
+        else:
             self._last_replay = (start, end, now)
+        self._nothing_told = False
         return payload
 
     def _history_lost(self, session: Session, exchange_session: ExchangeSession, start: int) -> None:
