@@ -116,6 +116,19 @@ class BannerTests(TestCase):
         self.assertIn("a liquidity bot trades in them", text)
         self.assertNotIn("object at 0x", text)
         self.assertNotIn("Starting factory", text)
+        self.assertNotIn("any price", text)
+        return succeed(None)
+
+    def test_says_when_it_takes_any_price(self) -> Deferred[None]:
+        """--any-price changes what it accepts: a person reading the log must know."""
+        options = tap.Options()
+        options.parseOptions(["--endpoint", "tcp:0:interface=127.0.0.1", "--any-price", "--no-liquidity"])
+        service = tap.makeService(options)
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        text = "\n".join(formatEvent(event) or "" for event in events)
+        self.assertRegex(text, r"markets 100 .*; any price from 1 to 9999, not only the ticks \(--any-price\)$")
         return succeed(None)
 
 

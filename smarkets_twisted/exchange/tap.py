@@ -160,9 +160,10 @@ def describe_simulation(exchange: Exchange, port: IListeningPort) -> str:
                          if a.username != BOT_USERNAME)
     markets = ", ".join(f"{m.id} {m.name} ({m.state_name})" for m in exchange.catalogue)
     bot = "; a liquidity bot trades in them" if exchange.accounts.get(BOT_USERNAME) is not None else ""
+    any_price = "; any price from 1 to 9999, not only the ticks (--any-price)" if exchange.settings.any_price else ""
     return (
         f"SIMULATED exchange (not Smarkets, no real money) on {address.host}:{address.port}"  # type: ignore[attr-defined]
-        f" with accounts {accounts or 'none'}; markets {markets or 'none'}{bot}"
+        f" with accounts {accounts or 'none'}; markets {markets or 'none'}{bot}{any_price}"
     )
 
 
