@@ -238,18 +238,20 @@ class SmarketsClientFactory(ClientFactory):
         return succeed(None)
 
     def ping(self, timeout: float | None = None) -> Deferred[float]:
-        """Round-trip time to the exchange, in seconds, from this call to the pong.
+        """Round-trip time to the exchange, in seconds, from when the ping goes out to its pong.
 
-        A ping survives a reconnect, like a request (its pong may come on the
-        next connection); it fails with SessionLost when the session ends and
-        with RequestTimeout after ``timeout`` (default
-        ``ClientSettings.ping_timeout``) seconds.
+        Like a request, a ping waits for a throttle token (the exchange would
+        not answer one beyond its throttle, and the next pong would be taken
+        for its) and survives a reconnect (its pong may come on the next
+        connection); it fails with SessionLost when the session ends and with
+        RequestTimeout after ``timeout`` (default ``ClientSettings.ping_timeout``)
+        seconds, counted from this call.
         """
         if self.current is None:
             return fail(errors.NotLoggedIn("ping needs a logged-in connection"))
-        self.current.send_ping()
-        return with_timeout(self.pings.sent(), timeout if timeout is not None else self.config.ping_timeout,
-                            self.clock)
+        pinged = self.pings.asked()
+        self._pump()
+        return with_timeout(pinged, timeout if timeout is not None else self.config.ping_timeout, self.clock)
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         if self.intent is Intent.ENDED:
@@ -419,8 +421,8 @@ class SmarketsClientFactory(ClientFactory):
         self._limits_wait = None
         self._pump()
 
-    def unmetered(self, count: int) -> None:
-        """The session sent ``count`` payloads without a token (its own, or resent): the exchange counts them too."""
+    def spend(self, count: int) -> None:
+        """The session sent ``count`` payloads (requests, its own, resent ones): the exchange's throttle counts each."""
         self.bucket.spend(count, self.clock.seconds())
         if self._spent_since_login is not None:
             self._spent_since_login += count
@@ -587,20 +589,29 @@ class SmarketsClientFactory(ClientFactory):
         self._pump()
 
     def _pump(self) -> None:
-        """Send queued requests, in order, as far as the throttle allows."""
+        """Send the pings asked for, then queued requests in order, as far as the throttle allows.
+
+        Each payload sent spends its token through `spend`, with whatever
+        else the session sent.
+        """
         if self._pumping:
             return
         self._pumping = True
         try:
-            while self.requests.unsent:
+            while self.pings.unsent or self.requests.unsent:
                 protocol = self.current
                 if protocol is None or not protocol.is_connected or self._limits_wait is not None:
                     return
                 now = self.clock.seconds()
-                if not self.bucket.take(now):
+                delay = self.bucket.delay(now)
+                if delay:
                     if self._pump_call is None or not self._pump_call.active():
-                        self._pump_call = self.clock.callLater(self.bucket.delay(now), self._pump_later)
+                        self._pump_call = self.clock.callLater(delay, self._pump_later)
                     return
+                if self.pings.unsent:
+                    self.pings.went_out()
+                    protocol.send_ping()
+                    continue
                 request = self.requests.next_unsent()
                 try:
                     seq = protocol.send_payload(request.payload)
@@ -608,8 +619,6 @@ class SmarketsClientFactory(ClientFactory):
                     self.log.error("could not send a request: {error}", error=e)
                     self.requests.not_sent(request, e)
                     continue
-                if self._spent_since_login is not None:
-                    self._spent_since_login += 1
                 self.requests.sent(request, seq)
         finally:
             self._pumping = False

@@ -21,27 +21,44 @@ class _Ping:
 
     __slots__ = ("deferred", "sent_at")
 
-    def __init__(self, sent_at: float) -> None:
-        self.sent_at = sent_at
+    def __init__(self) -> None:
+        self.sent_at = 0.0
         self.deferred: Deferred[float] | None = None
 
 
 class Pings:
-    """Pings in the order they were sent; each pong settles the oldest."""
+    """Pings in the order they were asked for; each goes out when the throttle allows, each pong settles the oldest.
+
+    A ping waits for a throttle token like a request: one the exchange
+    refused would get no pong, and every later pong would be taken for the
+    ping before it.
+    """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
+        self._unsent: deque[_Ping] = deque()
         self._waiting: deque[_Ping] = deque()
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._unsent) + len(self._waiting)
 
-    def sent(self) -> Deferred[float]:
-        """A ping just went out: its Deferred fires with the round-trip time in seconds."""
-        ping = _Ping(self.clock.seconds())
+    @property
+    def unsent(self) -> int:
+        """Pings asked for that have not gone out yet."""
+        return len(self._unsent)
+
+    def asked(self) -> Deferred[float]:
+        """A ping is wanted: its Deferred fires with the round trip in seconds, from when it goes out to its pong."""
+        ping = _Ping()
         ping.deferred = Deferred(lambda d: setattr(ping, "deferred", None))
-        self._waiting.append(ping)
+        self._unsent.append(ping)
         return ping.deferred
+
+    def went_out(self) -> None:
+        """The oldest ping asked for goes out now (even if nobody waits for it any more: it keeps its place)."""
+        ping = self._unsent.popleft()
+        ping.sent_at = self.clock.seconds()
+        self._waiting.append(ping)
 
     def answered(self) -> None:
         """A pong arrived: it answers the oldest ping."""
@@ -54,7 +71,8 @@ class Pings:
 
     def fail(self, error: Exception) -> None:
         """The session ended: no pong can come for any ping of it."""
-        waiting, self._waiting = self._waiting, deque()
+        waiting = [*self._waiting, *self._unsent]
+        self._waiting, self._unsent = deque(), deque()
         for ping in waiting:
             if ping.deferred is not None:
                 deferred, ping.deferred = ping.deferred, None

@@ -204,9 +204,9 @@ class SmarketsClientProtocol(Protocol):
         session = self.session
         if session is None:
             return
-        if session.unmetered:
-            self.factory.unmetered(session.unmetered)
-            session.unmetered = 0
+        if session.uncounted:
+            self.factory.spend(session.uncounted)
+            session.uncounted = 0
         data = session.data_to_send()
         if data and self.is_connected and self.transport is not None:
             self.transport.write(data)

@@ -170,10 +170,9 @@ class Session:
         #: Seqs the peer asked for again after they left the sent log: gapfilled,
         #: so whatever they carried never reaches the peer.  The caller drains it.
         self.unreplayable: list[range] = []
-        #: Payloads sent without a throttle token: the session's own (heartbeats,
-        #: pings, pongs, replay requests, logouts) and whatever a replay resends.
-        #: The exchange's throttle counts every payload.  The caller drains it.
-        self.unmetered = 0
+        #: Payloads sent or resent since the caller last took this count: the
+        #: exchange's throttle counts every one.  The caller drains it.
+        self.uncounted = 0
         #: Gapfills taken in order: seqs whose payload the peer did not resend.
         #: The caller drains it.
         self.gapfilled = 0
@@ -205,8 +204,7 @@ class Session:
         state.sent.append(seq, _gapfill(seq) if self._replaced_by_gapfill(payload) else data)
         state.next_outgoing_seq = seq + 1
         self._out.append(encode_frame(data))
-        if payload.type == seto_pb2.PAYLOAD_ETO:
-            self.unmetered += 1
+        self.uncounted += 1
         self.last_sent = now
         return seq
 
@@ -419,7 +417,7 @@ class Session:
                 payload.eto_payload.seq = seq
             payload.eto_payload.is_replay = True
             self._out.append(encode_frame(payload.SerializeToString()))
-        self.unmetered += end - start
+        self.uncounted += end - start
         self.last_sent = now
 
     @staticmethod

@@ -76,7 +76,7 @@ class TokenBucket:
 
     def delay(self, now: float) -> float:
         """Seconds until the next token arrives (0 when one is there)."""
-        if not self.limited:
+        if not self.limited or self.tokens >= _ONE:
             return 0.0
         self._refill(now)
         if self.tokens >= _ONE:

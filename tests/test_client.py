@@ -381,6 +381,18 @@ class ThrottleTests(ClientTestCase):
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [2])
 
+    def test_pings_wait_for_a_token_and_are_timed_from_when_they_go_out(self) -> None:
+        """A ping the exchange refused would get no pong, and each later pong would be credited to an older ping."""
+        self.connect_and_login(throttle=(10, 5, 100))
+        pinged = [self.factory.ping() for _ in range(5)]
+        # 5 less 2 ticks of headroom: three go out now, then one a tick (the clock moved a tick at a time).
+        self.clock.advance(0.1)
+        self.clock.advance(0.1)
+        self.clock.advance(0.05)
+        # The exchange reads them now, and answers each: the round trips say when each went out.
+        self.assertEqual([handler_name(p) for p in self.sent()], ["eto.ping"] * 5)
+        self.assertEqual([round(self.successResultOf(d), 6) for d in pinged], [0.25, 0.25, 0.25, 0.15, 0.05])
+
     def test_without_limits_requests_go_out_after_a_short_wait(self) -> None:
         self.exchange.connect(self.factory)
         self.factory.cancel(1)
