@@ -592,7 +592,9 @@ class SmarketsClientFactory(ClientFactory):
         """Send the pings asked for, then queued requests in order, as far as the throttle allows.
 
         Each payload sent spends its token through `spend`, with whatever
-        else the session sent.
+        else the session sent.  Nothing goes out once a logout is asked for:
+        the exchange acts on nothing behind it, and what stays queued fails
+        with SessionLost(sent=False), known never to have been acted on.
         """
         if self._pumping:
             return
@@ -600,7 +602,8 @@ class SmarketsClientFactory(ClientFactory):
         try:
             while self.pings.unsent or self.requests.unsent:
                 protocol = self.current
-                if protocol is None or not protocol.is_connected or self._limits_wait is not None:
+                if (protocol is None or not protocol.is_connected or self._limits_wait is not None
+                        or self.intent is not Intent.WANTED):
                     return
                 now = self.clock.seconds()
                 delay = self.bucket.delay(now)

@@ -126,6 +126,23 @@ class LogoutAndPingTests(ClientTestCase):
         self.assertEqual(handler_name(ping), "eto.ping")
         self.assertEqual(rtt, [0.25])
 
+    def test_nothing_queued_goes_out_behind_a_logout(self) -> None:
+        """The exchange acts on nothing after a logout: a request sent behind it would only have an unknown fate."""
+        self.connect_and_login(throttle=(10, 1, 100))
+        sent = result_of(self.factory.cancel(1))
+        waiting = result_of(self.factory.cancel(2))  # no token left: it waits
+        done = result_of(self.factory.logout())
+        asked_after = result_of(self.factory.cancel(3))
+        rtt = result_of(self.factory.ping())
+        self.clock.advance(1)  # tokens enough for all of them
+        self.assertEqual([handler_name(p) for p in self.sent()], ["seto.order_cancel", "eto.logout"])
+        self.exchange.disconnect()
+        done[0].trap(errors.SocketDisconnected)
+        self.assertTrue(sent[0].trap(errors.SessionLost) and sent[0].value.sent)
+        for outcome in (waiting, asked_after):
+            self.assertFalse(outcome[0].trap(errors.SessionLost) and outcome[0].value.sent)
+        rtt[0].trap(errors.SessionLost)
+
     def test_ping_fails_when_the_session_ends(self) -> None:
         self.connect_and_login()
         rtt = result_of(self.factory.ping())
