@@ -600,7 +600,7 @@ class SmarketsClientFactory(ClientFactory):
             return
         self._pumping = True
         try:
-            while self.pings.unsent or self.requests.unsent:
+            while self.pings.to_send() or self.requests.unsent:
                 protocol = self.current
                 if (protocol is None or not protocol.is_connected or self._limits_wait is not None
                         or self.intent is not Intent.WANTED):
@@ -611,7 +611,7 @@ class SmarketsClientFactory(ClientFactory):
                     if self._pump_call is None or not self._pump_call.active():
                         self._pump_call = self.clock.callLater(delay, self._pump_later)
                     return
-                if self.pings.unsent:
+                if self.pings.to_send():
                     self.pings.went_out()
                     protocol.send_ping()
                     continue

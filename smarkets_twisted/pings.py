@@ -4,8 +4,8 @@ A pong names no ping.  But the exchange answers each ping once, in the order
 of their seqs, and the session delivers the exchange's payloads once, in seq
 order, whatever path they took (live, resent on resume, replayed to fill a
 gap).  So the n-th pong of a session answers its n-th ping, across any
-number of reconnects, and a ping cancelled or timed out keeps its place, so
-that its pong is not taken for the next one's.
+number of reconnects, and a ping cancelled or timed out after it went out
+keeps its place, so that its pong is not taken for the next one's.
 """
 
 from __future__ import annotations
@@ -39,13 +39,17 @@ class Pings:
         self._unsent: deque[_Ping] = deque()
         self._waiting: deque[_Ping] = deque()
 
-    def __len__(self) -> int:
-        return len(self._unsent) + len(self._waiting)
+    def to_send(self) -> bool:
+        """Whether a ping waits to go out.
 
-    @property
-    def unsent(self) -> int:
-        """Pings asked for that have not gone out yet."""
-        return len(self._unsent)
+        One nobody waits for any more (cancelled, timed out) is dropped
+        instead: never sent, it gets no pong, so it has no place to keep,
+        and sending it would only spend a token.
+        """
+        unsent = self._unsent
+        while unsent and unsent[0].deferred is None:
+            unsent.popleft()
+        return bool(unsent)
 
     def asked(self) -> Deferred[float]:
         """A ping is wanted: its Deferred fires with the round trip in seconds, from when it goes out to its pong."""
@@ -55,7 +59,7 @@ class Pings:
         return ping.deferred
 
     def went_out(self) -> None:
-        """The oldest ping asked for goes out now (even if nobody waits for it any more: it keeps its place)."""
+        """The oldest ping `to_send` goes out now (cancelled later, it keeps its place: its pong will come)."""
         ping = self._unsent.popleft()
         ping.sent_at = self.clock.seconds()
         self._waiting.append(ping)

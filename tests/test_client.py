@@ -683,6 +683,25 @@ class ReviewFindingsTests(ClientTestCase):
         self.exchange.send_session(eto_pb2.PAYLOAD_PONG)
         self.assertEqual(second, [2.0])
 
+    def test_ping_timed_out_before_it_went_out_is_not_sent(self) -> None:
+        """No pong can come for a ping never sent, so it has no place to keep: it would only spend a token."""
+        self.connect_and_login(throttle=(10, 5, 100))
+        for order_id in (1, 2, 3):  # the 3 tokens (5 less 2 ticks of headroom)
+            self.factory.cancel(order_id)
+        stale = result_of(self.factory.ping(timeout=0.05))
+        self.clock.advance(0.05)
+        stale[0].trap(errors.RequestTimeout)
+        cancelled = self.factory.ping()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        rtt = result_of(self.factory.ping())
+        self.clock.advance(0.05)
+        self.assertEqual(self.exchange.received_names(), ["seto.order_cancel"] * 3 + ["eto.ping"])
+        self.clock.advance(0.5)
+        self.assertEqual(self.exchange.received(), [])
+        self.exchange.send_session(eto_pb2.PAYLOAD_PONG)
+        self.assertEqual(rtt, [0.5])
+
     def test_ping_logout_and_when_logged_in_take_a_timeout(self) -> None:
         waiting = result_of(self.factory.whenLoggedIn(timeout=1))
         self.clock.advance(1)
