@@ -2,7 +2,9 @@
 
 After ``throttle_limits_changed {average_rate_ps, burst_size, tick_ms}`` the
 exchange refills ``average_rate_ps * tick_ms / 1000`` tokens every tick, up to
-``burst_size``; each application payload costs one.  Sans-io: time is passed in.
+``burst_size``; each payload a client sends costs one (session payloads too:
+heartbeats, pongs, replay requests, what a replay resends).  Sans-io: time is
+passed in.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class TokenBucket:
         return False
 
     def spend(self, count: int, now: float) -> None:
-        """Count payloads sent without asking (replays), even into debt."""
+        """Count payloads sent, even into debt: a heartbeat or a resend goes out whatever the tokens."""
         if self.limited:
             self._refill(now)
             self.tokens -= count
