@@ -225,9 +225,11 @@ class SmarketsClientFactory(ClientFactory):
     def logout(self, timeout: float | None = None) -> Deferred[None]:
         """Log out cleanly and end the session; pending requests fail with SessionLost.
 
-        Fires once the exchange confirmed and closed; fails with
-        SocketDisconnected if the connection was lost first (the session is
-        ended here all the same).  Fires at once when the session has ended already.
+        Nothing still queued goes out behind the logout (see `_pump`).  Fires
+        once the exchange confirmed and closed; fails with LogoutUnconfirmed
+        (a SocketDisconnected) if the connection was lost or dropped first
+        (the session is ended here all the same).  Fires at once when the
+        session has ended already.
         """
         if self.intent is Intent.ENDED:
             return succeed(None)
