@@ -35,8 +35,9 @@ from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.throttle import TokenBucket
 from smarkets_twisted.trading.account import AccountPositions
 from smarkets_twisted.trading.books import Books
-from smarkets_twisted.trading.orders import Order, Orders
+from smarkets_twisted.trading.orders import Order, Orders, OrderState
 from smarkets_twisted.trading.prices import MAX_PRICE, MIN_PRICE
+from smarkets_twisted.wording import counted
 
 if TYPE_CHECKING:
     from smarkets_twisted.journal import Journal
@@ -254,6 +255,21 @@ class SmarketsClientFactory(ClientFactory):
         pinged = self.pings.asked()
         self._pump()
         return with_timeout(pinged, timeout if timeout is not None else self.config.ping_timeout, self.clock)
+
+    def account_sequence_to_ask(self) -> int | None:
+        """What a new session's login asks the account events after: the last sequence seen.
+
+        With none seen yet there is nothing to ask from (a login_response does
+        not tell the account's sequence): what became of orders of unknown fate
+        meanwhile will not be told, and the operator should know why they stay unknown.
+        """
+        if self.account_sequence is None:
+            unknown = sum(1 for order in self.orders.open() if order.state is OrderState.UNKNOWN)
+            if unknown:
+                self.log.warn("new session with no account event seen yet: the exchange cannot be asked what became"
+                              " of {orders} of unknown fate so far (events from now on will come)",
+                              orders=counted(unknown, "order"))
+        return self.account_sequence
 
     def logged_in(self, protocol: SmarketsClientProtocol) -> None:
         if self.intent is Intent.ENDED:

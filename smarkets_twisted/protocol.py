@@ -115,7 +115,7 @@ class SmarketsClientProtocol(Protocol):
             username=settings.username,
             password=settings.password,
             cookie=settings.cookie,
-            account_sequence=None if self.resuming else self.factory.account_sequence,
+            account_sequence=None if self.resuming else self.factory.account_sequence_to_ask(),
         )
         self.log.info("{how}; {action} as {user}", how=how, action="resuming" if self.resuming else "logging in",
                       user=settings.username)

@@ -730,6 +730,22 @@ class ReviewFindingsTests(ClientTestCase):
         self.assertFalse(login.eto_payload.HasField("login"))
         self.assertEqual(login.login.account_sequence_64, 77)
 
+    def test_a_new_session_with_no_account_sequence_to_ask_from_says_what_it_cannot_learn(self) -> None:
+        """With no account event seen yet, the events of orders of unknown fate cannot be asked for: say so."""
+        self.connect_and_login()
+        placed = result_of(self.factory.order(1, 2, seto_pb2.SIDE_BUY, 10000, 5000))
+        self.sent()
+        self.exchange.session.send_logout(self.clock.seconds(), eto_pb2.LOGOUT_UNKNOWN_SESSION)
+        self.exchange.flush()
+        self.exchange.disconnect()
+        self.exchange.state.reset()
+        self.exchange.connect(self.factory)
+        (login,) = self.exchange.received()
+        self.assertFalse(login.login.HasField("account_sequence_64"))
+        self.assertTrue(placed[0].trap(errors.SessionLost) and placed[0].value.sent)
+        self.assertIn("1 order of unknown fate", self.log_text())
+        self.assertIn("no account event seen yet", self.log_text())
+
     def test_requests_the_exchange_asks_for_after_they_left_the_log_fail(self) -> None:
         self.factory = make_factory(self.clock, sent_log_size=2)
         self.connect_and_login()
