@@ -30,7 +30,7 @@ from zope.interface import implementer
 from smarkets_twisted import errors
 from smarkets_twisted.exchange import events
 from smarkets_twisted.exchange.server import ConnectionSettings
-from smarkets_twisted.exchange.service import ExchangeSettings
+from smarkets_twisted.exchange.service import _REQUEST_ANSWERS, ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.payloads import SETO_FIELDS
 from smarkets_twisted.proto import seto_pb2
@@ -83,24 +83,90 @@ class Refs:
         return self.n
 
 
-def run(seed, steps):
-    """One random session of ``steps`` actions; returns (findings, stats)."""
+def run(seed, steps, wide=False):
+    """One random session of ``steps`` actions; returns (findings, stats).
+
+    ``wide`` draws, from a generator of its own (so that the plain seeds run
+    as before), the limits the plain runs leave at their defaults: a throttle
+    of a few tokens, tiny sent logs on both sides, detached sessions that
+    expire within seconds, few sessions per account, account events a few per
+    turn, an exchange acting on a few frames per turn and timing out a silent
+    client; and a second client of the same account (its own sessions, drops
+    and logouts), more pings, and the second market settled or voided late.
+    """
     collector = ErrorCollector()
     globalLogPublisher.addObserver(collector)
     try:
-        return _run(seed, steps, collector)
+        return _run(seed, steps, collector, wide)
     finally:
         globalLogPublisher.removeObserver(collector)
 
 
-def _run(seed, steps, collector):
+class Client:
+    """One factory of alice's under a ClientService, and what reached its handlers."""
+
+    def __init__(self, m, name, settings, first_ref, retry):
+        self.name = name
+        self.factory = SmarketsClientFactory(settings, m.clock)
+        self.refs = Refs()
+        self.refs.n = self.first_ref = first_ref
+        self.factory._references = self.refs
+        self.labels = itertools.count()
+        self.delivered = collections.Counter()
+        self.accepted_by_handler = collections.Counter()
+        self.factory.add_global_handler(self._seen)
+        self.ep = MemEndpoint(m)
+        self.svc = ClientService(self.ep, self.factory, retryPolicy=retry, clock=m.clock)
+        self.svc.startService()
+
+    def _seen(self, name, msg):
+        if hasattr(msg, "account_sequence_64") and msg.account_sequence_64:
+            self.delivered[msg.account_sequence_64] += 1
+        if name == "seto.order_accepted" and msg.HasField("label"):
+            self.accepted_by_handler[msg.label] += 1
+
+    def answered_elsewhere(self, event):
+        """An answer to another client's request: the exchange sends it only to that client's session."""
+        reference = getattr(event, "reference", None)
+        return (isinstance(event, _REQUEST_ANSWERS) and reference is not None
+                and not self.first_ref < reference < self.first_ref + 10**12)
+
+    def label(self):
+        return f"{self.name}{next(self.labels)}"
+
+    def live_conn(self):
+        for c in reversed(self.ep.conns):
+            if c.connected:
+                return c
+        return None
+
+    @property
+    def connected(self):
+        return self.live_conn() is not None and self.factory.current is not None
+
+
+def _run(seed, steps, collector, wide=False):
     rng = random.Random(seed)
+    wrng = random.Random(f"wide {seed}")
     log_size = rng.choice([12, 40, 100_000])
     csize = rng.choice([8, 30, 100_000])
+    rate, burst, replay_interval = rng.choice([10, 500]), rng.choice([5, 1000]), rng.choice([0.0, 5.0])
+    limits, connection_limits = {}, {}
+    if wide:
+        log_size, csize = wrng.choice([4, 8, 12, 40]), wrng.choice([2, 4, 8, 30])
+        rate, burst = wrng.choice([2, 5, 10]), wrng.choice([1, 2, 3, 5])
+        limits = {"tick_ms": wrng.choice([100, 200, 1000]), "retention": wrng.choice([0.5, 2.0, 5.0, 600.0]),
+                  "sessions_per_account": wrng.choice([2, 3, 10]), "events_per_turn": wrng.choice([1, 3, 100]),
+                  "detached_budget": wrng.choice([200, 2000, 8 << 20])}
+        # An exchange that heartbeats less often than it times a client out, or a
+        # throttle that its heartbeats (answered) use up, serves no client at all.
+        heartbeat = wrng.choice([2.0, 5.0])
+        connection_limits = {"frames_per_turn": wrng.choice([1, 3, 500]), "heartbeat_interval": heartbeat,
+                             "peer_timeout": wrng.choice([2.5 * heartbeat, 30.0])}
     m = InMemoryExchange(accounts=two_accounts(), catalogue=markets(),
-                         settings=ExchangeSettings(sent_log_size=log_size, average_rate_ps=rng.choice([10, 500]),
-                                                   burst_size=rng.choice([5, 1000]), tick_ms=200),
-                         connection_settings=ConnectionSettings(replay_interval=rng.choice([0.0, 5.0])))
+                         settings=ExchangeSettings(sent_log_size=log_size, average_rate_ps=rate, burst_size=burst,
+                                                   **{"tick_ms": 200, **limits}),
+                         connection_settings=ConnectionSettings(replay_interval=replay_interval, **connection_limits))
     ex = m.exchange
     acted = collections.Counter()          # label/ref -> times the exchange handled it
     orig_handle = ex.handle
@@ -116,31 +182,19 @@ def _run(seed, steps, collector):
         return orig_handle(session, payload)
 
     ex.handle = handle
-    alice = SmarketsClientFactory(ClientSettings(username="alice", password="alice-pw", sent_log_size=csize,
-                                                 heartbeat_interval=rng.choice([2.0, 10.0]), peer_timeout=15.0,
-                                                 login_timeout=5.0), m.clock)
-    refs = Refs()
-    alice._references = refs
-    delivered = collections.Counter()
-    accepted_by_handler = collections.Counter()
-
-    def gh(name, msg):
-        if hasattr(msg, "account_sequence_64") and msg.account_sequence_64:
-            delivered[msg.account_sequence_64] += 1
-        if name == "seto.order_accepted" and msg.HasField("label"):
-            accepted_by_handler[msg.label] += 1
-
-    alice.add_global_handler(gh)
+    settings = ClientSettings(username="alice", password="alice-pw", sent_log_size=csize,
+                              heartbeat_interval=rng.choice([2.0, 10.0]), peer_timeout=15.0, login_timeout=5.0)
+    alice = Client(m, "L", settings, 10**12, lambda n: 0.2 + rng.random())
+    clients = [alice]
+    if wide:
+        clients.append(Client(m, "M", settings, 2 * 10**12, lambda n: 0.2 + wrng.random()))
     cbook = MarketBook(MARKET)
-    alice.add_handler("seto.market_quotes", lambda q: cbook.snapshot(q) if q.market_id == MARKET else None)
-    alice.add_handler("seto.contract_quotes", lambda q: cbook.update(q) if q.contract_id in (HOME, AWAY) else None)
-    ep = MemEndpoint(m)
-    svc = ClientService(ep, alice, retryPolicy=lambda n: 0.2 + rng.random(), clock=m.clock)
-    svc.startService()
+    alice.factory.add_handler("seto.market_quotes", lambda q: cbook.snapshot(q) if q.market_id == MARKET else None)
+    alice.factory.add_handler("seto.contract_quotes",
+                              lambda q: cbook.update(q) if q.contract_id in (HOME, AWAY) else None)
 
     reqs = []  # dicts: kind, key, results
     order_ids = []
-    nlabel = itertools.count()
 
     def track(kind, key, d):
         r = {"kind": kind, "key": key, "results": [], "t": m.clock.seconds()}
@@ -151,80 +205,104 @@ def _run(seed, steps, collector):
         reqs.append(r)
         return r
 
-    def live_conn():
-        for c in reversed(ep.conns):
-            if c.connected:
-                return c
-        return None
+    def drop(client, g):
+        c = client.live_conn()
+        if c is None:
+            return
+        how = g.choice(["clean", "lose_c2s", "lose_s2c", "lose_both", "partial"])
+        stats["drop_" + how] += 1
+        cio, sio = c.pump.clientIO, c.pump.serverIO
+        if how in ("lose_c2s", "lose_both"):
+            cio.getOutBuffer()
+        if how in ("lose_s2c", "lose_both"):
+            sio.getOutBuffer()
+        if how == "partial":
+            cd, sd = cio.getOutBuffer(), sio.getOutBuffer()
+            if cd:
+                sio.bufferReceived(cd[:g.randint(0, len(cd))])
+            if sd:
+                cio.bufferReceived(sd[:g.randint(0, len(sd))])
+            cio.getOutBuffer()
+            sio.getOutBuffer()
+        c.drop()
+
+    def act(client, g, a):
+        """One action by ``client``, ``a`` in [0, 1) choosing which."""
+        f, refs = client.factory, client.refs
+        if a < 0.30:
+            label = client.label()
+            tif = g.choice([seto_pb2.GOOD_TIL_CANCELLED] * 4 + [seto_pb2.IMMEDIATE_OR_CANCEL])
+            mk, ct = g.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
+            d = f.order(mk, ct, g.choice([BUY, SELL]), g.choice([1000, 5000, 10_000]),
+                        g.randint(2000, 8000), tif=tif, label=label, timeout=g.choice([None, None, 3.0]))
+            track("order", ("order", label), d)
+        elif a < 0.40 and order_ids:
+            key = ("ref", refs.n + 1)
+            track("cancel", key, f.cancel(g.choice(order_ids)))
+        elif a < 0.43:
+            key = ("ref", refs.n + 1)
+            track("cancel_all", key, f.cancel_all(g.choice([None, MARKET, HALTABLE])))
+        elif a < 0.48 and order_ids:
+            key = ("ref", refs.n + 1)
+            track("replace", key, f.replace(g.choice(order_ids), g.randint(2000, 8000), 5000))
+        elif a < 0.50 and order_ids:
+            key = ("ref", refs.n + 1)
+            track("reduce", key, f.reduce(g.choice(order_ids), 500))
+        elif a < 0.53:
+            track("ping", None, f.ping(timeout=g.choice([None, 2.0])))
+        elif a < 0.56:
+            track("subscribe", None, f.subscribe(g.choice([MARKET, HALTABLE, 999])))
+        elif a < 0.62:
+            # bob trades against the book: fills for alice
+            mk, ct = g.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
+            try:
+                ex.place_order("bob", mk, ct, g.choice([BUY, SELL]), g.choice([1000, 5000]),
+                               g.randint(2000, 8000), tif=seto_pb2.IMMEDIATE_OR_CANCEL)
+            except Exception:
+                pass
+        elif a < 0.64:
+            try:
+                g.choice([ex.halt, ex.open])(HALTABLE)
+            except Exception:
+                pass
+        elif a < 0.72:
+            drop(client, g)
+        elif a < 0.725:
+            stats["logout"] += 1
+            track("logout", None, f.logout(timeout=g.choice([None, 2.0])))
+        else:
+            # time passes in small steps, but sometimes without flushing first
+            if g.random() < 0.5:
+                m.flush()
+            m.advance(g.choice([0.05, 0.1, 0.3, 1.0]), step=0.05)
+
+    def act_wide(step):
+        """What only wide runs do: the second client acts, pings, the second market ends."""
+        b = wrng.random()
+        if b < 0.6:
+            act(clients[1], wrng, wrng.random())
+        elif b < 0.65:
+            act(clients[1], wrng, 0.71)  # a drop of the second client
+        elif b < 0.7:
+            act(clients[1], wrng, 0.724)  # a logout of the second client
+        elif b < 0.9:
+            track("ping", None, wrng.choice(clients).factory.ping(timeout=wrng.choice([None, 0.5, 2.0])))
+        elif b < 0.93 and step > steps * 0.6:
+            try:
+                wrng.choice([lambda: ex.settle(HALTABLE, OVER), lambda: ex.void(HALTABLE)])()
+                stats["market_ended"] += 1
+            except Exception:
+                pass
+        else:
+            act(alice, wrng, wrng.random())
 
     stats = collections.Counter()
-    for _ in range(steps):
-        a = rng.random()
+    for step in range(steps):
         try:
-            if a < 0.30:
-                label = f"L{next(nlabel)}"
-                tif = rng.choice([seto_pb2.GOOD_TIL_CANCELLED] * 4 + [seto_pb2.IMMEDIATE_OR_CANCEL])
-                mk, ct = rng.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
-                d = alice.order(mk, ct, rng.choice([BUY, SELL]), rng.choice([1000, 5000, 10_000]),
-                                rng.randint(2000, 8000), tif=tif, label=label,
-                                timeout=rng.choice([None, None, 3.0]))
-                track("order", ("order", label), d)
-            elif a < 0.40 and order_ids:
-                key = ("ref", refs.n + 1)
-                track("cancel", key, alice.cancel(rng.choice(order_ids)))
-            elif a < 0.43:
-                key = ("ref", refs.n + 1)
-                track("cancel_all", key, alice.cancel_all(rng.choice([None, MARKET, HALTABLE])))
-            elif a < 0.48 and order_ids:
-                key = ("ref", refs.n + 1)
-                track("replace", key, alice.replace(rng.choice(order_ids), rng.randint(2000, 8000), 5000))
-            elif a < 0.50 and order_ids:
-                key = ("ref", refs.n + 1)
-                track("reduce", key, alice.reduce(rng.choice(order_ids), 500))
-            elif a < 0.53:
-                track("ping", None, alice.ping(timeout=rng.choice([None, 2.0])))
-            elif a < 0.56:
-                track("subscribe", None, alice.subscribe(rng.choice([MARKET, HALTABLE, 999])))
-            elif a < 0.62:
-                # bob trades against the book: fills for alice
-                mk, ct = rng.choice([(MARKET, HOME), (MARKET, AWAY), (HALTABLE, OVER)])
-                try:
-                    ex.place_order("bob", mk, ct, rng.choice([BUY, SELL]), rng.choice([1000, 5000]),
-                                   rng.randint(2000, 8000), tif=seto_pb2.IMMEDIATE_OR_CANCEL)
-                except Exception:
-                    pass
-            elif a < 0.64:
-                try:
-                    rng.choice([ex.halt, ex.open])(HALTABLE)
-                except Exception:
-                    pass
-            elif a < 0.72:
-                c = live_conn()
-                if c is not None:
-                    how = rng.choice(["clean", "lose_c2s", "lose_s2c", "lose_both", "partial"])
-                    stats["drop_" + how] += 1
-                    cio, sio = c.pump.clientIO, c.pump.serverIO
-                    if how in ("lose_c2s", "lose_both"):
-                        cio.getOutBuffer()
-                    if how in ("lose_s2c", "lose_both"):
-                        sio.getOutBuffer()
-                    if how == "partial":
-                        cd, sd = cio.getOutBuffer(), sio.getOutBuffer()
-                        if cd:
-                            sio.bufferReceived(cd[:rng.randint(0, len(cd))])
-                        if sd:
-                            cio.bufferReceived(sd[:rng.randint(0, len(sd))])
-                        cio.getOutBuffer()
-                        sio.getOutBuffer()
-                    c.drop()
-            elif a < 0.725:
-                stats["logout"] += 1
-                track("logout", None, alice.logout(timeout=rng.choice([None, 2.0])))
+            if wide and wrng.random() < 0.3:
+                act_wide(step)
             else:
-                # time passes in small steps, but sometimes without flushing first
-                if rng.random() < 0.5:
-                    m.flush()
-                m.advance(rng.choice([0.05, 0.1, 0.3, 1.0]), step=0.05)
+                act(alice, rng, rng.random())
         except Exception:
             collector.problems.append("driver: " + traceback.format_exc())
         # keep order ids we know of (from the exchange's truth)
@@ -232,26 +310,25 @@ def _run(seed, steps, collector):
 
     # quiesce: no more drops; let the service reconnect and everything settle
     m.advance(120, step=0.25)
-    c = live_conn()
-    connected = c is not None and alice.current is not None
     findings = []
-    if not connected:
-        findings.append("not logged in after quiescing")
+    hist = [e for e in ex.account("alice").events_after(0).events if not isinstance(e, events.BalanceChanged)]
+    for client in clients:
+        if not client.connected:
+            findings.append(f"{client.name}: not logged in after quiescing")
+        for lbl, n in client.accepted_by_handler.items():
+            if n > 1:
+                findings.append(f"{client.name}: order_accepted delivered {n} times to handlers: {lbl}")
+        for seq, n in client.delivered.items():
+            if n > 1:
+                findings.append(f"{client.name}: account event {seq} delivered {n} times")
+        due = {e.account_sequence for e in hist if not client.answered_elsewhere(e)}
+        missing = sorted(due - set(client.delivered))
+        if missing and client.connected:
+            findings.append(f"{client.name}: account events never delivered: {missing[:10]} ({len(missing)})")
     for key, n in acted.items():
         if n > 1:
             findings.append(f"acted on {n} times: {key}")
-    for lbl, n in accepted_by_handler.items():
-        if n > 1:
-            findings.append(f"order_accepted delivered {n} times to handlers: {lbl}")
-    for seq, n in delivered.items():
-        if n > 1:
-            findings.append(f"account event {seq} delivered {n} times")
-    hist = [e.account_sequence for e in ex.account("alice").events_after(0).events
-            if not isinstance(e, events.BalanceChanged)]
-    missing = sorted(set(hist) - set(delivered))
-    if missing and connected:
-        findings.append(f"account events never delivered: {missing[:10]} ({len(missing)})")
-    if connected and MARKET in alice.subscriptions:
+    if alice.connected and MARKET in alice.factory.subscriptions:
         eb = ex.book(MARKET)
         for contract in eb.contracts:
             mine = cbook.contracts.get(contract.contract_id)
@@ -304,4 +381,10 @@ class RandomEndToEndTests(SynchronousTestCase):
         """41: a renewed subscription's SessionLost escaped; 377 and 496: pongs and resends spent no throttle tokens."""
         for seed in (41, 377, 496):
             findings, stats = run(seed, 300)
+            self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
+
+    def test_wide_limits_lose_nothing_and_double_nothing(self) -> None:
+        """Tight throttles, tiny logs, short-lived detached sessions, two clients of one account."""
+        for seed in (1, 2, 3, 4, 6):
+            findings, stats = run(seed, 300, wide=True)
             self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
