@@ -10,6 +10,7 @@ import importlib
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
@@ -39,8 +40,16 @@ def load_strategy(spec: str) -> StrategyFactory:
         # As `python -m` does: mystrat.py in the current directory is importable.
         sys.path.insert(0, os.getcwd())
     try:
-        strategy = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as e:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise usage.UsageError(f"cannot load --strategy {spec}: {e}") from None
+    except Exception as e:
+        # The module failed as it ran (a syntax error, a bad top-level line): why and
+        # where, in one line, rather than a traceback out of twistd's option parsing.
+        raise usage.UsageError(f"cannot load --strategy {spec}: {_raised_where(e)}") from None
+    try:
+        strategy = getattr(module, attribute)
+    except AttributeError as e:
         raise usage.UsageError(f"cannot load --strategy {spec}: {e}") from None
     if not callable(strategy):
         raise usage.UsageError(f"--strategy {spec} is not callable")
@@ -52,6 +61,14 @@ def load_strategy(spec: str) -> StrategyFactory:
     except ValueError:
         pass  # no signature to check (a builtin): it is called as it is
     return strategy  # type: ignore[no-any-return]
+
+
+def _raised_where(error: Exception) -> str:
+    """The error and the file and line that raised it (a SyntaxError's own words say where)."""
+    if isinstance(error, SyntaxError) or error.__traceback__ is None:
+        return f"{type(error).__name__}: {error}"
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{type(error).__name__}: {error} ({frame.filename}, line {frame.lineno})"
 
 
 def subscribe_only(factory: SmarketsClientFactory, market_ids: Iterable[int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import textwrap
 from decimal import Decimal
 from pathlib import Path
@@ -447,6 +448,23 @@ class StrategyOptionTests(SynchronousTestCase):
             options.parseOptions(["--strategy", "tests.test_trading_strategy:NeedsAMarket"])
         self.assertIn("NeedsAMarket", str(caught.exception))
         self.assertIn("market_id", str(caught.exception))
+
+    def test_a_strategy_module_that_fails_as_it_is_imported_is_a_usage_error(self) -> None:
+        """A syntax error or a top-level line that raises is said in one line, with where: not a traceback."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "t4_raises_at_import.py").write_text("import os\nraise RuntimeError('no market set')\n")
+        (directory / "t4_bad_syntax.py").write_text("def broken(:\n")
+        sys.path.insert(0, str(directory))
+        self.addCleanup(sys.path.remove, str(directory))
+        for spec, words in (("t4_raises_at_import:Name", "RuntimeError: no market set"),
+                            ("t4_bad_syntax:Name", "SyntaxError: ")):
+            with self.assertRaises(usage.UsageError) as caught:
+                tap.Options().parseOptions(["--strategy", spec])
+            message = str(caught.exception)
+            self.assertTrue(message.startswith(f"cannot load --strategy {spec}: {words}"), message)
+            self.assertIn(", line ", message)
+            self.assertEqual(len(message.splitlines()), 1)
 
     def test_a_strategy_class_is_built_started_and_stopped(self) -> None:
         options = tap.Options()
