@@ -11,7 +11,10 @@
     market.exchange.halt(100)                   # drive the market from the test
     market.advance(30)                          # time passes: heartbeats flow
     connection.drop()                           # the network fails...
-    market.connect(client)                      # ...and the client resumes
+    connection = market.connect(client)         # ...and the client resumes
+    pong = client.ping()
+    connection.drop(lose_unread=True)           # the ping is lost on the way...
+    market.connect(client)                      # ...and resent on the resume: pong fires
 
 Everything runs synchronously: `InMemoryExchange.flush` moves bytes until
 both sides are quiet, and `InMemoryExchange.advance` moves the clock in
@@ -76,9 +79,17 @@ class InMemoryConnection:
         """Move bytes both ways until neither end has anything to say; True if any moved."""
         return bool(self.pump.flush())  # type: ignore[no-untyped-call]
 
-    def drop(self) -> None:
-        """The network fails: both ends lose the connection, not cleanly."""
+    def drop(self, lose_unread: bool = False) -> None:
+        """The network fails: both ends lose the connection, not cleanly.
+
+        What either end wrote and the other has not read yet is delivered
+        first, unless ``lose_unread``: then it is lost, as when the network
+        fails mid-write (an order written but never received, which the
+        resumed session must resend).
+        """
         for transport in (self.pump.clientIO, self.pump.serverIO):
+            if lose_unread:
+                transport.getOutBuffer()
             transport.disconnectReason = ConnectionLost("the in-memory connection was dropped")
         self.pump.clientIO.loseConnection()
         self.flush()

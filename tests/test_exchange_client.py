@@ -238,6 +238,33 @@ class ExchangeRestartTests(ClientAgainstExchangeTestCase):
         self.assertEqual([w for w in warnings if "does not fit" in w or "replaced by" in w or "afresh" in w], [])
 
 
+class InMemoryDropTests(SynchronousTestCase):
+    """testing.InMemoryConnection.drop: what was written and not yet read is delivered, or lost."""
+
+    def test_a_drop_delivers_what_was_written_first(self) -> None:
+        market = InMemoryExchange()
+        client, connection = market.client()
+        d = client.order(100, 1001, seto_pb2.SIDE_BUY, 20_000, 3333)
+        connection.drop()
+        self.assertEqual(len(market.exchange.open_orders("demo")), 1)  # the exchange read it
+        market.connect(client)
+        market.flush()
+        self.assertEqual(self.successResultOf(d).price, 3333)
+
+    def test_a_drop_that_loses_what_was_unread_makes_the_resume_resend_it(self) -> None:
+        market = InMemoryExchange()
+        client, connection = market.client()
+        d = client.order(100, 1001, seto_pb2.SIDE_BUY, 20_000, 3333)
+        connection.drop(lose_unread=True)
+        self.assertEqual(market.exchange.open_orders("demo"), [])  # lost on the way
+        self.assertNoResult(d)
+        market.connect(client)
+        market.flush()
+        accepted = self.successResultOf(d)
+        self.assertEqual([order.order_id for order in market.exchange.open_orders("demo")], [accepted.order_id])
+        self.assertEqual(client.orders.get(accepted.order_id).state, OrderState.LIVE)  # type: ignore[union-attr]
+
+
 class FailureAndResumeTests(ClientAgainstExchangeTestCase):
     def test_cancel_all_on_failure(self) -> None:
         self.settle(self.alice.settings(cancel_all_on_failure=True))
