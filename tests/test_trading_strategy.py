@@ -93,6 +93,18 @@ class StrategyHookTests(TradingTestCase):
         self.assertIn(("logged_out",), after_drop)
         self.assertEqual(calls.count(("fill", 2500, 100_000)), 1)  # none after stop
 
+    def test_connection_lost_follows_logged_out_when_the_session_ends(self) -> None:
+        """As Strategy.connection_lost says: only a close without logged_out before it is resumed."""
+        strategy = Recording(self.alice)
+        strategy.start()
+        self.alice_connection.drop()
+        self.assertEqual(strategy.calls[-1], ("connection_lost",))
+        self.market.connect(self.alice)
+        self.market.flush()
+        self.assertEqual(strategy.calls[-1], ("logged_in", True))
+        self.settle(self.alice.logout())
+        self.assertEqual(strategy.calls[-2:], [("logged_out",), ("connection_lost",)])
+
     def test_a_hook_that_raises_is_logged_and_harms_nothing(self) -> None:
         class Broken(Strategy):
             def order_changed(self, order: Order) -> None:

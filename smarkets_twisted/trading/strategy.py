@@ -90,13 +90,16 @@ class Strategy(ClientListener, BookListener, OrderListener):
         """The session ended: logged out, refused, or it could not be resumed."""
 
     def connection_lost(self, reason: Exception) -> None:
-        """The connection dropped; the client resumes the session on a new one."""
+        """The connection closed: unless ``logged_out`` came first, the client resumes the session on a new one."""
 
     def book_changed(self, book: MarketBook, contract_id: int | None) -> None:
         """A contract's book moved (``contract_id``), or a whole snapshot arrived (None)."""
 
     def book_stale(self, book: MarketBook) -> None:
         """The book cannot be trusted until its next snapshot: pull quotes that depend on it."""
+
+    def book_live(self, book: MarketBook) -> None:
+        """The book is whole again (a fresh snapshot, or a gap closed): ``book_changed`` follows."""
 
     def order_changed(self, order: Order) -> None:
         """An order of the account moved (``order.state``, ``order.history[-1]``)."""
