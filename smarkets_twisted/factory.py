@@ -623,6 +623,9 @@ class SmarketsClientFactory(ClientFactory):
                 if (protocol is None or not protocol.is_connected or self._limits_wait is not None
                         or self.intent is not Intent.WANTED):
                     return
+                # What the session sent meanwhile (a resume's resends, a pong) is
+                # counted at the next flush: count it now, before asking for a token.
+                protocol.count_sent()
                 now = self.clock.seconds()
                 delay = self.bucket.delay(now)
                 if delay:

@@ -199,14 +199,19 @@ class SmarketsClientProtocol(Protocol):
 
     # Sending
 
+    def count_sent(self) -> None:
+        """Spend a throttle token for each payload the session sent since the last count."""
+        session = self.session
+        if session is not None and session.uncounted:
+            self.factory.spend(session.uncounted)
+            session.uncounted = 0
+
     def flush(self) -> None:
         """Write whatever the session has queued."""
         session = self.session
         if session is None:
             return
-        if session.uncounted:
-            self.factory.spend(session.uncounted)
-            session.uncounted = 0
+        self.count_sent()
         data = session.data_to_send()
         if data and self.is_connected and self.transport is not None:
             self.transport.write(data)

@@ -382,6 +382,28 @@ class ThrottleTests(ClientTestCase):
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
 
+    def test_resends_count_before_a_request_when_the_limits_come_with_the_login_response(self) -> None:
+        """The exchange writes both at once: the limits' arrival must not let a request out on resent tokens.
+
+        (End-to-end with a burst of 1: the request went out at once and was refused THROTTLE_EXCEEDED.)
+        """
+        self.connect_and_login(throttle=(10, 5, 100))
+        self.factory.cancel(1)
+        self.factory.cancel(2)
+        self.exchange.transport.clear()  # both lost with the connection
+        self.exchange.disconnect()
+        self.factory.cancel(3)
+        self.factory.cancel(4)
+        self.exchange.connect(self.factory)
+        self.exchange.accept_login(throttle=(10, 5, 100))  # login_response and limits in one chunk
+        # 1 and 2 resent, and the gapfill for the login: the fresh bucket of 3 is spent.
+        self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
+                         [(1, True), (2, True)])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+
     def test_session_payloads_spend_tokens_as_the_exchange_counts_them(self) -> None:
         """The exchange's throttle counts every payload: a pong, a heartbeat or a ping leaves a token fewer."""
         self.connect_and_login(throttle=(10, 5, 100))
