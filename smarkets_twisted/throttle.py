@@ -44,11 +44,17 @@ class TokenBucket:
         ``headroom_ticks`` lowers the cap by that many ticks' refill: a client
         that sends right at the cap, with its payloads delivered late, would
         otherwise find the exchange's bucket clipped at the cap meanwhile.
+        What goes out within that many ticks (at most the cap and their
+        refills) then reaches the exchange within its burst, however late.
+        A burst too small for that headroom keeps a cap of one token and
+        refills more slowly instead, so that it still holds.
         """
         self.limited = True
         self.tick = max(tick_ms, 1) / 1000.0
         self.per_tick = average_rate_ps * self.tick
         self.burst_size = max(1, math.floor(burst_size - headroom_ticks * self.per_tick))
+        if self.burst_size + headroom_ticks * self.per_tick >= burst_size + 1:
+            self.per_tick = burst_size / (headroom_ticks + 1)
         self.tokens = float(self.burst_size)
         self._origin = now
         self._ticks_credited = 0

@@ -681,7 +681,7 @@ class ReviewFindingsTests(ClientTestCase):
         self.assertFalse(unsent[0].trap(errors.RequestTimeout) and unsent[0].value.sent)
         on_wire = result_of(self.factory.cancel(3))
         queued = result_of(self.factory.cancel(4))
-        self.clock.advance(0.1)
+        self.clock.advance(0.3)  # a burst of 1 with 2 ticks of headroom: a token every 3 ticks
         self.factory.stop()
         self.assertEqual([r[0].value.sent for r in (on_wire, queued)], [True, False])
 

@@ -30,6 +30,25 @@ class TokenBucketTests(SynchronousTestCase):
         bucket.set_limits(10, 1, 100, now=0.0, headroom_ticks=2)
         self.assertEqual(bucket.burst_size, 1)
 
+    def test_what_goes_out_within_the_headroom_fits_the_exchanges_burst(self) -> None:
+        """Payloads sent within two ticks may reach the exchange together, its bucket clipped at the burst meanwhile.
+
+        A burst smaller than the headroom (1 or 2 tokens at one a tick) let one out every tick: three
+        within two ticks, arriving together, were two beyond the exchange's burst.
+        """
+        for rate, burst, tick_ms in [(10, 1, 100), (10, 2, 100), (20, 3, 100), (10, 5, 100), (500, 1000, 200)]:
+            bucket = TokenBucket()
+            bucket.set_limits(rate, burst, tick_ms, now=0.0, headroom_ticks=2)
+            tick = tick_ms / 1000
+            sent = []
+            for k in range(100):
+                while bucket.take(k * tick):
+                    sent.append(k)
+            self.assertGreater(len(sent), 100 * rate * tick / 4, (rate, burst))  # slower, not stopped
+            for first in range(100):
+                together = sum(1 for k in sent if first <= k <= first + 2)
+                self.assertLessEqual(together, burst, (rate, burst, tick_ms, first))
+
     def test_spending_goes_into_debt(self) -> None:
         bucket = TokenBucket()
         bucket.set_limits(10, 2, 100, now=0.0)
