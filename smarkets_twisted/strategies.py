@@ -99,6 +99,9 @@ class StrategyService(Service):
 
     log = Logger()
 
+    #: Seconds to wait for a strategy's stop (its orders cancelled) before the logout goes ahead.
+    stop_timeout = 10.0
+
     def __init__(self, factory: SmarketsClientFactory, build: StrategyFactory, name: str) -> None:
         self.factory = factory
         self.build = build
@@ -119,8 +122,19 @@ class StrategyService(Service):
                 self.on_failure(e)
 
     def stopService(self) -> Deferred[None] | None:
-        """Stop the strategy; the Deferred it may return (its orders cancelled) delays the logout."""
+        """Stop the strategy; the Deferred it may return (its orders cancelled) delays the logout.
+
+        By ``stop_timeout`` seconds at most: a Deferred that never fires would
+        keep twistd from ever exiting, a second Ctrl-C included.
+        """
         super().stopService()  # type: ignore[no-untyped-call]
-        if self.strategy is not None:
-            return self.strategy.stop()
-        return None
+        if self.strategy is None:
+            return None
+        stopping = self.strategy.stop()
+        if stopping is None:
+            return None
+        return stopping.addTimeout(self.stop_timeout, self.factory.clock, onTimeoutCancel=self._stop_timed_out)
+
+    def _stop_timed_out(self, result: object, timeout: float) -> None:
+        self.log.warn("{name} did not finish stopping in {timeout} seconds; logging out all the same",
+                      name=self.name, timeout=timeout)

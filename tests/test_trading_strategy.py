@@ -8,6 +8,7 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -493,6 +494,45 @@ class StrategyOptionTests(SynchronousTestCase):
         self.assertEqual(strategy.calls, [("logged_in", False)])
         service.stopService()
         self.assertFalse(strategy.running)
+
+
+class StrategyStopTests(SynchronousTestCase):
+    """twistd logs out once the strategy's stop is done: a stop that never finishes must not hold it forever."""
+
+    def service(self, stop: Deferred[None]) -> tuple[StrategyService, InMemoryExchange]:
+        class Stopping(Strategy):
+            def stop(self) -> Deferred[None]:
+                super().stop()
+                return stop
+
+        market = InMemoryExchange()
+        factory, _ = market.client()
+        service = StrategyService(factory, Stopping, "--strategy mystrat:Stopping")
+        service.startService()
+        return service, market
+
+    def test_the_stop_is_waited_for(self) -> None:
+        stop: Deferred[None] = Deferred()
+        service, market = self.service(stop)
+        stopped = service.stopService()
+        assert stopped is not None
+        market.advance(5)
+        self.assertNoResult(stopped)
+        stop.callback(None)
+        self.assertIsNone(self.successResultOf(stopped))
+
+    def test_a_stop_that_never_finishes_is_given_up_on_with_a_warning(self) -> None:
+        stop: Deferred[None] = Deferred()
+        service, market = self.service(stop)
+        with capturedLogs() as events:
+            stopped = service.stopService()
+            assert stopped is not None
+            market.advance(9.5)
+            self.assertNoResult(stopped)
+            market.advance(0.5)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertIn("--strategy mystrat:Stopping did not finish stopping in 10.0 seconds; logging out all the same",
+                      [str(formatEvent(event)) for event in events])
 
 
 class ReadmeStrategyTests(SynchronousTestCase):
