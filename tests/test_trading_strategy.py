@@ -106,6 +106,26 @@ class StrategyHookTests(TradingTestCase):
         self.settle(self.alice.logout())
         self.assertEqual(strategy.calls[-2:], [("logged_out",), ("connection_lost",)])
 
+    def test_market_state_changed_tells_a_halt_and_the_market_going_live_again(self) -> None:
+        states: list[tuple[int, int]] = []
+
+        class Watching(Strategy):
+            def market_state_changed(self, market_id: int, state: int) -> None:
+                states.append((market_id, state))
+
+        strategy = Watching(self.alice)
+        strategy.start()
+        self.settle(self.alice.subscribe(MARKET))
+        self.exchange.halt(MARKET)
+        self.market.flush()
+        self.refused(self.alice.order(MARKET, HOME, BUY, 10_000, 2500), errors.OrderRejected)
+        self.exchange.go_live(MARKET)
+        self.market.flush()
+        strategy.stop()
+        self.exchange.halt(MARKET)
+        self.market.flush()
+        self.assertEqual(states, [(MARKET, seto_pb2.MARKET_STATE_HALTED), (MARKET, seto_pb2.MARKET_STATE_LIVE)])
+
     def test_a_hook_that_raises_is_logged_and_harms_nothing(self) -> None:
         class Broken(Strategy):
             def order_changed(self, order: Order) -> None:

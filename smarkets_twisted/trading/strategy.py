@@ -63,6 +63,7 @@ class Strategy(ClientListener, BookListener, OrderListener):
         self.books.add_listener(self)
         self.orders.add_listener(self)
         self.factory.add_handler("seto.balance_changed", self._balance_changed)
+        self.factory.add_handler("seto.market_state", self._market_state)
         if self.factory.current is not None:
             # Through `notify`, as the client calls every hook: one that raises is logged.
             notify([self], "logged_in", False)
@@ -79,6 +80,7 @@ class Strategy(ClientListener, BookListener, OrderListener):
         self.books.del_listener(self)
         self.orders.del_listener(self)
         self.factory.del_handler("seto.balance_changed", self._balance_changed)
+        self.factory.del_handler("seto.market_state", self._market_state)
         return None
 
     # Hooks
@@ -110,6 +112,9 @@ class Strategy(ClientListener, BookListener, OrderListener):
     def balance_changed(self, available_balance: Decimal, exposure: Decimal) -> None:
         """The account's available balance or exposure moved, in pounds."""
 
+    def market_state_changed(self, market_id: int, state: int) -> None:
+        """A subscribed market changed state (``seto_pb2.MARKET_STATE_HALTED``...): a halted one refuses orders."""
+
     # The listeners' names for some of the hooks
 
     def session_ended(self, reason: Exception) -> None:
@@ -120,4 +125,7 @@ class Strategy(ClientListener, BookListener, OrderListener):
 
     def _balance_changed(self, message: Any) -> None:
         self.balance_changed(money_from_double(message.available_balance), money_from_double(message.exposure))
+
+    def _market_state(self, message: Any) -> None:
+        self.market_state_changed(message.market_id, message.state)
 
