@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 #: How long a new session waits for throttle_limits_changed before sending anyway.
 LIMITS_WAIT = 2.0
 
-#: Ticks of refill kept below the exchange's burst, for payloads delivered late.
+#: Ticks a payload may take to reach the exchange: refills meanwhile may be lost to its full bucket.
 THROTTLE_HEADROOM = 2
 
 #: Login refusals after which trying again cannot help.

@@ -10,6 +10,7 @@ passed in.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 #: The shortest wait `TokenBucket.delay` gives when no token is there.
 _MIN_DELAY = 1e-6
@@ -23,7 +24,15 @@ _TICK_SLACK = 1e-4
 
 
 class TokenBucket:
-    """A tick-refilled token bucket; unlimited until limits are set."""
+    """A tick-refilled token bucket; unlimited until limits are set.
+
+    With ``headroom_ticks``, the client's mirror: what it sent may still be
+    on the way for that many ticks, while the exchange's bucket, holding the
+    tokens those payloads will spend, is clipped at the burst.  So a tick's
+    refill is credited only up to the burst less what was sent in the ticks
+    before it: however late its payloads arrive, and however many together,
+    the exchange has a token for each.
+    """
 
     def __init__(self) -> None:
         self.limited = False
@@ -31,40 +40,58 @@ class TokenBucket:
         self.tick = 0.0
         self.per_tick = 0.0
         self.tokens = 0.0
+        self.headroom_ticks = 0
         #: Ticks are counted from here, not accumulated, so that two buckets set
         #: at the same instant (client and exchange) refill at the same instants.
         self._origin = 0.0
         self._ticks_credited = 0
+        #: (tick, payloads sent in it) for the ticks whose payloads may be on the way.
+        self._recent: deque[list[int]] = deque()
 
     def set_limits(
         self, average_rate_ps: int, burst_size: int, tick_ms: int, now: float, headroom_ticks: int = 0
     ) -> None:
-        """Apply new limits; the bucket starts full, as the exchange's does.
-
-        ``headroom_ticks`` lowers the cap by that many ticks' refill: a client
-        that sends right at the cap, with its payloads delivered late, would
-        otherwise find the exchange's bucket clipped at the cap meanwhile.
-        What goes out within that many ticks (at most the cap and their
-        refills) then reaches the exchange within its burst, however late.
-        A burst too small for that headroom keeps a cap of one token and
-        refills more slowly instead, so that it still holds.
-        """
+        """Apply new limits; the bucket starts full, as the exchange's does."""
         self.limited = True
         self.tick = max(tick_ms, 1) / 1000.0
         self.per_tick = average_rate_ps * self.tick
-        self.burst_size = max(1, math.floor(burst_size - headroom_ticks * self.per_tick))
-        if self.burst_size + headroom_ticks * self.per_tick >= burst_size + 1:
-            self.per_tick = burst_size / (headroom_ticks + 1)
-        self.tokens = float(self.burst_size)
+        self.burst_size = burst_size
+        self.tokens = float(burst_size)
+        self.headroom_ticks = headroom_ticks
         self._origin = now
         self._ticks_credited = 0
+        self._recent.clear()
+
+    def _in_flight(self, tick: int) -> int:
+        """Payloads that may still be on the way at ``tick``: those sent in the ticks before it."""
+        return sum(count for sent_at, count in self._recent if sent_at >= tick - self.headroom_ticks)
+
+    def _tokens_at(self, ticks: int) -> float:
+        """The tokens once every tick up to ``ticks`` is credited, nothing more sent."""
+        tokens, tick = self.tokens, self._ticks_credited
+        while tick < ticks:
+            in_flight = self._in_flight(tick + 1)
+            if not in_flight:  # from here on, plain refills up to the burst
+                return min(float(self.burst_size), tokens + (ticks - tick) * self.per_tick)
+            tick += 1
+            tokens = min(float(self.burst_size - in_flight), tokens + self.per_tick)
+        return tokens
 
     def _refill(self, now: float) -> None:
         ticks = math.floor((now - self._origin) / self.tick + _TICK_SLACK)
         if ticks > self._ticks_credited:
-            new = ticks - self._ticks_credited
-            self.tokens = min(float(self.burst_size), self.tokens + new * self.per_tick)
+            self.tokens = self._tokens_at(ticks)
             self._ticks_credited = ticks
+            while self._recent and self._recent[0][0] < ticks + 1 - self.headroom_ticks:
+                self._recent.popleft()
+
+    def _sent(self, count: int) -> None:
+        self.tokens -= count
+        if self.headroom_ticks:
+            if self._recent and self._recent[-1][0] == self._ticks_credited:
+                self._recent[-1][1] += count
+            else:
+                self._recent.append([self._ticks_credited, count])
 
     def take(self, now: float) -> bool:
         """Spend a token if one is available now."""
@@ -72,7 +99,7 @@ class TokenBucket:
             return True
         self._refill(now)
         if self.tokens >= _ONE:
-            self.tokens -= 1.0
+            self._sent(1)
             return True
         return False
 
@@ -80,7 +107,7 @@ class TokenBucket:
         """Count payloads sent, even into debt: a heartbeat or a resend goes out whatever the tokens."""
         if self.limited:
             self._refill(now)
-            self.tokens -= count
+            self._sent(count)
 
     def delay(self, now: float) -> float:
         """Seconds until the next token arrives (0 when one is there)."""
@@ -91,8 +118,18 @@ class TokenBucket:
             return 0.0
         if self.per_tick <= 0:
             return self.tick
-        ticks_needed = max(1, math.ceil((_ONE - self.tokens) / self.per_tick))
-        while self.tokens + ticks_needed * self.per_tick < _ONE:  # float rounding of the division
-            ticks_needed += 1
+        # Tick by tick while payloads may be on the way (a few ticks), then at the plain rate.
+        tick = self._ticks_credited
+        while True:
+            tick += 1
+            if self._tokens_at(tick) >= _ONE:
+                break
+            if not self._in_flight(tick + 1):
+                tokens = self._tokens_at(tick)
+                after = max(1, math.ceil((_ONE - tokens) / self.per_tick))
+                while tokens + after * self.per_tick < _ONE:  # float rounding of the division
+                    after += 1
+                tick += after
+                break
         # Never 0 without a token: a timer trusting it would spin at one instant.
-        return max(_MIN_DELAY, self._origin + (self._ticks_credited + ticks_needed) * self.tick - now)
+        return max(_MIN_DELAY, self._origin + tick * self.tick - now)

@@ -333,16 +333,18 @@ class HeartbeatTests(ClientTestCase):
 
 class ThrottleTests(ClientTestCase):
     def test_requests_beyond_the_bucket_wait_in_order(self) -> None:
-        # 10 per second in 100 ms ticks: one token per tick; burst 5, less 2 ticks of headroom: 3.
+        # 10 per second in 100 ms ticks: one token per tick; a burst of 5.
         self.connect_and_login(throttle=(10, 5, 100))
         outcomes = [self.factory.cancel(order_id) for order_id in range(1, 8)]
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
-        self.assertEqual(self.factory.queued, 4)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3, 4, 5])
+        self.assertEqual(self.factory.queued, 2)
+        # For two ticks the five may be on the way, the exchange's bucket full: its refills lost.
+        self.clock.advance(0.2)
+        self.assertEqual(self.sent(), [])
         self.clock.advance(0.1)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
-        self.assertEqual(self.factory.queued, 3)
-        self.clock.advance(0.3)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [5, 6, 7])
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [6])
+        self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [7])
         self.assertEqual(self.factory.queued, 0)
         for outcome in outcomes:
             self.assertNoResult(outcome)  # sent, awaiting the exchange's answers
@@ -350,87 +352,81 @@ class ThrottleTests(ClientTestCase):
 
     def test_requests_queued_before_login_wait_for_the_limits(self) -> None:
         self.exchange.connect(self.factory)
-        queued = [self.factory.cancel(order_id) for order_id in range(1, 6)]
+        queued = [self.factory.cancel(order_id) for order_id in range(1, 7)]
         (login,) = self.exchange.received()
         self.exchange.accept_login(login, throttle=None)
         self.assertEqual(self.sent(), [])  # no limits yet: nothing goes out
         self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=5, tick_ms=100)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3])
-        self.clock.advance(0.2)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4, 5])
-        self.assertEqual(len(queued), 5)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1, 2, 3, 4, 5])
+        for _ in range(3):
+            self.clock.advance(0.1)
+        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [6])
+        self.assertEqual(len(queued), 6)
 
-    def test_resent_payloads_spend_the_resumed_sessions_tokens(self) -> None:
-        self.connect_and_login(throttle=(10, 5, 100))
+    def _resume_resending_two(self, throttle: tuple[int, int, int] | None) -> None:
+        """Cancels 1 and 2 lost with the connection, 3 and 4 asked for meanwhile; resumed with ``throttle``."""
+        self.connect_and_login(throttle=(10, 3, 100))
         self.factory.cancel(1)
         self.factory.cancel(2)
-        self.exchange.transport.clear()  # both lost with the connection
+        self.exchange.transport.clear()
         self.exchange.disconnect()
         self.factory.cancel(3)
         self.factory.cancel(4)
         self.exchange.connect(self.factory)
-        self.exchange.accept_login(throttle=None)
+        self.exchange.accept_login(throttle=throttle)
         # The exchange missed 1 and 2: they are resent at once, as replays.
         self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
                          [(1, True), (2, True)])
-        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=5, tick_ms=100)
-        # A fresh bucket of 5 less 2 ticks of headroom, less the 3 resent (the two cancels, and the gapfill that
-        # stands for the login in between, which the exchange counts too): the new requests wait a tick each.
+
+    def _one_a_tick_after_two(self) -> None:
+        """What went out may be on the way for two ticks; then a token a tick."""
+        self.clock.advance(0.2)
         self.assertEqual(self.sent(), [])
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
         self.clock.advance(0.1)
         self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+
+    def test_resent_payloads_spend_the_resumed_sessions_tokens(self) -> None:
+        self._resume_resending_two(throttle=None)
+        self.exchange.send_app("throttle_limits_changed", average_rate_ps=10, burst_size=3, tick_ms=100)
+        # A fresh bucket of 3, less the 3 resent (the two cancels, and the gapfill that stands for the
+        # login in between, which the exchange counts too): the new requests wait.
+        self.assertEqual(self.sent(), [])
+        self._one_a_tick_after_two()
 
     def test_resends_count_before_a_request_when_the_limits_come_with_the_login_response(self) -> None:
         """The exchange writes both at once: the limits' arrival must not let a request out on resent tokens.
 
         (End-to-end with a burst of 1: the request went out at once and was refused THROTTLE_EXCEEDED.)
         """
-        self.connect_and_login(throttle=(10, 5, 100))
-        self.factory.cancel(1)
-        self.factory.cancel(2)
-        self.exchange.transport.clear()  # both lost with the connection
-        self.exchange.disconnect()
-        self.factory.cancel(3)
-        self.factory.cancel(4)
-        self.exchange.connect(self.factory)
-        self.exchange.accept_login(throttle=(10, 5, 100))  # login_response and limits in one chunk
-        # 1 and 2 resent, and the gapfill for the login: the fresh bucket of 3 is spent.
-        self.assertEqual([(p.order_cancel.order_id, p.eto_payload.is_replay) for p in self.sent()],
-                         [(1, True), (2, True)])
-        self.clock.advance(0.1)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [3])
-        self.clock.advance(0.1)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [4])
+        self._resume_resending_two(throttle=(10, 3, 100))  # login_response and limits in one chunk
+        self._one_a_tick_after_two()
 
     def test_session_payloads_spend_tokens_as_the_exchange_counts_them(self) -> None:
         """The exchange's throttle counts every payload: a pong, a heartbeat or a ping leaves a token fewer."""
-        self.connect_and_login(throttle=(10, 5, 100))
+        self.connect_and_login(throttle=(10, 3, 100))
         self.exchange.send_session(eto_pb2.PAYLOAD_HEARTBEAT)
         self.exchange.send_session(eto_pb2.PAYLOAD_PING)
         self.factory.ping()
         self.assertEqual([handler_name(p) for p in self.sent()], ["eto.heartbeat", "eto.pong", "eto.ping"])
-        # 5 less 2 ticks of headroom, less those three: the first request waits a tick.
-        self.factory.cancel(1)
-        self.factory.cancel(2)
+        # The burst of 3 less those three: the requests wait.
+        self.factory.cancel(3)
+        self.factory.cancel(4)
         self.assertEqual(self.sent(), [])
-        self.clock.advance(0.1)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [1])
-        self.clock.advance(0.1)
-        self.assertEqual([p.order_cancel.order_id for p in self.sent()], [2])
+        self._one_a_tick_after_two()
 
     def test_pings_wait_for_a_token_and_are_timed_from_when_they_go_out(self) -> None:
         """A ping the exchange refused would get no pong, and each later pong would be credited to an older ping."""
-        self.connect_and_login(throttle=(10, 5, 100))
+        self.connect_and_login(throttle=(10, 3, 100))
         pinged = [self.factory.ping() for _ in range(5)]
-        # 5 less 2 ticks of headroom: three go out now, then one a tick (the clock moved a tick at a time).
-        self.clock.advance(0.1)
-        self.clock.advance(0.1)
+        # Three go out now; two ticks later one a tick (the clock moves a tick at a time).
+        for _ in range(4):
+            self.clock.advance(0.1)
         self.clock.advance(0.05)
         # The exchange reads them now, and answers each: the round trips say when each went out.
         self.assertEqual([handler_name(p) for p in self.sent()], ["eto.ping"] * 5)
-        self.assertEqual([round(self.successResultOf(d), 6) for d in pinged], [0.25, 0.25, 0.25, 0.15, 0.05])
+        self.assertEqual([round(self.successResultOf(d), 6) for d in pinged], [0.45, 0.45, 0.45, 0.15, 0.05])
 
     def test_without_limits_requests_go_out_after_a_short_wait(self) -> None:
         self.exchange.connect(self.factory)
@@ -707,8 +703,8 @@ class ReviewFindingsTests(ClientTestCase):
 
     def test_ping_timed_out_before_it_went_out_is_not_sent(self) -> None:
         """No pong can come for a ping never sent, so it has no place to keep: it would only spend a token."""
-        self.connect_and_login(throttle=(10, 5, 100))
-        for order_id in (1, 2, 3):  # the 3 tokens (5 less 2 ticks of headroom)
+        self.connect_and_login(throttle=(10, 3, 100))
+        for order_id in (1, 2, 3):  # the burst's 3 tokens
             self.factory.cancel(order_id)
         stale = result_of(self.factory.ping(timeout=0.05))
         self.clock.advance(0.05)
@@ -718,6 +714,7 @@ class ReviewFindingsTests(ClientTestCase):
         self.failureResultOf(cancelled, CancelledError)
         rtt = result_of(self.factory.ping())
         self.clock.advance(0.05)
+        self.clock.advance(0.2)  # the next token: three ticks after the three went out
         self.assertEqual(self.exchange.received_names(), ["seto.order_cancel"] * 3 + ["eto.ping"])
         self.clock.advance(0.5)
         self.assertEqual(self.exchange.received(), [])
