@@ -152,6 +152,16 @@ class BadInputTests(SynchronousTestCase):
         self.assertRaises(InvalidQuantity, prices.quantity_for_stake, "-1", 2500, BUY)
         self.assertRaises(InvalidQuantity, prices.quantity_for_stake, "ten", 2500, BUY)
 
+    def test_money_takes_whole_units_and_format_money_any_exact_amount(self) -> None:
+        """Typed errors, not decimal.InvalidOperation or AttributeError; a negative net is a quantity too."""
+        for units in ("x", "5", 2.5, None, True):
+            self.assertRaises(InvalidQuantity, prices.money, units)
+        self.assertEqual(prices.money(-20_000), Decimal("-2.0000"))
+        self.assertEqual([prices.format_money(a) for a in (2, "2.5", 1.005, Decimal("-0.5"))],
+                         ["£2.00", "£2.50", "£1.00", "-£0.50"])
+        for amount in ("x", None, "NaN"):
+            self.assertRaises(InvalidQuantity, prices.format_money, amount)
+
 
 class PropertyTests(SynchronousTestCase):
     def test_odds_are_monotonic(self) -> None:

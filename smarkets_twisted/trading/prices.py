@@ -188,7 +188,9 @@ def price_from_decimal(odds: Exact) -> int:
 
 
 def money(units: int) -> Decimal:
-    """Wire 1/10 000 of the currency -> exact currency units: 100000 -> Decimal('10.0000')."""
+    """Wire 1/10 000 of the currency -> exact currency units: 100000 -> Decimal('10.0000') (a net may be negative)."""
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise InvalidQuantity(f"quantity {units!r} is not a whole number of 1/10000 units")
     return Decimal(units).scaleb(-4)
 
 
@@ -236,9 +238,9 @@ def format_price(price: int) -> str:
     return f"{percent(price)}% ({text})"
 
 
-def format_money(amount: Decimal) -> str:
-    """Pounds to the penny, as a person reads them: Decimal('2') -> '£2.00'."""
-    rounded = amount.quantize(_PENNY, context=_CONTEXT)
+def format_money(amount: Exact) -> str:
+    """Pounds to the penny, as a person reads them: Decimal('2') (or 2, '2', 2.0) -> '£2.00'."""
+    rounded = _exact(amount, "amount", InvalidQuantity).quantize(_PENNY, context=_CONTEXT)
     return f"-£{-rounded}" if rounded < 0 else f"£{rounded}"
 
 
