@@ -268,9 +268,16 @@ def _strategy(options: Options) -> tuple[StrategyFactory, str]:
     """What builds the strategy the options name, and its name for the log: the user's, the recorder or the demo."""
     if options["strategy"] == RECORDER:
         return partial(subscribe_only, market_ids=options["markets"]), "the recorder (--strategy none)"
-    if options.strategy is not None:
-        return options.strategy, f"--strategy {options['strategy']}"
     markets, interval, verbose = options["markets"], options["interval"], bool(options["verbose"])
+    if options.strategy is not None:
+        user = options.strategy
+
+        def subscribed(factory: SmarketsClientFactory) -> object:
+            # --market says what to subscribe to, whatever the strategy: it finds them in factory.subscriptions.
+            subscribe_only(factory, markets)
+            return user(factory)
+
+        return subscribed, f"--strategy {options['strategy']}"
 
     def demo(factory: SmarketsClientFactory) -> MarketMaker:
         if not markets:

@@ -499,6 +499,20 @@ class StrategyOptionTests(SynchronousTestCase):
             self.assertIn(", line ", message)
             self.assertEqual(len(message.splitlines()), 1)
 
+    def test_the_markets_given_are_subscribed_for_a_strategy_of_the_users(self) -> None:
+        """--market was ignored with --strategy module:Name: the strategy saw no book of the markets named."""
+        options = tap.Options()
+        options.parseOptions(["--strategy", "tests.test_trading_strategy:Recording", "--market", "200"])
+        build, name = tap._strategy(options)
+        market = InMemoryExchange()
+        factory, _ = market.client()
+        service = StrategyService(factory, build, name)
+        service.startService()
+        market.flush()
+        self.assertIsInstance(service.strategy, Recording)
+        self.assertEqual((factory.subscriptions, sorted(factory.books.markets)), ({200}, [200]))
+        self.assertIn(("book_changed", 200, None), service.strategy.calls)  # type: ignore[union-attr]
+
     def test_a_strategy_class_is_built_started_and_stopped(self) -> None:
         options = tap.Options()
         options.parseOptions(["--strategy", "tests.test_trading_strategy:Recording"])
