@@ -14,11 +14,14 @@ session ended, a gap in the exchange's seqs and its replay.  The trading
 layer listens through both.
 
 A handler or listener that raises is logged and disturbs neither the
-connection nor the others.
+connection nor the others: the first time with its traceback, then at the
+10th, 100th, 1000th... time it raises the same error at the same place, so
+that a hook failing on every quote does not drown the log.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -61,10 +64,48 @@ class ClientListener:
         """The replay filled the gap: payloads are delivered in order again."""
 
 
-class HandlerRegistry:
-    """Named and global handlers, called in the order they were added, and listeners."""
+class CallbackFailures:
+    """How often each callback raised each error at each place, to log the first in full and then only counts."""
 
     log = Logger()
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, type[BaseException] | None], int] = {}
+
+    def caught(self, callback: object, place: str) -> None:
+        """Log the exception being handled (call in an ``except`` block) or, if it repeats, count it."""
+        name = callback_name(callback)
+        key = (name, place, sys.exc_info()[0])
+        count = self._counts[key] = self._counts.get(key, 0) + 1
+        if count == 1:
+            self.log.failure("{callback} raised ({place})", callback=name, place=place)
+        elif _is_power_of_ten(count):
+            self.log.warn("{callback} has raised {count} times ({place}); the first time's traceback is above",
+                          callback=name, count=count, place=place)
+
+
+#: Every callback failure of the process.
+failures = CallbackFailures()
+
+
+def callback_name(callback: object) -> str:
+    """What a log line calls a callback: ``Quoter.book_changed``, ``on_fill`` (a repr would show addresses)."""
+    owner = getattr(callback, "__self__", None)
+    function = getattr(callback, "__func__", callback)
+    name = getattr(function, "__name__", None)
+    if owner is not None and name is not None:
+        return f"{type(owner).__qualname__}.{name}"
+    return str(getattr(function, "__qualname__", None) or type(callback).__qualname__)
+
+
+def _is_power_of_ten(count: int) -> bool:
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
+class HandlerRegistry:
+    """Named and global handlers, called in the order they were added, and listeners."""
 
     def __init__(self) -> None:
         # Tuples, replaced on each change: a handler that adds or removes
@@ -114,7 +155,7 @@ class HandlerRegistry:
                 else:
                     handler(message)
             except Exception:
-                self.log.failure("handler {handler!r} for {name} raised", handler=handler, name=name)
+                failures.caught(handler, f"{name} handler")
         frame = None
         for global_handler, whole in self._global:
             try:
@@ -125,7 +166,7 @@ class HandlerRegistry:
                 else:
                     global_handler(name, message)
             except Exception:
-                self.log.failure("global handler {handler!r} raised on {name}", handler=global_handler, name=name)
+                failures.caught(global_handler, f"global handler, on {name}")
 
     def notify(self, hook: str, *args: object) -> None:
         """Call ``hook`` (a `ClientListener` method name) on every listener."""
@@ -138,7 +179,7 @@ def notify(listeners: Iterable[object], hook: str, *args: object) -> None:
         try:
             getattr(listener, hook)(*args)
         except Exception:
-            HandlerRegistry.log.failure("listener {listener!r} raised in {hook}", listener=listener, hook=hook)
+            failures.caught(getattr(listener, hook, listener), f"{hook} hook")
 
 
 def _without(entries: tuple[tuple[Any, bool], ...], handler: object, missing: str) -> tuple[tuple[Any, bool], ...]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from smarkets_twisted.handlers import ClientListener, Frame
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from smarkets_twisted import handlers
+from smarkets_twisted.handlers import ClientListener, Frame, HandlerRegistry, notify
 from smarkets_twisted.payloads import Payload
 from smarkets_twisted.proto import seto_pb2
 from tests.exchange_helpers import HOME, MARKET
@@ -109,3 +113,40 @@ class RequestOptionTests(TradingTestCase):
         self.assertNoResult(cancel)
         pump.serverIO.bufferReceived(held)
         self.assertEqual(self.settle(cancel).order_id, other.order_id)
+
+
+class _Quoter:
+    def book_changed(self, book: object) -> None:
+        raise ValueError("a bug in the strategy")
+
+
+class FailingCallbackTests(SynchronousTestCase):
+    """A callback that raises on every message must not put a traceback in the log for each."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.patch(handlers, "failures", handlers.CallbackFailures())  # counts are per process: start afresh
+
+    def test_a_hook_raising_every_time_logs_its_traceback_once_then_counts(self) -> None:
+        for _ in range(120):
+            notify([_Quoter()], "book_changed", None)
+        lines = [formatEvent(event) for event in self.events]
+        self.assertEqual(
+            lines,
+            [
+                "_Quoter.book_changed raised (book_changed hook)",
+                "_Quoter.book_changed has raised 10 times (book_changed hook); the first time's traceback is above",
+                "_Quoter.book_changed has raised 100 times (book_changed hook); the first time's traceback is above",
+            ],
+        )
+        self.assertIsInstance(self.events[0]["log_failure"].value, ValueError)
+        self.flushLoggedErrors(ValueError)
+
+    def test_a_handler_is_named_not_shown_as_a_repr(self) -> None:
+        registry = HandlerRegistry()
+        registry.add_handler("seto.order_accepted", _Quoter().book_changed)
+        registry.dispatch("seto.order_accepted", None, None)
+        self.assertEqual(formatEvent(self.events[0]), "_Quoter.book_changed raised (seto.order_accepted handler)")
+        self.flushLoggedErrors(ValueError)
