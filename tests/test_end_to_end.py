@@ -115,19 +115,9 @@ class Client:
         self.delivered = collections.Counter()
         self.accepted_by_handler = collections.Counter()
         self.factory.add_global_handler(self._seen)
-        #: The account's last sequence when a new session of this client could ask for no events
-        #: after one (none seen yet: a design limit the client warns of); those up to it are not owed.
+        #: The account's last sequence when the exchange started a new session of this client that
+        #: asked for no events (none seen yet: a design limit the client warns of): not owed those.
         self.unaskable = 0
-        ask = self.factory.account_sequence_to_ask
-
-        def asked():
-            after = ask()
-            if after is None:
-                past = m.exchange.account("alice").events_after(0).events
-                self.unaskable = past[-1].account_sequence if past else 0
-            return after
-
-        self.factory.account_sequence_to_ask = asked
         self.ep = MemEndpoint(m)
         self.svc = ClientService(self.ep, self.factory, retryPolicy=retry, clock=m.clock)
         self.svc.startService()
@@ -204,6 +194,17 @@ def _run(seed, steps, collector, wide=False):
     clients = [alice]
     if wide:
         clients.append(Client(m, "M", settings, 2 * 10**12, lambda n: 0.2 + wrng.random()))
+    started = ex.session_started
+
+    def session_started(session, login):
+        if (session.detached_at_account_sequence is None and not login.HasField("account_sequence_64")
+                and not login.HasField("account_sequence")):
+            for client in clients:
+                if any(c.server is session.connection for c in client.ep.conns):
+                    client.unaskable = session.account.account_sequence
+        return started(session, login)
+
+    ex.session_started = session_started
     cbook = MarketBook(MARKET)
     alice.factory.add_handler("seto.market_quotes", lambda q: cbook.snapshot(q) if q.market_id == MARKET else None)
     alice.factory.add_handler("seto.contract_quotes",
@@ -325,6 +326,10 @@ def _run(seed, steps, collector, wide=False):
         order_ids = [o.order_id for o in ex.open_orders("alice")] or order_ids[-5:]
 
     # quiesce: no more drops; let the service reconnect and everything settle
+    if wide:
+        # What the last action wrote arrives now, not a 0.25 s step later: more than the
+        # two ticks (of 100 ms) the client allows a payload to be on the way.
+        m.flush()
     m.advance(120, step=0.25)
     # A throttle of a few tokens drains a long queue slowly: give it the time it needs.
     while any(client.factory.requests.unsent for client in clients) and m.clock.seconds() < 3600:
