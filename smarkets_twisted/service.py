@@ -191,6 +191,11 @@ class LoggedInEndpoint:
 
         def logged_in(protocol: SmarketsClientProtocol) -> None:
             assert protocol.transport is not None
+            if result.called:
+                # Cancelled (the service stopped) while this login was answered all the same:
+                # ClientService wants no connection now.
+                protocol.transport.loseConnection()
+                return
             stand_in = protocolFactory.buildProtocol(protocol.transport.getPeer())
             assert stand_in is not None
             stand_in.makeConnection(protocol.transport)
