@@ -34,6 +34,7 @@ from smarkets_twisted.exchange.service import _REQUEST_ANSWERS, ExchangeSettings
 from smarkets_twisted.factory import SmarketsClientFactory
 from smarkets_twisted.payloads import SETO_FIELDS
 from smarkets_twisted.proto import seto_pb2
+from smarkets_twisted.service import SmarketsClientService
 from smarkets_twisted.settings import ClientSettings
 from smarkets_twisted.testing import _EXCHANGE_ADDRESS, InMemoryConnection, InMemoryExchange
 from smarkets_twisted.trading.books import MarketBook
@@ -83,7 +84,7 @@ class Refs:
         return self.n
 
 
-def run(seed, steps, wide=False):
+def run(seed, steps, wide=False, service=False):
     """One random session of ``steps`` actions; returns (findings, stats).
 
     ``wide`` draws, from a generator of its own (so that the plain seeds run
@@ -93,19 +94,22 @@ def run(seed, steps, wide=False):
     turn, an exchange acting on a few frames per turn and timing out a silent
     client; and a second client of the same account (its own sessions, drops
     and logouts), more pings, and the second market settled or voided late.
+    ``service`` (with ``wide``) runs the second client under the library's
+    SmarketsClientService, which stays out after a logout: from a third
+    generator it connects again, or is stopped and started again later.
     """
     collector = ErrorCollector()
     globalLogPublisher.addObserver(collector)
     try:
-        return _run(seed, steps, collector, wide)
+        return _run(seed, steps, collector, wide, service)
     finally:
         globalLogPublisher.removeObserver(collector)
 
 
 class Client:
-    """One factory of alice's under a ClientService, and what reached its handlers."""
+    """One factory of alice's under a ClientService (or ours), and what reached its handlers."""
 
-    def __init__(self, m, name, settings, first_ref, retry):
+    def __init__(self, m, name, settings, first_ref, retry, ours=False):
         self.name = name
         self.factory = SmarketsClientFactory(settings, m.clock)
         self.refs = Refs()
@@ -119,7 +123,10 @@ class Client:
         #: asked for no events (none seen yet: a design limit the client warns of): not owed those.
         self.unaskable = 0
         self.ep = MemEndpoint(m)
-        self.svc = ClientService(self.ep, self.factory, retryPolicy=retry, clock=m.clock)
+        if ours:
+            self.svc = SmarketsClientService(self.ep, self.factory, clock=m.clock, retry=retry)
+        else:
+            self.svc = ClientService(self.ep, self.factory, retryPolicy=retry, clock=m.clock)
         self.svc.startService()
 
     def _seen(self, name, msg):
@@ -148,9 +155,10 @@ class Client:
         return self.live_conn() is not None and self.factory.current is not None
 
 
-def _run(seed, steps, collector, wide=False):
+def _run(seed, steps, collector, wide=False, service=False):
     rng = random.Random(seed)
     wrng = random.Random(f"wide {seed}")
+    srng = random.Random(f"service {seed}")
     log_size = rng.choice([12, 40, 100_000])
     csize = rng.choice([8, 30, 100_000])
     rate, burst, replay_interval = rng.choice([10, 500]), rng.choice([5, 1000]), rng.choice([0.0, 5.0])
@@ -193,7 +201,7 @@ def _run(seed, steps, collector, wide=False):
     alice = Client(m, "L", settings, 10**12, lambda n: 0.2 + rng.random())
     clients = [alice]
     if wide:
-        clients.append(Client(m, "M", settings, 2 * 10**12, lambda n: 0.2 + wrng.random()))
+        clients.append(Client(m, "M", settings, 2 * 10**12, lambda n: 0.2 + wrng.random(), ours=service))
     started = ex.session_started
 
     def session_started(session, login):
@@ -313,10 +321,23 @@ def _run(seed, steps, collector, wide=False):
         else:
             act(alice, wrng, wrng.random())
 
+    def act_service():
+        """The second client's SmarketsClientService: in again after a logout, or stopped and started."""
+        svc = clients[1].svc
+        if srng.random() < 0.7:
+            svc.connect()
+            return
+        stats["service_restart"] += 1
+        stopped = svc.stopService()
+        later = srng.choice([0.0, 0.1, 1.0, 5.0])
+        stopped.addBoth(lambda _: m.clock.callLater(later, svc.startService))
+
     stats = collections.Counter()
     for step in range(steps):
         try:
-            if wide and wrng.random() < 0.3:
+            if service and srng.random() < 0.03:
+                act_service()
+            elif wide and wrng.random() < 0.3:
                 act_wide(step)
             else:
                 act(alice, rng, rng.random())
@@ -326,6 +347,9 @@ def _run(seed, steps, collector, wide=False):
         order_ids = [o.order_id for o in ex.open_orders("alice")] or order_ids[-5:]
 
     # quiesce: no more drops; let the service reconnect and everything settle
+    if service:
+        m.advance(10, step=0.05)  # a restart under way finishes
+        clients[1].svc.connect()
     if wide:
         # What the last action wrote arrives now, not a 0.25 s step later: more than the
         # two ticks (of 100 ms) the client allows a payload to be on the way.
@@ -412,6 +436,12 @@ class RandomEndToEndTests(SynchronousTestCase):
         """Tight throttles, tiny logs, short-lived detached sessions, two clients of one account."""
         for seed in (1, 2, 3, 4, 6):
             findings, stats = run(seed, 300, wide=True)
+            self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
+
+    def test_wide_runs_with_the_second_client_under_our_service(self) -> None:
+        """251: a login answered after the service stopped raised AlreadyCalledError, then NoTransition."""
+        for seed in (1, 2, 251):
+            findings, stats = run(seed, 300, wide=True, service=True)
             self.assertEqual(findings, [], f"seed {seed}: {dict(stats)}")
 
     def test_wide_seeds_that_found_bugs_stay_clean(self) -> None:

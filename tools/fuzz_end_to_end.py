@@ -4,6 +4,7 @@
 
     python tools/fuzz_end_to_end.py 0 500            # seeds 0..499, 300 steps, plain
     python tools/fuzz_end_to_end.py 0 500 --wide     # the tight limits and two clients
+    python tools/fuzz_end_to_end.py 0 500 --wide --service   # the second under SmarketsClientService
 
 Exits 1 when any seed found something, so that it can gate a longer run.
 """
@@ -27,10 +28,11 @@ def main() -> int:
     parser.add_argument("stop", type=int)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--wide", action="store_true")
+    parser.add_argument("--service", action="store_true", help="with --wide: the second client under SmarketsClientService")
     args = parser.parse_args()
     kinds: collections.Counter[str] = collections.Counter()
     for seed in range(args.first, args.stop):
-        findings, _ = run(seed, args.steps, wide=args.wide)
+        findings, _ = run(seed, args.steps, wide=args.wide, service=args.service)
         for finding in findings:
             print(f"seed {seed}: {finding[:200]}")
             kinds[re.sub(r"\(.*?\)|\[.*?\]|'.*?'|[0-9.=t]+\b", "", finding)[:60].strip()] += 1
