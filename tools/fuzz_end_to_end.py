@@ -28,7 +28,8 @@ def main() -> int:
     parser.add_argument("stop", type=int)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--wide", action="store_true")
-    parser.add_argument("--service", action="store_true", help="with --wide: the second client under SmarketsClientService")
+    parser.add_argument("--service", action="store_true",
+                        help="with --wide: the second client under SmarketsClientService")
     args = parser.parse_args()
     kinds: collections.Counter[str] = collections.Counter()
     for seed in range(args.first, args.stop):
