@@ -59,13 +59,16 @@ class Event(enum.Enum):
 
 _P, _E = Phase, Event
 #: The login is unanswered: `login` waits.
-AWAITING_LOGIN = (_P.CONNECTING, _P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT)
+AWAITING_LOGIN = frozenset(
+    {_P.CONNECTING, _P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT}
+)
 #: We may drop the connection.
-OPEN = (_P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT, _P.LOGGED_IN, _P.LOGGING_OUT)
+OPEN = frozenset({_P.HANDSHAKING, _P.LOGOUT_AFTER_HANDSHAKE, _P.LOGGING_IN, _P.LOGGING_IN_THEN_OUT, _P.LOGGED_IN,
+                  _P.LOGGING_OUT})
 #: Bytes go both ways.
-CONNECTED = (*OPEN, _P.CONFIRMED, _P.CLOSING)
+CONNECTED = OPEN | {_P.CONFIRMED, _P.CLOSING}
 #: Nothing more is read.
-GONE = (_P.DROPPED, _P.CLOSED)
+GONE = frozenset({_P.DROPPED, _P.CLOSED})
 
 #: (phase, event) → the next phase.  An event missing here is logged and changes nothing.
 NEXT: dict[tuple[Phase, Event], Phase] = {
